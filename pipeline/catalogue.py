@@ -1,0 +1,200 @@
+"""The catalogue: subjects and categories loaded from `config/catalogue/*.toml`.
+
+One file per category: a `[category]` table with its `[[category.dimensions]]`
+and the `[[subjects]]` that belong to it. Ids are strict slugs because they
+become file names; names, vendors and descriptions are free Unicode text.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import CatalogueError, ConfigError
+from pipeline.models import Category, Dimension, Pair, SourceSpec, Subject
+
+SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+KINDS = ("percent", "level", "list", "text")
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    categories: dict[str, Category]
+    subjects: dict[str, Subject]
+    aliases: dict[str, str]
+
+    def subject(self, ref: str) -> Subject:
+        key = ref.strip().lower()
+        if key in self.subjects:
+            return self.subjects[key]
+        if key in self.aliases:
+            return self.subjects[self.aliases[key]]
+        known = sorted(self.subjects) + sorted(self.aliases)
+        near = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(near)}?" if near else " Run `pipeline list` to see them."
+        raise CatalogueError(f"unknown subject {ref!r}.{hint}")
+
+    def pair(self, ref: str, *, allow_cross_category: bool = False) -> Pair:
+        parts = [p for p in ref.split(",")]
+        if len(parts) != 2 or not all(p.strip() for p in parts):
+            raise CatalogueError(
+                f"a pair is two subject ids separated by a comma, e.g. "
+                f"image-classification,image-segmentation (got {ref!r})"
+            )
+        first, second = (self.subject(p) for p in parts)
+        if first.id == second.id:
+            raise CatalogueError(f"a pair needs two different subjects (got {first.id} twice)")
+        if first.category != second.category and not allow_cross_category:
+            raise CatalogueError(
+                f"{first.id} is in {first.category} but {second.id} is in {second.category}; "
+                "pass --cross-category to compare subjects of different categories"
+            )
+        a, b = sorted((first, second), key=lambda s: s.id)
+        return Pair(a=a, b=b, category=self.categories[a.category])
+
+    def pairs_in_category(self, category_id: str) -> list[Pair]:
+        if category_id not in self.categories:
+            raise CatalogueError(f"unknown category {category_id!r}; known: {', '.join(sorted(self.categories))}")
+        members = sorted((s for s in self.subjects.values() if s.category == category_id), key=lambda s: s.id)
+        return [Pair(a, b, self.categories[category_id]) for a, b in combinations(members, 2)]
+
+    def related_pairs(self, pair: Pair, limit: int = 6) -> list[Pair]:
+        """Other pairs of the same category that share a subject with `pair` ("people also compare")."""
+        others = [
+            p
+            for p in self.pairs_in_category(pair.category.id)
+            if p.key != pair.key and {p.a.id, p.b.id} & {pair.a.id, pair.b.id}
+        ]
+        return others[:limit]
+
+
+def load_catalogue(config_dir: Path) -> Catalogue:
+    folder = config_dir / "catalogue"
+    files = sorted(folder.glob("*.toml"))
+    if not files:
+        raise ConfigError(f"no catalogue files in {folder}; add at least one <category>.toml there")
+    categories: dict[str, Category] = {}
+    subjects: dict[str, Subject] = {}
+    aliases: dict[str, str] = {}
+    for path in files:
+        doc = read_toml(path)
+        category = _category(doc.get("category"), path)
+        if category.id in categories:
+            raise CatalogueError(f"{path}: category {category.id!r} is defined twice")
+        categories[category.id] = category
+        for i, raw in enumerate(doc.get("subjects", [])):
+            subject = _subject(raw, category.id, path, i)
+            if subject.id in subjects:
+                raise CatalogueError(
+                    f"{path}: subject id {subject.id!r} is already defined in "
+                    f"{subjects[subject.id].defined_in}; ids must be unique across files"
+                )
+            subjects[subject.id] = subject
+    for subject in subjects.values():
+        for alias in subject.aliases:
+            key = alias.lower()
+            if key in subjects or aliases.get(key, subject.id) != subject.id:
+                raise CatalogueError(f"{subject.defined_in}: alias {alias!r} of {subject.id} is ambiguous")
+            aliases[key] = subject.id
+    return Catalogue(categories=categories, subjects=subjects, aliases=aliases)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        where = f"{path}:{match.group(1)}:{match.group(2)}" if match else str(path)
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigError(f"{where}: malformed TOML: {message}") from exc
+
+
+def check_slug(value: object, what: str, where: Path) -> str:
+    if not isinstance(value, str) or not SLUG.match(value):
+        shown = repr(value)[:60]
+        raise CatalogueError(
+            f"{where}: {what} {shown} is not a valid id; use 1-64 lowercase letters, digits "
+            "and inner hyphens (e.g. image-classification)"
+        )
+    return value
+
+
+def _text(raw: dict[str, Any], key: str, where: str, *, required: bool = True) -> str:
+    value = raw.get(key, "")
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise CatalogueError(f"{where}: `{key}` must be a non-empty string")
+    return value.strip()
+
+
+def _category(raw: Any, path: Path) -> Category:
+    if not isinstance(raw, dict):
+        raise CatalogueError(f"{path}: missing [category] table")
+    cid = check_slug(raw.get("id"), "category id", path)
+    dims_raw = raw.get("dimensions") or []
+    if not dims_raw:
+        raise CatalogueError(f"{path}: category {cid!r} has no dimensions; add [[category.dimensions]] entries")
+    dims: list[Dimension] = []
+    for i, d in enumerate(dims_raw):
+        where = f"{path}: category.dimensions[{i}]"
+        kind = d.get("kind")
+        if kind not in KINDS:
+            raise CatalogueError(f"{where}: kind must be one of {', '.join(KINDS)} (got {kind!r})")
+        levels = tuple(d.get("levels", ()))
+        if kind == "level" and len(levels) < 2:
+            raise CatalogueError(f"{where}: a level dimension needs `levels`, lowest first")
+        weight = d.get("weight", 1.0)
+        if not isinstance(weight, int | float) or weight <= 0:
+            raise CatalogueError(f"{where}: weight must be a positive number")
+        dims.append(
+            Dimension(
+                name=_text(d, "name", where),
+                kind=kind,
+                weight=float(weight),
+                higher_is_better=bool(d.get("higher_is_better", True)),
+                levels=levels,
+                description=_text(d, "description", where, required=False),
+            )
+        )
+    names = [d.name for d in dims]
+    if len(set(names)) != len(names):
+        raise CatalogueError(f"{path}: category {cid!r} has duplicate dimension names")
+    return Category(
+        id=cid,
+        name=_text(raw, "name", f"{path}: category"),
+        dimensions=tuple(dims),
+        tie_band=float(raw.get("tie_band", 0.25)),
+    )
+
+
+def _subject(raw: dict[str, Any], category: str, path: Path, index: int) -> Subject:
+    sid = check_slug(raw.get("id"), f"subjects[{index}].id", path)
+    where = f"{path}: subject {sid}"
+    sources: list[SourceSpec] = []
+    for j, s in enumerate(raw.get("sources", [])):
+        if "text" in s:
+            sources.append(SourceSpec(kind="text", label=s.get("label", f"note {j + 1}"), text=str(s["text"])))
+        elif "path" in s:
+            sources.append(SourceSpec(kind="file", label=s.get("label", str(s["path"])), path=str(s["path"])))
+        else:
+            raise CatalogueError(f"{where}: sources[{j}] needs `text` or `path`")
+    return Subject(
+        id=sid,
+        name=_text(raw, "name", where),
+        vendor=_text(raw, "vendor", where),
+        category=category,
+        description=_text(raw, "description", where),
+        sources=tuple(sources),
+        aliases=tuple(str(a) for a in raw.get("aliases", ())),
+        defined_in=str(path),
+    )

@@ -1,0 +1,77 @@
+"""Gather: the source texts of one subject, normalised, capped and hashed.
+
+Sources are untrusted text. A file source is a path relative to the workspace
+and must stay inside it after symlinks are resolved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import unicodedata
+from pathlib import Path
+
+from pipeline.errors import SourceError
+from pipeline.models import Source, SourceBundle, Subject
+
+log = logging.getLogger("pipeline")
+
+
+def gather(subject: Subject, workspace: Path, max_chars: int) -> SourceBundle:
+    sources = [_make(subject.id, "description", "text", "catalogue", subject.description, max_chars)]
+    for spec in subject.sources:
+        if spec.kind == "text":
+            sources.append(_make(subject.id, spec.label, "text", "catalogue", spec.text, max_chars))
+        else:
+            text = _read_file(workspace, spec.path, subject.id)
+            sources.append(_make(subject.id, spec.label, "file", spec.path, text, max_chars))
+    return SourceBundle(subject_id=subject.id, sources=tuple(sources))
+
+
+def normalise(text: str) -> str:
+    """NFC, Unix newlines, no trailing spaces, no control characters but newline and tab."""
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
+    lines = [line.rstrip() for line in text.split("\n")]
+    return "\n".join(lines).strip()
+
+
+def _make(subject_id: str, label: str, kind: str, location: str, text: str, max_chars: int) -> Source:
+    text = normalise(text)
+    truncated = len(text) > max_chars
+    if truncated:
+        log.warning(
+            "source %r of %s has %d characters; cut to %d (raise [sources] max_chars to keep more)",
+            label,
+            subject_id,
+            len(text),
+            max_chars,
+        )
+        text = text[:max_chars]
+    if not text:
+        raise SourceError(f"source {label!r} of {subject_id} is empty; give it text or remove it")
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return Source(subject_id, label, kind, location, text, digest, truncated)
+
+
+def _read_file(workspace: Path, rel: str, subject_id: str) -> str:
+    root = workspace.resolve()
+    candidate = Path(rel)
+    if candidate.is_absolute() or "\x00" in rel:
+        raise SourceError(f"source path {rel!r} of {subject_id} must be relative to the workspace")
+    path = (root / candidate).resolve()
+    if not path.is_relative_to(root):
+        raise SourceError(
+            f"source path {rel!r} of {subject_id} points outside the workspace ({root}); "
+            "copy the file into the workspace"
+        )
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError as exc:
+        raise SourceError(f"source file {rel!r} of {subject_id} does not exist") from exc
+    except UnicodeDecodeError as exc:
+        raise SourceError(
+            f"source file {rel!r} of {subject_id} is not UTF-8 (byte {exc.start}); convert it to UTF-8"
+        ) from exc
+    except OSError as exc:
+        raise SourceError(f"source file {rel!r} of {subject_id} cannot be read: {exc.strerror}") from exc

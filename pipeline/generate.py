@@ -1,0 +1,276 @@
+"""Generate: cache lookup → call → parse → validate → re-ask with the problems → store.
+
+Two retry layers that never mix: transport faults are retried inside
+`call_with_retries`; invalid output is re-asked here, bounded by
+`max_attempts`. Every attempt is recorded, failed ones included, and the
+final error carries all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pipeline.errors import OutputInvalidError, ProviderError, TransientProviderError
+from pipeline.models import (
+    AttemptRecord,
+    Comparison,
+    Completion,
+    Messages,
+    Pair,
+    Problem,
+    RunResult,
+    SourceBundle,
+    Usage,
+)
+from pipeline.prompt import PromptBuilder
+from pipeline.providers.base import ProgressFn, Provider
+from pipeline.providers.retry import call_with_retries
+from pipeline.schema import compact, sha256_of, specialise, verdict_only, without_verdict
+from pipeline.scoring import winner
+from pipeline.settings import GenerationParams, TransportPolicy
+from pipeline.store import Store, utc_now
+from pipeline.validate import parse, validate, validate_partial
+
+CACHE_FORMAT = "comparison-cache/1"
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything one generation of one pair depends on; its cache key covers all of it."""
+
+    pair: Pair
+    bundles: tuple[SourceBundle, ...]
+    messages: Messages
+    schema: dict[str, Any]
+    schema_sha256: str
+    params: GenerationParams
+    provider_identity: dict[str, str]
+    cache_key: str
+
+
+def prepare(
+    pair: Pair,
+    bundles: tuple[SourceBundle, ...],
+    builder: PromptBuilder,
+    canonical: dict[str, Any],
+    schema_sha256: str,
+    provider: Provider,
+    params: GenerationParams,
+) -> Job:
+    schema = specialise(canonical, pair)
+    if provider.compact_schema:
+        schema = compact(schema, provider.compact_schema)
+    in_prompt = schema if provider.dialect in ("json_object", "prompt") else None
+    messages = builder.build(pair, bundles, in_prompt)
+    identity = provider.identity()
+    key = sha256_of(
+        {
+            "format": CACHE_FORMAT,
+            "provider": identity,
+            "params": params.for_cache(),
+            "messages": list(messages.messages),
+            "schema": schema_sha256,
+        }
+    )
+    return Job(pair, bundles, messages, schema, schema_sha256, params, identity, key)
+
+
+class _StageFailed(Exception):
+    def __init__(self, problems: list[Problem], last_raw: str):
+        super().__init__("stage failed")
+        self.problems = problems
+        self.last_raw = last_raw
+
+
+@dataclass
+class _Asker:
+    """Calls the model until a section's answer passes its check, recording every attempt."""
+
+    provider: Provider
+    builder: PromptBuilder
+    params: GenerationParams
+    transport: TransportPolicy
+    progress: ProgressFn | None
+    records: list[AttemptRecord]
+
+    def ask(
+        self,
+        messages: list[dict[str, str]],
+        schema: dict[str, Any],
+        check: Callable[[dict[str, Any]], list[Problem]],
+    ) -> tuple[dict[str, Any], Completion, str]:
+        base = messages
+        problems: list[Problem] = []
+        raw = ""
+        for index in range(self.params.max_attempts):
+            # A re-ask with the same seed tends to reproduce the same mistake; vary it per attempt.
+            seed = None if self.params.seed is None else self.params.seed + index
+            completion = call_with_retries(
+                self.provider,
+                messages,
+                schema,
+                replace(self.params, seed=seed),
+                self.transport,
+                on_failure=self._transport_failure,
+                progress=self.progress,
+            )
+            answered_at = utc_now()
+            raw = completion.text
+            data: dict[str, Any] | None = None
+            if completion.finish_reason == "length":
+                problems = [Problem("", f"the answer was cut off at {self.params.max_tokens} tokens; write less")]
+            else:
+                data, problems = parse(completion.text)
+                if data is not None:
+                    problems = check(data)
+            self.records.append(
+                AttemptRecord(
+                    number=len(self.records) + 1,
+                    outcome="invalid" if problems else "accepted",
+                    raw=completion.text,
+                    problems=tuple(problems),
+                    usage=completion.usage,
+                    latency_ms=completion.latency_ms,
+                    finish_reason=completion.finish_reason,
+                )
+            )
+            if data is not None and not problems:
+                return data, completion, answered_at
+            messages = self.builder.reask(base, completion.text, problems)
+        raise _StageFailed(problems, raw)
+
+    def _transport_failure(self, exc: TransientProviderError, latency_ms: int) -> None:
+        self.records.append(
+            AttemptRecord(len(self.records) + 1, "transport_error", "", (), Usage(), latency_ms, error=str(exc))
+        )
+
+
+def generate(
+    job: Job,
+    provider: Provider,
+    store: Store,
+    builder: PromptBuilder,
+    canonical: dict[str, Any],
+    transport: TransportPolicy,
+    *,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> RunResult:
+    if not force:
+        cached = store.find_cached(job.cache_key)
+        if cached is not None:
+            return RunResult(comparison=cached, cached=True, attempts=0, usage=Usage())
+
+    invocation = uuid.uuid4().hex
+    asker = _Asker(provider, builder, job.params, transport, progress, [])
+    messages = job.messages.as_list()
+    pair = job.pair
+    try:
+        if provider.compact_schema:
+            data, completion, answered_at = _staged(job, asker, builder, canonical)
+        else:
+            data, completion, answered_at = asker.ask(messages, job.schema, lambda d: validate(d, pair, canonical))
+    except ProviderError:
+        store.save_failed_attempts(invocation, pair.key, job.cache_key, asker.records)
+        raise
+    except _StageFailed as failed:
+        store.save_failed_attempts(invocation, pair.key, job.cache_key, asker.records)
+        problems = failed.problems
+        shown = "; ".join(str(p) for p in problems[:3])
+        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise OutputInvalidError(
+            f"{pair.key}: the model's output was still invalid after {job.params.max_attempts} attempts: "
+            f"{shown}{more}. The attempts are kept in the store (`pipeline show {pair.key} --attempts`)",
+            problems=problems,
+            attempts=asker.records,
+            last_raw=failed.last_raw,
+        ) from None
+    records = asker.records
+    comparison = _comparison(job, data, answered_at, records, completion.model)
+    store.save_generation(
+        comparison,
+        request={"messages": messages, "params": job.params.for_cache(), "provider": job.provider_identity},
+        raw_response=completion.text,
+        latency_ms=sum(r.latency_ms for r in records),
+        invocation_id=invocation,
+        attempts=records,
+    )
+    used = sum((r.usage for r in records), Usage())
+    return RunResult(comparison=comparison, cached=False, attempts=_model_attempts(records), usage=used)
+
+
+def _staged(
+    job: Job, asker: _Asker, builder: PromptBuilder, canonical: dict[str, Any]
+) -> tuple[dict[str, Any], Completion, str]:
+    """Small models: ratings and texts first, then the verdict for the winner that code computed.
+
+    A 135M model cannot do the weighted arithmetic; asking it to name the winner in the same
+    breath fails most of the time. Both stages are re-asked separately and the merged object
+    passes the same full validation as a one-shot answer.
+    """
+    pair = job.pair
+    messages = job.messages.as_list()
+    first, completion, _ = asker.ask(
+        messages, without_verdict(job.schema), lambda d: validate_partial(d, pair, canonical)
+    )
+    won, score_a, score_b = winner(first, pair.category)
+    name = {"a": pair.a.name, "b": pair.b.name, "tie": "tie"}[won]
+    follow_up = [
+        *messages,
+        {"role": "assistant", "content": completion.text},
+        {"role": "user", "content": builder.verdict(pair, name, score_a, score_b)},
+    ]
+
+    def check(d: dict[str, Any]) -> list[Problem]:
+        return validate({**first, "verdict": d.get("verdict")}, pair, canonical)
+
+    second, completion, answered_at = asker.ask(follow_up, verdict_only(job.schema, name), check)
+    return {**first, "verdict": second["verdict"]}, completion, answered_at
+
+
+def _model_attempts(records: list[AttemptRecord]) -> int:
+    return sum(1 for r in records if r.outcome != "transport_error")
+
+
+def _comparison(
+    job: Job, data: dict[str, Any], answered_at: str, records: list[AttemptRecord], answered_model: str
+) -> Comparison:
+    sources = tuple(
+        {
+            "subject": s.subject_id,
+            "label": s.label,
+            "kind": s.kind,
+            "location": s.location,
+            "sha256": s.sha256,
+            "truncated": s.truncated,
+        }
+        for bundle in job.bundles
+        for s in bundle.sources
+    )
+    generation_id = hashlib.sha256(f"{job.cache_key}|{answered_at}|{time.monotonic_ns()}".encode()).hexdigest()[:16]
+    return Comparison(
+        generation_id=generation_id,
+        pair_key=job.pair.key,
+        category=job.pair.category.id,
+        data=data,
+        generated_at=answered_at,
+        provider=job.provider_identity["kind"],
+        model=job.provider_identity["model"],
+        cache_key=job.cache_key,
+        prompt_sha256=job.messages.sha256,
+        schema_sha256=job.schema_sha256,
+        sources=sources,
+        attempts=_model_attempts(records),
+        usage=sum((r.usage for r in records), Usage()),
+        params={
+            **job.params.for_cache(),
+            "dialect": job.provider_identity.get("dialect", "json_object_schema"),
+            "answered_by": answered_model,
+            "template_sha256": job.messages.template_sha256,
+        },
+    )

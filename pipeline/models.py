@@ -1,0 +1,167 @@
+"""The small frozen values passed between stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+DimensionKind = Literal["percent", "level", "list", "text"]
+
+
+@dataclass(frozen=True)
+class Dimension:
+    name: str
+    kind: DimensionKind
+    weight: float = 1.0
+    higher_is_better: bool = True
+    levels: tuple[str, ...] = ()  # for kind == "level", lowest first
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Category:
+    id: str
+    name: str
+    dimensions: tuple[Dimension, ...]
+    tie_band: float = 0.25
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: Literal["text", "file"]
+    label: str
+    text: str = ""
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class Subject:
+    id: str
+    name: str
+    vendor: str
+    category: str
+    description: str
+    sources: tuple[SourceSpec, ...] = ()
+    aliases: tuple[str, ...] = ()
+    defined_in: str = ""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two subjects in canonical (sorted id) order: `a,b` and `b,a` are one pair."""
+
+    a: Subject
+    b: Subject
+    category: Category
+
+    @property
+    def key(self) -> str:
+        return f"{self.a.id},{self.b.id}"
+
+    @property
+    def slug(self) -> str:
+        return f"{self.a.id}-vs-{self.b.id}"
+
+
+@dataclass(frozen=True)
+class Source:
+    subject_id: str
+    label: str
+    kind: str
+    location: str  # "catalogue" or a workspace-relative path
+    text: str
+    sha256: str
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class SourceBundle:
+    subject_id: str
+    sources: tuple[Source, ...]
+
+
+@dataclass(frozen=True)
+class Messages:
+    messages: tuple[dict[str, str], ...]
+    sha256: str
+    template_sha256: str
+
+    def as_list(self) -> list[dict[str, str]]:
+        return [dict(m) for m in self.messages]
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str
+    usage: Usage
+    model: str
+    latency_ms: int
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One HTTP call or in-process completion, kept whether it succeeded or not."""
+
+    number: int
+    outcome: str  # accepted | invalid | transport_error
+    raw: str
+    problems: tuple[Problem, ...]
+    usage: Usage
+    latency_ms: int
+    finish_reason: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A stored, validated generation of one pair, plus what code computes from it."""
+
+    generation_id: str
+    pair_key: str
+    category: str
+    data: dict[str, Any]
+    generated_at: str  # ISO 8601 UTC, when the model answered
+    provider: str
+    model: str
+    cache_key: str
+    prompt_sha256: str
+    schema_sha256: str
+    sources: tuple[dict[str, Any], ...]
+    attempts: int
+    usage: Usage
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    comparison: Comparison
+    cached: bool
+    attempts: int
+    usage: Usage
+    files: tuple[str, ...] = ()

@@ -1,0 +1,82 @@
+"""Prompt: render `prompts/*.j2` into chat messages.
+
+Instructions come first and the pair's sources last, so the long shared prefix
+is the same for every pair (provider prompt caching applies). Source text is
+fenced in `<source>` tags and anything that could close or open a fence inside
+it is neutralised.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.models import Messages, Pair, Problem, SourceBundle
+from pipeline.schema import sha256_of
+
+_FENCE_TAG = re.compile(r"<(/?)(source)", re.IGNORECASE)
+TEMPLATES = ("system.j2", "user.j2", "reask.j2", "verdict.j2")
+
+
+class PromptBuilder:
+    def __init__(self, prompts_dir: Path):
+        from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+        self.env = Environment(
+            loader=FileSystemLoader(str(prompts_dir)),
+            undefined=StrictUndefined,
+            autoescape=False,  # noqa: S701 - chat text, not HTML; sources are fenced instead
+            keep_trailing_newline=False,
+            trim_blocks=False,
+        )
+        self.env.filters["fence"] = fence
+        self.template_sha256 = sha256_of({name: (prompts_dir / name).read_text(encoding="utf-8") for name in TEMPLATES})
+
+    def build(self, pair: Pair, bundles: Sequence[SourceBundle], schema: dict[str, Any] | None) -> Messages:
+        names = {pair.a.id: pair.a.name, pair.b.id: pair.b.name}
+        system = self.env.get_template("system.j2").render(
+            a_name=pair.a.name,
+            b_name=pair.b.name,
+            schema=json.dumps(schema, ensure_ascii=False, sort_keys=True) if schema else "",
+        )
+        user = self.env.get_template("user.j2").render(
+            a=pair.a,
+            b=pair.b,
+            category=pair.category,
+            bundles=[{"subject_id": b.subject_id, "name": names[b.subject_id], "sources": b.sources} for b in bundles],
+        )
+        messages = ({"role": "system", "content": system.strip()}, {"role": "user", "content": user.strip()})
+        return Messages(messages=messages, sha256=sha256_of(list(messages)), template_sha256=self.template_sha256)
+
+    def reask(self, base: Sequence[dict[str, str]], last_raw: str, problems: Sequence[Problem]) -> list[dict[str, str]]:
+        """A new message list (the caller's is never changed) asking for a corrected answer."""
+        text = self.env.get_template("reask.j2").render(problems=[str(p) for p in problems[:12]])
+        previous = last_raw if len(last_raw) <= 6000 else last_raw[:6000] + " ..."
+        return [
+            *(dict(m) for m in base),
+            {"role": "assistant", "content": previous},
+            {"role": "user", "content": text.strip()},
+        ]
+
+    def verdict(self, pair: Pair, winner: str, score_a: float, score_b: float) -> str:
+        result = "a tie" if winner == "tie" else f"{winner} wins"
+        return (
+            self.env.get_template("verdict.j2")
+            .render(
+                a_name=pair.a.name,
+                b_name=pair.b.name,
+                score_a=f"{score_a:.2f}",
+                score_b=f"{score_b:.2f}",
+                result=result,
+                winner=winner,
+            )
+            .strip()
+        )
+
+
+def fence(text: str) -> str:
+    """Neutralise `<source` / `</source` inside untrusted text so it cannot end its fence."""
+    return _FENCE_TAG.sub(lambda m: f"<{m.group(1)}\u200b{m.group(2)}", str(text)).replace('"', "'")

@@ -1,0 +1,25 @@
+"""Providers: one interface, two kinds.
+
+`openai` talks to any OpenAI-compatible endpoint through the `openai` SDK;
+`local` runs a GGUF model in-process with llama-cpp-python. Both return a
+`Completion`; transport retries live in `retry.py`, shared by both.
+"""
+
+from __future__ import annotations
+
+from pipeline.providers.base import ProgressFn, Provider
+from pipeline.settings import ProviderProfile, TransportPolicy
+
+
+def make_provider(profile: ProviderProfile, transport: TransportPolicy) -> Provider:
+    """Build the provider for a profile; heavy imports happen here, not at import time."""
+    if profile.kind == "local":
+        from pipeline.providers.local import LocalProvider
+
+        return LocalProvider(profile)
+    from pipeline.providers.openai_compat import OpenAICompatProvider
+
+    return OpenAICompatProvider(profile, transport)
+
+
+__all__ = ["ProgressFn", "Provider", "make_provider"]

@@ -1,0 +1,30 @@
+"""The provider interface."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from pipeline.models import Completion
+from pipeline.settings import GenerationParams
+
+ProgressFn = Callable[[int], None]  # called with the number of tokens generated so far
+
+
+class Provider(Protocol):
+    kind: str
+    model: str
+    dialect: str
+    compact_schema: int
+
+    def complete(
+        self,
+        messages: list[dict[str, str]],
+        schema: dict[str, Any],
+        params: GenerationParams,
+        progress: ProgressFn | None = None,
+    ) -> Completion: ...
+
+    def identity(self) -> dict[str, str]:
+        """What goes into the cache key: kind, model, dialect (never a key or URL credentials)."""
+        ...

@@ -1,0 +1,189 @@
+"""Render: a stored comparison → Markdown and JSON reports, written atomically.
+
+Everything shown is computed from the stored generation and the catalogue, so
+rendering the same generation twice is byte-identical. Model and source text
+is untrusted: Markdown output neutralises raw HTML and link syntax.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.catalogue import Catalogue
+from pipeline.errors import RenderError
+from pipeline.models import Comparison, Dimension, Pair
+from pipeline.providers.local import BUNDLED_MODEL
+from pipeline.scoring import dimension_score, winner
+
+TEMPLATES = Path(__file__).parent / "templates"
+REPORT_FORMAT = 1
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    pair: Pair
+    files: dict[str, str]  # extension -> text
+
+
+class Renderer:
+    def __init__(self, catalogue: Catalogue, reports_dir: Path):
+        from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+        self.catalogue = catalogue
+        self.reports_dir = reports_dir
+        self.env = Environment(
+            loader=FileSystemLoader(str(TEMPLATES)),
+            undefined=StrictUndefined,
+            autoescape=False,  # noqa: S701 - Markdown: the `md` filter neutralises HTML instead
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters["md"] = md_escape
+
+    def render(self, comparison: Comparison) -> Rendered:
+        pair = self.catalogue.pair(comparison.pair_key, allow_cross_category=True)
+        view = self.view(pair, comparison)
+        markdown = self.env.get_template("report.md.j2").render(**view)
+        markdown = re.sub(r"\n{3,}", "\n\n", markdown).rstrip("\n") + "\n"
+        document = json.dumps(report_json(view), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        return Rendered(pair=pair, files={"md": markdown, "json": document})
+
+    def write(self, comparison: Comparison) -> list[Path]:
+        rendered = self.render(comparison)
+        folder = self.reports_dir / rendered.pair.category.id
+        paths = []
+        for ext, text in sorted(rendered.files.items()):
+            path = folder / f"{rendered.pair.slug}.{ext}"
+            atomic_write(path, text)
+            paths.append(path)
+        return paths
+
+    def view(self, pair: Pair, c: Comparison) -> dict[str, Any]:
+        data = c.data
+        dims = pair.category.dimensions
+        won, score_a, score_b = winner(data, pair.category)
+        winner_name = {"a": pair.a.name, "b": pair.b.name, "tie": "Tie"}[won]
+        rows = [
+            {
+                "name": d.name,
+                "weight": _num(d.weight),
+                "better": "higher" if d.higher_is_better else "lower",
+                "a": _cell(data["a"]["dimensions"][d.name], d),
+                "b": _cell(data["b"]["dimensions"][d.name], d),
+            }
+            for d in dims
+        ]
+        generated = time.strptime(c.generated_at, "%Y-%m-%dT%H:%M:%SZ")
+        related = [
+            {"title": f"{p.a.name} vs {p.b.name}", "href": f"{p.slug}.md", "slug": p.slug, "key": p.key}
+            for p in self.catalogue.related_pairs(pair)
+        ]
+        return {
+            "pair": pair,
+            "c": c,
+            "data": data,
+            "rows": rows,
+            "overall": {"a": f"{score_a:.2f}", "b": f"{score_b:.2f}"},
+            "winner": won,
+            "winner_name": winner_name,
+            "tie_band": _num(pair.category.tie_band),
+            "related": related,
+            "as_of": time.strftime("%B %Y", generated),
+            "generated_exact": time.strftime("%Y-%m-%d %H:%M:%S UTC", generated),
+            "demo": c.provider == "local" and c.model == BUNDLED_MODEL,
+            "tokens": c.usage.total_tokens,
+        }
+
+
+def report_json(view: dict[str, Any]) -> dict[str, Any]:
+    pair: Pair = view["pair"]
+    c: Comparison = view["c"]
+    return {
+        "report_format": REPORT_FORMAT,
+        "title": f"{pair.a.name} vs {pair.b.name}",
+        "pair": pair.key,
+        "category": {"id": pair.category.id, "name": pair.category.name},
+        "subjects": {
+            side: {"id": s.id, "name": s.name, "vendor": s.vendor, "description": s.description}
+            for side, s in (("a", pair.a), ("b", pair.b))
+        },
+        "data": c.data,
+        "computed": {
+            "overall": {"a": float(view["overall"]["a"]), "b": float(view["overall"]["b"])},
+            "winner": view["winner"],
+            "winner_name": view["winner_name"],
+            "tie_band": pair.category.tie_band,
+            "people_also_compare": [r["key"] for r in view["related"]],
+        },
+        "provenance": {
+            "generation_id": c.generation_id,
+            "generated_at": c.generated_at,
+            "provider": c.provider,
+            "model": c.model,
+            "demo_model": view["demo"],
+            "cache_key": c.cache_key,
+            "prompt_sha256": c.prompt_sha256,
+            "schema_sha256": c.schema_sha256,
+            "params": c.params,
+            "sources": list(c.sources),
+            "attempts": c.attempts,
+            "usage": {"prompt_tokens": c.usage.prompt_tokens, "completion_tokens": c.usage.completion_tokens},
+        },
+    }
+
+
+def md_escape(value: Any) -> str:
+    """Plain text for Markdown: one line, no raw HTML, no link or table syntax."""
+    text = " ".join(str(value).split())
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def format_value(value: Any, dim: Dimension) -> str:
+    if dim.kind == "percent":
+        return f"{value}%"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename: readers never see half a file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise RenderError(f"cannot write into {path.parent}: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise RenderError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def _cell(entry: dict[str, Any], dim: Dimension) -> dict[str, Any]:
+    return {
+        "value": format_value(entry["value"], dim),
+        "rating": int(entry["rating"]),
+        "score": dimension_score(int(entry["rating"]), dim),
+        "rationale": entry["rationale"],
+    }
+
+
+def _num(value: float) -> str:
+    """Stable number formatting: at most two decimals, no trailing zeros."""
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return text if text != "-0" else "0"

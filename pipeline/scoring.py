@@ -1,0 +1,33 @@
+"""Arithmetic the model is never asked for: overall scores and the winner.
+
+A rating says how much of a dimension a subject has (1-10). Where less is
+better (complexity, data requirements) the dimension's score is 11 - rating.
+The overall score is the weighted mean of the scores; scores closer than the
+category's tie band are a tie.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.models import Category, Dimension
+
+
+def dimension_score(rating: int, dim: Dimension) -> int:
+    return rating if dim.higher_is_better else 11 - rating
+
+
+def overall_score(analysis: dict[str, Any], category: Category) -> float:
+    total = sum(d.weight for d in category.dimensions)
+    points = sum(
+        d.weight * dimension_score(int(analysis["dimensions"][d.name]["rating"]), d) for d in category.dimensions
+    )
+    return round(points / total, 2)
+
+
+def winner(data: dict[str, Any], category: Category) -> tuple[str, float, float]:
+    """'a', 'b' or 'tie', with both overall scores."""
+    sa, sb = overall_score(data["a"], category), overall_score(data["b"], category)
+    if abs(sa - sb) <= category.tie_band:
+        return "tie", sa, sb
+    return ("a" if sa > sb else "b"), sa, sb

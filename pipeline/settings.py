@@ -1,0 +1,202 @@
+"""Workspace and settings: where things live and how the pipeline is configured.
+
+Precedence is flag > environment > `config/pipeline.toml` > built-in defaults.
+Secrets come only from the environment and are never copied into settings
+objects that get stored or printed: a profile names the *variable* that holds
+its key.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.catalogue import read_toml
+from pipeline.errors import ConfigError
+
+PACKAGE_WORKSPACE = Path(__file__).parent / "_workspace"
+
+BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
+    "openai": {
+        "kind": "openai",
+        "model": "gpt-4o-mini",
+        "dialect": "json_schema",
+        "api_key_env": "OPENAI_API_KEY",
+    },
+    "local": {
+        "kind": "local",
+        "model": "smollm2-135m-instruct",
+        "model_path": "",
+        "compact_schema": 80,
+        "repeat_last_n": 512,
+        "presence_penalty": 0.5,
+    },
+}
+DIALECTS = ("json_schema", "json_object_schema", "json_object", "prompt")
+
+
+@dataclass(frozen=True)
+class ProviderProfile:
+    name: str
+    kind: str  # "openai" (any OpenAI-compatible endpoint) or "local" (llama-cpp-python)
+    model: str
+    dialect: str = "json_schema"
+    base_url: str | None = None
+    api_key_env: str | None = "OPENAI_API_KEY"
+    model_path: str = ""
+    n_ctx: int = 4096
+    # > 0: cap schema string lengths at this many characters and ask for the minimum number
+    # of list items. Small models write to the limit; a tighter schema keeps them fast and sane.
+    compact_schema: int = 0
+    # Local models: how many recent tokens the repeat penalty looks at, and a presence penalty.
+    # A wide window stops a small model from copying its previous rationale into the next one.
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    n_threads: int | None = None
+    price_in_per_mtok: float = 0.0
+    price_out_per_mtok: float = 0.0
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_attempts: int = 3
+    temperature: float = 0.2
+    top_p: float = 0.95
+    max_tokens: int = 1400
+    seed: int | None = 7
+    repeat_penalty: float = 1.1
+
+    def for_cache(self) -> dict[str, Any]:
+        # max_attempts does not change what one call returns, so it stays out of the key.
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+            "repeat_penalty": self.repeat_penalty,
+        }
+
+
+@dataclass(frozen=True)
+class TransportPolicy:
+    max_retries: int = 4  # transport retries per attempt, after the first call
+    deadline_s: float = 180.0  # wall-clock bound for one attempt including its retries
+    timeout_s: float = 120.0  # read timeout of one HTTP call
+    connect_timeout_s: float = 10.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 20.0
+    retry_after_cap_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    workspace: Path
+    store_path: Path
+    reports_dir: Path
+    lock_timeout_s: float
+    max_source_chars: int
+    profiles: dict[str, ProviderProfile]
+    default_provider: str
+    generation: GenerationParams = field(default_factory=GenerationParams)
+    transport: TransportPolicy = field(default_factory=TransportPolicy)
+
+    @property
+    def config_dir(self) -> Path:
+        return self.workspace / "config"
+
+    def data_dir(self, name: str) -> Path:
+        """`prompts` or `schemas`: the workspace's own copy, else the one shipped in the package."""
+        own = self.workspace / name
+        return own if own.is_dir() else PACKAGE_WORKSPACE / name
+
+
+def resolve_workspace(flag: str | None) -> Path:
+    raw = flag or os.environ.get("PIPELINE_WORKSPACE") or "."
+    path = Path(raw).expanduser().resolve()
+    if not (path / "config").is_dir():
+        raise ConfigError(
+            f"{path} is not a pipeline workspace (no config/ folder); "
+            "run from the repository root or pass --workspace DIR"
+        )
+    return path
+
+
+def load_settings(workspace: Path, *, store: str | None = None) -> Settings:
+    cfg_path = workspace / "config" / "pipeline.toml"
+    cfg = read_toml(cfg_path) if cfg_path.exists() else {}
+    paths = cfg.get("paths", {})
+    store_raw = store or os.environ.get("PIPELINE_STORE") or paths.get("store", ".pipeline/store.duckdb")
+    profiles = _profiles(cfg.get("providers", {}), cfg_path)
+    default = os.environ.get("PIPELINE_PROVIDER") or cfg.get("provider", "auto")
+    if default != "auto" and default not in profiles:
+        raise ConfigError(f"unknown provider {default!r}; known: auto, {', '.join(sorted(profiles))}")
+    return Settings(
+        workspace=workspace,
+        store_path=_under(workspace, store_raw),
+        reports_dir=_under(workspace, paths.get("reports", "reports")),
+        lock_timeout_s=float(os.environ.get("PIPELINE_LOCK_TIMEOUT", cfg.get("store", {}).get("lock_timeout_s", 30))),
+        max_source_chars=int(cfg.get("sources", {}).get("max_chars", 6000)),
+        profiles=profiles,
+        default_provider=default,
+        generation=_dataclass_from(GenerationParams, cfg.get("generation", {}), cfg_path, "generation"),
+        transport=_dataclass_from(TransportPolicy, cfg.get("transport", {}), cfg_path, "transport"),
+    )
+
+
+def choose_profile(settings: Settings, name: str | None, model: str | None) -> tuple[ProviderProfile, str]:
+    """Pick the provider profile; returns it and a one-line note on why it was chosen."""
+    chosen = name or settings.default_provider
+    reason = "selected"
+    if chosen == "auto":
+        if os.environ.get("OPENAI_API_KEY"):
+            chosen, reason = "openai", "OPENAI_API_KEY is set"
+        else:
+            chosen = "local"
+            reason = (
+                "no provider configured and no OPENAI_API_KEY: using the bundled demo model "
+                "SmolLM2-135M-Instruct (set OPENAI_API_KEY or --provider for a capable model)"
+            )
+    if chosen not in settings.profiles:
+        raise ConfigError(f"unknown provider {chosen!r}; known: auto, {', '.join(sorted(settings.profiles))}")
+    profile = settings.profiles[chosen]
+    model = model or os.environ.get("PIPELINE_MODEL")
+    if model:
+        profile = replace(profile, model=model)
+    return profile, reason
+
+
+def _profiles(raw: dict[str, Any], where: Path) -> dict[str, ProviderProfile]:
+    merged = {name: dict(p) for name, p in BUILTIN_PROFILES.items()}
+    for name, body in raw.items():
+        merged[name] = {**merged.get(name, {}), **body}
+    out: dict[str, ProviderProfile] = {}
+    for name, body in merged.items():
+        if body.get("kind") not in ("openai", "local"):
+            raise ConfigError(f"{where}: providers.{name}.kind must be 'openai' or 'local'")
+        if "api_key" in body:
+            raise ConfigError(
+                f"{where}: providers.{name} has api_key; keys come only from the environment, "
+                "name the variable with api_key_env instead"
+            )
+        if body.get("dialect", "json_schema") not in DIALECTS:
+            raise ConfigError(f"{where}: providers.{name}.dialect must be one of {', '.join(DIALECTS)}")
+        fields = ProviderProfile.__dataclass_fields__
+        unknown = set(body) - set(fields)
+        if unknown:
+            raise ConfigError(f"{where}: providers.{name} has unknown keys: {', '.join(sorted(unknown))}")
+        out[name] = ProviderProfile(name=name, **body)
+    return out
+
+
+def _dataclass_from(cls: Any, raw: dict[str, Any], where: Path, table: str) -> Any:
+    unknown = set(raw) - set(cls.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"{where}: [{table}] has unknown keys: {', '.join(sorted(unknown))}")
+    return cls(**raw)
+
+
+def _under(workspace: Path, raw: str) -> Path:
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else workspace / path

@@ -1,0 +1,309 @@
+"""Store: the DuckDB file that holds the cache, every generation and every attempt.
+
+DuckDB lets one process open a file for writing at a time, so every access
+takes a cross-process file lock with a bounded wait and holds the connection
+only for a short transaction. Migrations are append-only and named, recorded
+in `_migrations`, so a new file and an old one reach the same schema.
+Timestamps are stored as ISO 8601 UTC text so that they read back byte-exact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import StoreBusyError, StoreError
+from pipeline.models import AttemptRecord, Comparison, Usage
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "001_generations",
+        """
+        CREATE TABLE generations (
+            id VARCHAR PRIMARY KEY,
+            pair_key VARCHAR NOT NULL,
+            category VARCHAR NOT NULL,
+            cache_key VARCHAR NOT NULL,
+            provider VARCHAR NOT NULL,
+            model VARCHAR NOT NULL,
+            params VARCHAR NOT NULL,
+            prompt_sha256 VARCHAR NOT NULL,
+            schema_sha256 VARCHAR NOT NULL,
+            sources VARCHAR NOT NULL,
+            request VARCHAR NOT NULL,
+            raw_response VARCHAR NOT NULL,
+            data VARCHAR NOT NULL,
+            attempts INTEGER NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            latency_ms INTEGER NOT NULL,
+            generated_at VARCHAR NOT NULL
+        );
+        CREATE INDEX generations_cache ON generations (cache_key);
+        CREATE INDEX generations_pair ON generations (pair_key);
+        """,
+    ),
+    (
+        "002_attempts",
+        """
+        CREATE TABLE attempts (
+            invocation_id VARCHAR NOT NULL,
+            generation_id VARCHAR,
+            pair_key VARCHAR NOT NULL,
+            cache_key VARCHAR NOT NULL,
+            number INTEGER NOT NULL,
+            outcome VARCHAR NOT NULL,
+            finish_reason VARCHAR NOT NULL,
+            raw_response VARCHAR NOT NULL,
+            problems VARCHAR NOT NULL,
+            error VARCHAR NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            latency_ms INTEGER NOT NULL,
+            created_at VARCHAR NOT NULL
+        );
+        """,
+    ),
+]
+
+_COLUMNS = (
+    "id, pair_key, category, cache_key, provider, model, params, prompt_sha256, schema_sha256, "
+    "sources, data, attempts, prompt_tokens, completion_tokens, generated_at"
+)
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class Store:
+    def __init__(self, path: Path, lock_timeout_s: float = 30.0, holder: str = "pipeline"):
+        self.path = path
+        self.lock_timeout_s = lock_timeout_s
+        self.holder = holder
+        self._migrated = False
+
+    @contextmanager
+    def session(self) -> Iterator[Any]:
+        """A connection under the cross-process lock, committed on success, rolled back on error."""
+        import duckdb
+        from filelock import FileLock, Timeout
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.path) + ".lock")
+        owner_file = Path(str(self.path) + ".owner")
+        try:
+            lock.acquire(timeout=self.lock_timeout_s)
+        except Timeout:
+            who = _read_owner(owner_file)
+            raise StoreBusyError(
+                f"the store {self.path} is busy{who}; waited {self.lock_timeout_s:g} s. "
+                "Try again later or raise PIPELINE_LOCK_TIMEOUT"
+            ) from None
+        try:
+            owner_file.write_text(f"pid {os.getpid()} ({self.holder}) since {utc_now()}", encoding="utf-8")
+            try:
+                con = duckdb.connect(str(self.path))
+            except duckdb.Error as exc:
+                raise StoreError(f"cannot open the store {self.path}: {_first_line(exc)}") from exc
+            try:
+                if not self._migrated:
+                    self._migrate(con)
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    yield con
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+            except duckdb.Error as exc:
+                raise StoreError(f"store {self.path}: {_first_line(exc)}") from exc
+            finally:
+                con.close()
+        finally:
+            lock.release()
+
+    def _migrate(self, con: Any) -> None:
+        con.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at VARCHAR)")
+        done = {row[0] for row in con.execute("SELECT name FROM _migrations").fetchall()}
+        for name, sql in MIGRATIONS:
+            if name in done:
+                continue
+            con.execute("BEGIN TRANSACTION")
+            for statement in filter(str.strip, sql.split(";")):
+                con.execute(statement)
+            con.execute("INSERT INTO _migrations VALUES (?, ?)", [name, utc_now()])
+            con.execute("COMMIT")
+        self._migrated = True
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def find_cached(self, cache_key: str) -> Comparison | None:
+        with self.session() as con:
+            row = con.execute(
+                f"SELECT {_COLUMNS} FROM generations WHERE cache_key = ? ORDER BY generated_at DESC, id LIMIT 1",
+                [cache_key],
+            ).fetchone()
+        return _comparison(row) if row else None
+
+    def history(self, pair_key: str) -> list[Comparison]:
+        with self.session() as con:
+            rows = con.execute(
+                f"SELECT {_COLUMNS} FROM generations WHERE pair_key = ? ORDER BY generated_at, id", [pair_key]
+            ).fetchall()
+        return [_comparison(r) for r in rows]
+
+    def latest_all(self) -> list[Comparison]:
+        with self.session() as con:
+            rows = con.execute(
+                f"SELECT {_COLUMNS} FROM generations QUALIFY row_number() OVER "
+                "(PARTITION BY pair_key ORDER BY generated_at DESC, id DESC) = 1 ORDER BY pair_key"
+            ).fetchall()
+        return [_comparison(r) for r in rows]
+
+    def attempts(self, pair_key: str) -> list[dict[str, Any]]:
+        with self.session() as con:
+            cur = con.execute(
+                "SELECT invocation_id, generation_id, number, outcome, finish_reason, problems, error, "
+                "prompt_tokens, completion_tokens, latency_ms, created_at FROM attempts "
+                "WHERE pair_key = ? ORDER BY created_at, invocation_id, number",
+                [pair_key],
+            )
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def save_generation(
+        self,
+        comparison: Comparison,
+        *,
+        request: dict[str, Any],
+        raw_response: str,
+        latency_ms: int,
+        invocation_id: str,
+        attempts: Sequence[AttemptRecord],
+    ) -> None:
+        c = comparison
+        with self.session() as con:
+            con.execute(
+                "INSERT INTO generations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    c.generation_id,
+                    c.pair_key,
+                    c.category,
+                    c.cache_key,
+                    c.provider,
+                    c.model,
+                    _dumps(c.params),
+                    c.prompt_sha256,
+                    c.schema_sha256,
+                    _dumps(list(c.sources)),
+                    _dumps(request),
+                    raw_response,
+                    _dumps(c.data),
+                    c.attempts,
+                    c.usage.prompt_tokens,
+                    c.usage.completion_tokens,
+                    latency_ms,
+                    c.generated_at,
+                ],
+            )
+            self._insert_attempts(con, invocation_id, c.generation_id, c.pair_key, c.cache_key, attempts)
+
+    def save_failed_attempts(
+        self, invocation_id: str, pair_key: str, cache_key: str, attempts: Sequence[AttemptRecord]
+    ) -> None:
+        if attempts:
+            with self.session() as con:
+                self._insert_attempts(con, invocation_id, None, pair_key, cache_key, attempts)
+
+    @staticmethod
+    def _insert_attempts(
+        con: Any,
+        invocation_id: str,
+        generation_id: str | None,
+        pair_key: str,
+        cache_key: str,
+        attempts: Sequence[AttemptRecord],
+    ) -> None:
+        now = utc_now()
+        con.executemany(
+            "INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                [
+                    invocation_id,
+                    generation_id,
+                    pair_key,
+                    cache_key,
+                    a.number,
+                    a.outcome,
+                    a.finish_reason,
+                    a.raw,
+                    _dumps([asdict(p) for p in a.problems]),
+                    a.error,
+                    a.usage.prompt_tokens,
+                    a.usage.completion_tokens,
+                    a.latency_ms,
+                    now,
+                ]
+                for a in attempts
+            ],
+        )
+
+
+def _comparison(row: Sequence[Any]) -> Comparison:
+    (
+        gid,
+        pair_key,
+        category,
+        cache_key,
+        provider,
+        model,
+        params,
+        prompt_sha,
+        schema_sha,
+        sources,
+        data,
+        attempts,
+        p_tok,
+        c_tok,
+        generated_at,
+    ) = row
+    return Comparison(
+        generation_id=gid,
+        pair_key=pair_key,
+        category=category,
+        data=json.loads(data),
+        generated_at=generated_at,
+        provider=provider,
+        model=model,
+        cache_key=cache_key,
+        prompt_sha256=prompt_sha,
+        schema_sha256=schema_sha,
+        sources=tuple(json.loads(sources)),
+        attempts=attempts,
+        usage=Usage(p_tok, c_tok),
+        params=json.loads(params),
+    )
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _read_owner(path: Path) -> str:
+    try:
+        return f" (held by {path.read_text(encoding='utf-8').strip()})"
+    except OSError:
+        return ""

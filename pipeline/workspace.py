@@ -1,0 +1,125 @@
+"""The library API the CLI calls: one workspace, its stages wired together.
+
+Everything is loaded on first use, so a command pays only for what it needs
+(`pipeline list` never imports duckdb, openai or llama_cpp).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pipeline.catalogue import Catalogue, load_catalogue
+from pipeline.errors import StoreError
+from pipeline.gather import gather
+from pipeline.models import Comparison, Pair, RunResult
+from pipeline.providers.base import ProgressFn, Provider
+from pipeline.settings import (
+    ProviderProfile,
+    Settings,
+    choose_profile,
+    load_settings,
+    resolve_workspace,
+)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    result: RunResult
+    files: list[Path]
+    provider_note: str
+
+
+class Workspace:
+    def __init__(self, root: str | None = None, *, store: str | None = None, holder: str = "pipeline"):
+        self.root = resolve_workspace(root)
+        self._store_flag = store
+        self.holder = holder
+
+    @cached_property
+    def settings(self) -> Settings:
+        return load_settings(self.root, store=self._store_flag)
+
+    @cached_property
+    def catalogue(self) -> Catalogue:
+        return load_catalogue(self.settings.config_dir)
+
+    @cached_property
+    def store(self) -> Any:
+        from pipeline.store import Store
+
+        return Store(self.settings.store_path, self.settings.lock_timeout_s, self.holder)
+
+    @cached_property
+    def canonical(self) -> tuple[dict[str, Any], str]:
+        from pipeline.schema import load_canonical
+
+        return load_canonical(self.settings.data_dir("schemas"))
+
+    @cached_property
+    def prompts(self) -> Any:
+        from pipeline.prompt import PromptBuilder
+
+        return PromptBuilder(self.settings.data_dir("prompts"))
+
+    @cached_property
+    def renderer(self) -> Any:
+        from pipeline.render import Renderer
+
+        return Renderer(self.catalogue, self.settings.reports_dir)
+
+    def profile(self, provider: str | None, model: str | None) -> tuple[ProviderProfile, str]:
+        return choose_profile(self.settings, provider, model)
+
+    def provider(self, profile: ProviderProfile) -> Provider:
+        from pipeline.providers import make_provider
+
+        return make_provider(profile, self.settings.transport)
+
+    def pair(self, ref: str, *, cross_category: bool = False) -> Pair:
+        return self.catalogue.pair(ref, allow_cross_category=cross_category)
+
+    def prepare(self, pair: Pair, provider: Provider) -> Any:
+        from pipeline.generate import prepare
+
+        bundles = tuple(gather(s, self.root, self.settings.max_source_chars) for s in (pair.a, pair.b))
+        canonical, schema_sha = self.canonical
+        return prepare(pair, bundles, self.prompts, canonical, schema_sha, provider, self.settings.generation)
+
+    def run_pair(
+        self,
+        pair: Pair,
+        provider: Provider,
+        *,
+        force: bool = False,
+        progress: ProgressFn | None = None,
+        note: str = "",
+    ) -> RunOutcome:
+        from pipeline.generate import generate
+
+        job = self.prepare(pair, provider)
+        result = generate(
+            job,
+            provider,
+            self.store,
+            self.prompts,
+            self.canonical[0],
+            self.settings.transport,
+            force=force,
+            progress=progress,
+        )
+        files = self.renderer.write(result.comparison)
+        return RunOutcome(result=result, files=files, provider_note=note)
+
+    def latest(self, pair: Pair) -> Comparison:
+        history = self.store.history(pair.key)
+        if not history:
+            raise StoreError(f"no stored comparison for {pair.key}; run `pipeline run --pair {pair.key}` first")
+        return history[-1]
+
+    def render_all(self) -> Iterator[tuple[Comparison, list[Path]]]:
+        for comparison in self.store.latest_all():
+            yield comparison, self.renderer.write(comparison)
