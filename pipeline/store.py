@@ -233,6 +233,8 @@ class Store:
         cache_key: str,
         attempts: Sequence[AttemptRecord],
     ) -> None:
+        if not attempts:
+            return
         now = utc_now()
         con.executemany(
             "INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

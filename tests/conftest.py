@@ -51,8 +51,10 @@ model = "fake-model"
 dialect = "json_schema"
 api_key_env = "PIPELINE_TEST_KEY"
 """
+    # `extra` comes first: its top-level keys must precede every table.
     (root / "config" / "pipeline.toml").write_text(
-        profile
+        extra
+        + profile
         + """
 [transport]
 max_retries = 3
@@ -62,8 +64,7 @@ connect_timeout_s = 2
 backoff_initial_s = 0.01
 backoff_max_s = 0.05
 retry_after_cap_s = 2
-"""
-        + extra,
+""",
         encoding="utf-8",
     )
     return root

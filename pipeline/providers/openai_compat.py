@@ -66,6 +66,8 @@ class OpenAICompatProvider:
         identity = {"kind": self.kind, "model": self.model, "dialect": self.dialect}
         if self.compact_schema:
             identity["compact"] = str(self.compact_schema)
+        if self.profile.presence_penalty:
+            identity["presence_penalty"] = str(self.profile.presence_penalty)
         return identity
 
     def complete(
@@ -84,6 +86,8 @@ class OpenAICompatProvider:
         }
         if params.seed is not None:
             kwargs["seed"] = params.seed
+        if self.profile.presence_penalty:
+            kwargs["presence_penalty"] = self.profile.presence_penalty
         shaped = for_dialect(schema, self.dialect)
         if self.dialect == "json_schema":
             kwargs["response_format"] = {
