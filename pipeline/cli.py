@@ -118,7 +118,7 @@ def run(
 
 @cli.command()
 @click.argument("pair_ref")
-@click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["md", "html", "json"]), default="md", show_default=True)
 @click.option("--attempts", is_flag=True, help="List every recorded attempt instead, failed ones included.")
 @click.pass_obj
 @handles_errors
@@ -133,7 +133,7 @@ def show(obj: Context, pair_ref: str, fmt: str, attempts: bool) -> None:
                 f"tokens={row['prompt_tokens']}+{row['completion_tokens']}  {row['error'] or row['problems']}"
             )
         return
-    rendered = ws.renderer.render(ws.latest(pair))
+    rendered = ws.renderer.render(ws.latest(pair), frozenset(c.pair_key for c in ws.store.latest_all()))
     click.echo(rendered.files[fmt], nl=False)
 
 
@@ -143,10 +143,9 @@ def show(obj: Context, pair_ref: str, fmt: str, attempts: bool) -> None:
 def render(obj: Context) -> None:
     """Re-render every stored comparison's reports from the store; no model calls."""
     ws = obj.open("pipeline render")
-    count = 0
-    for _comparison, _paths in ws.render_all():
-        count += 1
-    click.echo(f"rendered {count} comparison(s) into {_rel(ws.settings.reports_dir, ws.root)}")
+    paths = ws.render_all()
+    count = sum(1 for p in paths if p.suffix == ".json")
+    click.echo(f"rendered {count} comparison(s) and the index into {_rel(ws.settings.reports_dir, ws.root)}")
 
 
 def _rel(path: Any, root: Any) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.catalogue import Catalogue
+from pipeline.charts import grouped_bars
 from pipeline.errors import RenderError
 from pipeline.models import Comparison, Dimension, Pair
 from pipeline.providers.local import BUNDLED_MODEL
@@ -39,26 +40,29 @@ class Renderer:
 
         self.catalogue = catalogue
         self.reports_dir = reports_dir
-        self.env = Environment(
-            loader=FileSystemLoader(str(TEMPLATES)),
-            undefined=StrictUndefined,
-            autoescape=False,  # noqa: S701 - Markdown: the `md` filter neutralises HTML instead
-            keep_trailing_newline=True,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        self.env.filters["md"] = md_escape
+        options: dict[str, Any] = {
+            "loader": FileSystemLoader(str(TEMPLATES)),
+            "undefined": StrictUndefined,
+            "keep_trailing_newline": True,
+            "trim_blocks": True,
+            "lstrip_blocks": True,
+        }
+        # Markdown: the `md` filter neutralises HTML instead of autoescape.
+        self.md_env = Environment(autoescape=False, **options)  # noqa: S701
+        self.md_env.filters["md"] = md_escape
+        self.html_env = Environment(autoescape=True, **options)
 
-    def render(self, comparison: Comparison) -> Rendered:
+    def render(self, comparison: Comparison, existing: frozenset[str] = frozenset()) -> Rendered:
+        """All formats of one report; `existing` are the pair keys that have reports to link to."""
         pair = self.catalogue.pair(comparison.pair_key, allow_cross_category=True)
-        view = self.view(pair, comparison)
-        markdown = self.env.get_template("report.md.j2").render(**view)
-        markdown = re.sub(r"\n{3,}", "\n\n", markdown).rstrip("\n") + "\n"
+        view = self.view(pair, comparison, existing)
+        markdown = _tidy(self.md_env.get_template("report.md.j2").render(**view))
+        html = _tidy(self.html_env.get_template("report.html.j2").render(**view))
         document = json.dumps(report_json(view), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        return Rendered(pair=pair, files={"md": markdown, "json": document})
+        return Rendered(pair=pair, files={"md": markdown, "html": html, "json": document})
 
-    def write(self, comparison: Comparison) -> list[Path]:
-        rendered = self.render(comparison)
+    def write(self, comparison: Comparison, existing: frozenset[str] = frozenset()) -> list[Path]:
+        rendered = self.render(comparison, existing)
         folder = self.reports_dir / rendered.pair.category.id
         paths = []
         for ext, text in sorted(rendered.files.items()):
@@ -67,7 +71,36 @@ class Renderer:
             paths.append(path)
         return paths
 
-    def view(self, pair: Pair, c: Comparison) -> dict[str, Any]:
+    def write_index(self, comparisons: list[Comparison]) -> list[Path]:
+        """`index.md` and `index.html`: every report by category, with winner, scores and date."""
+        entries: list[dict[str, Any]] = []
+        for c in comparisons:
+            pair = self.catalogue.pair(c.pair_key, allow_cross_category=True)
+            won, sa, sb = winner(c.data, pair.category)
+            entries.append(
+                {
+                    "category": pair.category,
+                    "pair": pair,
+                    "href": f"{pair.category.id}/{pair.slug}",
+                    "winner": {"a": pair.a.name, "b": pair.b.name, "tie": "Tie"}[won],
+                    "overall": {"a": f"{sa:.2f}", "b": f"{sb:.2f}"},
+                    "date": c.generated_at[:10],
+                    "demo": c.provider == "local" and c.model == BUNDLED_MODEL,
+                }
+            )
+        entries.sort(key=lambda e: (e["category"].name, e["pair"].key))
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for e in entries:
+            groups.setdefault(e["category"].name, []).append(e)
+        view = {"groups": groups, "count": len(entries)}
+        paths = []
+        for ext, env in (("md", self.md_env), ("html", self.html_env)):
+            path = self.reports_dir / f"index.{ext}"
+            atomic_write(path, _tidy(env.get_template(f"index.{ext}.j2").render(**view)))
+            paths.append(path)
+        return paths
+
+    def view(self, pair: Pair, c: Comparison, existing: frozenset[str] = frozenset()) -> dict[str, Any]:
         data = c.data
         dims = pair.category.dimensions
         won, score_a, score_b = winner(data, pair.category)
@@ -84,7 +117,7 @@ class Renderer:
         ]
         generated = time.strptime(c.generated_at, "%Y-%m-%dT%H:%M:%SZ")
         related = [
-            {"title": f"{p.a.name} vs {p.b.name}", "href": f"{p.slug}.md", "slug": p.slug, "key": p.key}
+            {"title": f"{p.a.name} vs {p.b.name}", "slug": p.slug, "key": p.key, "exists": p.key in existing}
             for p in self.catalogue.related_pairs(pair)
         ]
         return {
@@ -101,6 +134,13 @@ class Renderer:
             "generated_exact": time.strftime("%Y-%m-%d %H:%M:%S UTC", generated),
             "demo": c.provider == "local" and c.model == BUNDLED_MODEL,
             "tokens": c.usage.total_tokens,
+            "overall_chart": grouped_bars([("Overall score", score_a, score_b)]),
+            "ratings_chart": grouped_bars(
+                [
+                    (d.name, data["a"]["dimensions"][d.name]["rating"], data["b"]["dimensions"][d.name]["rating"])
+                    for d in dims
+                ]
+            ),
         }
 
 
@@ -181,6 +221,11 @@ def _cell(entry: dict[str, Any], dim: Dimension) -> dict[str, Any]:
         "score": dimension_score(int(entry["rating"]), dim),
         "rationale": entry["rationale"],
     }
+
+
+def _tidy(text: str) -> str:
+    """No runs of blank lines, exactly one trailing newline."""
+    return re.sub(r"\n{3,}", "\n\n", text).rstrip("\n") + "\n"
 
 
 def _num(value: float) -> str:

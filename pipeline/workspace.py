@@ -6,14 +6,13 @@ Everything is loaded on first use, so a command pays only for what it needs
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from pipeline.catalogue import Catalogue, load_catalogue
-from pipeline.errors import StoreError
+from pipeline.errors import CatalogueError, StoreError
 from pipeline.gather import gather
 from pipeline.models import Comparison, Pair, RunResult
 from pipeline.providers.base import ProgressFn, Provider
@@ -111,7 +110,10 @@ class Workspace:
             force=force,
             progress=progress,
         )
-        files = self.renderer.write(result.comparison)
+        latest = self.store.latest_all()
+        existing = frozenset(c.pair_key for c in latest)
+        files = self.renderer.write(result.comparison, existing)
+        self.renderer.write_index(latest)
         return RunOutcome(result=result, files=files, provider_note=note)
 
     def latest(self, pair: Pair) -> Comparison:
@@ -120,6 +122,19 @@ class Workspace:
             raise StoreError(f"no stored comparison for {pair.key}; run `pipeline run --pair {pair.key}` first")
         return history[-1]
 
-    def render_all(self) -> Iterator[tuple[Comparison, list[Path]]]:
-        for comparison in self.store.latest_all():
-            yield comparison, self.renderer.write(comparison)
+    def render_all(self) -> list[Path]:
+        """Re-render every stored pair's latest generation and the index; no model calls."""
+        latest = self.store.latest_all()
+        existing = frozenset(c.pair_key for c in latest)
+        unknown = [c.pair_key for c in latest if not self._renderable(c)]
+        if unknown:
+            raise CatalogueError(
+                f"the store has comparisons of subjects no longer in the catalogue: {', '.join(unknown)}; "
+                "restore them in config/catalogue/ (nothing was rendered)"
+            )
+        paths = [p for c in latest for p in self.renderer.write(c, existing)]
+        return paths + self.renderer.write_index(latest)
+
+    def _renderable(self, comparison: Comparison) -> bool:
+        a, b = comparison.pair_key.split(",")
+        return a in self.catalogue.subjects and b in self.catalogue.subjects

@@ -64,7 +64,17 @@ def test_report_content_and_computed_fields(run_cli, workspace: Path) -> None:
     ):
         assert heading in md
     assert "as of " in md and "By Google" in md and "By Facebook" in md
-    assert "[Image Classification vs Object Detection](image-classification-vs-object-detection.md)" in md
+    assert "- Image Classification vs Object Detection (not generated yet)" in md
+    assert run_cli("run", "--pair", "object-detection,image-classification").exit_code == 0
+    assert run_cli("render").exit_code == 0
+    md = (workspace / MD).read_text()
+    assert "- [Image Classification vs Object Detection](image-classification-vs-object-detection.md)" in md
+    index = (workspace / "reports/index.md").read_text()
+    assert (
+        "[Image Classification vs Image Segmentation](computer-vision/image-classification-vs-image-segmentation.md)"
+        in index
+    )
+    assert "| Tie | 5.73 – 5.73 |" in index
 
 
 def test_changing_description_prompt_or_schema_makes_exactly_one_new_generation(
@@ -191,7 +201,7 @@ def test_render_rebuilds_from_store_without_calls(run_cli, workspace: Path, fake
     (workspace / MD).unlink()
     calls = fake.calls
     result = run_cli("render")
-    assert result.exit_code == 0 and "rendered 1 comparison" in result.stdout
+    assert result.exit_code == 0 and "rendered 1 comparison(s) and the index" in result.stdout
     assert (workspace / MD).read_bytes() == before
     assert fake.calls == calls
 

@@ -89,14 +89,27 @@ def test_reference_data_is_valid() -> None:
     assert validate(REFERENCE_DATA, PAIR, load_canonical(REPO / "schemas")[0]) == []
 
 
-def test_golden_markdown_for_the_reference_pair(tmp_path: Path) -> None:
-    rendered = Renderer(CAT, tmp_path).render(make())
-    golden = GOLDEN / "image-classification-vs-image-segmentation.md"
+EXISTING = frozenset({PAIR.key, "image-classification,object-detection"})
+
+
+@pytest.mark.parametrize("ext", ["md", "html"])
+def test_golden_reports_for_the_reference_pair(tmp_path: Path, ext: str) -> None:
+    rendered = Renderer(CAT, tmp_path).render(make(), EXISTING)
+    golden = GOLDEN / f"image-classification-vs-image-segmentation.{ext}"
     if os.environ.get("UPDATE_GOLDEN"):
-        golden.write_text(rendered.files["md"], encoding="utf-8")
-    assert rendered.files["md"] == golden.read_text(encoding="utf-8")
+        golden.write_text(rendered.files[ext], encoding="utf-8")
+    assert rendered.files[ext] == golden.read_text(encoding="utf-8")
+
+
+def test_reference_report_content(tmp_path: Path) -> None:
+    rendered = Renderer(CAT, tmp_path).render(make(), EXISTING)
     assert "as of June 2026" in rendered.files["md"]
     assert "**Winner: Image Segmentation** — overall 7.07 vs 7.40." in rendered.files["md"]
+    assert (
+        "- [Image Classification vs Object Detection](image-classification-vs-object-detection.md)"
+        in (rendered.files["md"])
+    )
+    assert "- Image Classification vs Optical Character Recognition (not generated yet)" in rendered.files["md"]
 
 
 def test_rendering_twice_is_byte_identical_and_written_atomically(tmp_path: Path) -> None:
@@ -105,9 +118,11 @@ def test_rendering_twice_is_byte_identical_and_written_atomically(tmp_path: Path
     second = [p.read_bytes() for p in renderer.write(make())]
     assert first == second
     assert sorted(p.name for p in (tmp_path / "computer-vision").iterdir()) == [
-        "image-classification-vs-image-segmentation.json", "image-classification-vs-image-segmentation.md"
-    ]  # fmt: skip
-    report = json.loads(second[0])
+        "image-classification-vs-image-segmentation.html",
+        "image-classification-vs-image-segmentation.json",
+        "image-classification-vs-image-segmentation.md",
+    ]  # fmt: skip — and no temporary files left behind
+    report = json.loads(second[1])
     assert report["computed"] == {
         "overall": {"a": 7.07, "b": 7.4}, "winner": "b", "winner_name": "Image Segmentation", "tie_band": 0.25,
         "people_also_compare": [p.key for p in CAT.related_pairs(PAIR)],
@@ -137,3 +152,51 @@ def test_markdown_neutralises_hostile_model_text(tmp_path: Path, hostile: str) -
     rows = [line for line in md.splitlines() if line.startswith("| Speed |") and md_escape(hostile) in line]
     assert len(rows) == 1
     assert len(re.findall(r"(?<!\\)\|", rows[0])) == 4  # the row keeps its three cells
+
+
+HOSTILE = [
+    "<script>alert(1)</script>",
+    '<img src=x onerror="alert(1)">',
+    '<a href="javascript:alert(1)">click</a>',
+    "[click](javascript:alert(1))",
+    "</svg><script>alert(2)</script><svg>",
+    '"><svg onload=alert(3)>',
+]
+
+
+def hostile_comparison() -> Comparison:
+    data = copy.deepcopy(REFERENCE_DATA)
+    for side in ("a", "b"):
+        data[side]["pros"] = HOSTILE[:3]
+        data[side]["cons"] = HOSTILE[3:]
+        for dim in data[side]["dimensions"].values():
+            dim["rationale"] = HOSTILE[4]
+        data[side]["dimensions"]["Applications"]["value"] = HOSTILE[:4]
+    data["verdict"]["reasoning"] = " ".join(HOSTILE)
+    data["faq"] = [{"question": h, "answer": h} for h in HOSTILE[:5]]
+    data["alternatives"] = HOSTILE[:5]
+    return make(data)
+
+
+def test_html_contains_no_script_handler_or_unsafe_link(tmp_path: Path) -> None:
+    from html.parser import HTMLParser
+
+    page = Renderer(CAT, tmp_path).render(hostile_comparison(), EXISTING).files["html"]
+    found: dict[str, list[str]] = {"tags": [], "handlers": [], "links": []}
+
+    class Collect(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            found["tags"].append(tag)
+            for name, value in attrs:
+                if name.startswith("on"):
+                    found["handlers"].append(name)
+                if name in ("href", "src", "xlink:href", "action") and value is not None:
+                    found["links"].append(value)
+
+    Collect().feed(page)
+    assert "script" not in found["tags"] and "img" not in found["tags"] and "iframe" not in found["tags"]
+    assert found["handlers"] == []
+    assert found["tags"].count("svg") == 2  # the two charts; no injected <svg>
+    # Our only links: relative report links built from catalogue slugs; never javascript:, data: or remote.
+    assert found["links"] and all(re.fullmatch(r"[a-z0-9-]+\.html", href) for href in found["links"])
+    assert "&lt;script&gt;" in page  # the text is shown, escaped
