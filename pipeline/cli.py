@@ -7,9 +7,11 @@ error, 75 the store is busy (try again later), 130 interrupted.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -146,6 +148,124 @@ def render(obj: Context) -> None:
     paths = ws.render_all()
     count = sum(1 for p in paths if p.suffix == ".json")
     click.echo(f"rendered {count} comparison(s) and the index into {_rel(ws.settings.reports_dir, ws.root)}")
+
+
+@cli.command()
+@click.argument("batch_file", required=False, type=click.Path(path_type=Path))
+@click.option("--category", help="Every pair of this category (instead of, or as well as, a batch file).")
+@click.option("--dry-run", is_flag=True, help="Show what would be called, estimated tokens and cost; call nothing.")
+@click.option("--resume", is_flag=True, help="Only what the last run of this batch did not finish.")
+@click.option("--force", is_flag=True, help="Regenerate every item, fresh or not.")
+@click.option("--max-cost", type=float, help="Stop starting new calls once this many dollars are spent.")
+@click.option("--concurrency", type=click.IntRange(1, 256), help="Model calls in flight at once.")
+@click.option("--provider", help="Provider profile (overrides the batch file).")
+@click.option("--model", help="Model name (overrides the batch file and profile).")
+@click.option("--json", "json_path", help="Write a machine-readable run summary to this file ('-' for stdout).")
+@click.pass_obj
+@handles_errors
+def batch(
+    obj: Context, batch_file: Path | None, category: str | None, dry_run: bool, resume: bool, force: bool,
+    max_cost: float | None, concurrency: int | None, provider: str | None, model: str | None, json_path: str | None,
+) -> None:  # fmt: skip
+    """Generate or refresh many comparisons: a batch file's pairs and/or a whole category.
+
+    Exit codes: 0 every item generated or fresh, 1 some failed or were skipped,
+    2 usage error, 75 the store stayed busy, 130 interrupted (resume with --resume).
+    """
+    import dataclasses
+    import json
+
+    from pipeline import batch as b
+
+    if batch_file is None and category is None:
+        raise click.UsageError("give a batch file or --category")
+    ws = obj.open(f"pipeline batch {batch_file or '--category ' + str(category)}")
+    spec = b.load_batch(batch_file) if batch_file else b.BatchSpec(name=f"category-{category}")
+    if category:
+        spec = dataclasses.replace(spec, categories=(*spec.categories, category))
+    if concurrency:
+        spec = dataclasses.replace(spec, concurrency=concurrency)
+    profile, why = ws.profile(provider or spec.provider, model or spec.model)
+    if not (provider or spec.provider) and ws.settings.default_provider == "auto":
+        click.echo(f"provider: {profile.name} ({why})", err=True)
+    backend = ws.provider(profile)
+    items, resumed_from = b.prepare_batch(ws, spec, backend, force=force, resume=resume)
+    price = b.load_price(ws.settings.config_dir, backend.model)
+    if price is None:
+        log.warning("no price for model %s in config/prices.toml; costs are shown as 0", backend.model)
+    if dry_run:
+        est = b.estimate(items, ws.settings.generation.max_tokens, price)
+        for item in items:
+            click.echo(f"{item.action:<9} {item.pair.key}  ({item.reason})")
+        cost = "unknown" if est["cost"] is None else f"${est['cost']:.4f}"
+        click.echo(
+            f"dry run: {est['generate']} to generate, {est['fresh']} fresh; estimated "
+            f"{est['prompt_tokens']} prompt + {est['completion_tokens']} completion tokens, {cost}; nothing was called"
+        )
+        return
+    budget = max_cost if max_cost is not None else spec.max_cost
+    from pipeline.progress import batch_progress
+
+    with batch_progress(len(items), spec.name) as on_item:
+        summary = b.run_batch(ws, spec, items, backend, price=price, max_cost=budget, resumed_from=resumed_from,
+                              on_item=on_item)  # fmt: skip
+    _print_summary(summary)
+    if json_path:
+        text = json.dumps(summary.as_dict(), indent=2, sort_keys=True) + "\n"
+        if json_path == "-":
+            click.echo(text, nl=False)
+        else:
+            Path(json_path).write_text(text, encoding="utf-8")
+    if summary.stopped_by_budget:
+        click.echo(f"stopped starting new calls: the budget of ${budget:g} was reached", err=True)
+    if summary.interrupted:
+        hint = (
+            f"pipeline batch {batch_file} --resume" if batch_file else f"pipeline batch --category {category} --resume"
+        )
+        click.echo(f"interrupted: what had arrived is stored; finish with: {hint}", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)  # in-flight calls are abandoned; their items stay pending for --resume
+    sys.exit(summary.exit_code)
+
+
+def _print_summary(summary: Any) -> None:
+    u = summary.usage
+    click.echo(
+        f"run {summary.run_id} ({summary.name}, {summary.provider}/{summary.model}): "
+        f"{summary.count('generated')} generated, {summary.count('fresh')} fresh, {summary.count('failed')} failed, "
+        f"{summary.count('skipped')} skipped, {summary.count('pending')} pending; "
+        f"{u.prompt_tokens}+{u.completion_tokens} tokens, ${summary.cost:.4f}, {summary.wall_s:.1f} s"
+    )
+    for item in summary.items:
+        if item.status in ("failed", "skipped"):
+            click.echo(f"  {item.status:<8} {item.pair_key}: {item.error}")
+
+
+@cli.command()
+@click.option("--limit", default=20, show_default=True, help="How many recent runs.")
+@click.option("--items", "run_id", help="List the items of this run id.")
+@click.pass_obj
+@handles_errors
+def runs(obj: Context, limit: int, run_id: str | None) -> None:
+    """Recent batch runs: when, how many ok/failed/fresh, tokens and cost."""
+    from pipeline.store import Ledger
+
+    ledger = Ledger(obj.open("pipeline runs").store)
+    if run_id:
+        for it in ledger.items(run_id):
+            tokens = it["prompt_tokens"] + it["completion_tokens"]
+            click.echo(
+                f"{it['pair_key']:<60} {it['status']:<9} attempts={it['attempts']} tokens={tokens} {it['error']}"
+            )
+        return
+    click.echo(f"{'run':<26} {'name':<20} {'status':<11} items gen fresh fail skip pend  tokens      cost  started")
+    for r in ledger.recent(limit):
+        click.echo(
+            f"{r['id']:<26} {r['name'][:20]:<20} {r['status']:<11} {r['items']:>5} {r['generated']:>3} "
+            f"{r['fresh']:>5} {r['failed']:>4} {r['skipped']:>4} {r['pending']:>4} {r['tokens']:>7} "
+            f"{r['cost']:>9.4f}  {r['started_at']}"
+        )
 
 
 def _rel(path: Any, root: Any) -> str:

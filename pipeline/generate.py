@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pipeline.errors import OutputInvalidError, ProviderError, TransientProviderError
+from pipeline.errors import OutputInvalidError, PipelineError, ProviderError, TransientProviderError
 from pipeline.models import (
     AttemptRecord,
     Comparison,
@@ -29,7 +29,7 @@ from pipeline.models import (
 )
 from pipeline.prompt import PromptBuilder
 from pipeline.providers.base import ProgressFn, Provider
-from pipeline.providers.retry import call_with_retries
+from pipeline.providers.retry import RateGate, call_with_retries
 from pipeline.schema import compact, sha256_of, specialise, verdict_only, without_verdict
 from pipeline.scoring import winner
 from pipeline.settings import GenerationParams, TransportPolicy
@@ -97,6 +97,7 @@ class _Asker:
     transport: TransportPolicy
     progress: ProgressFn | None
     records: list[AttemptRecord]
+    gate: RateGate | None = None
 
     def ask(
         self,
@@ -118,6 +119,7 @@ class _Asker:
                 self.transport,
                 on_failure=self._transport_failure,
                 progress=self.progress,
+                gate=self.gate,
             )
             answered_at = utc_now()
             raw = completion.text
@@ -150,6 +152,84 @@ class _Asker:
         )
 
 
+@dataclass(frozen=True)
+class Produced:
+    """The outcome of asking the model for one job, before anything is stored."""
+
+    job: Job
+    invocation: str
+    records: tuple[AttemptRecord, ...]
+    comparison: Comparison | None
+    request: dict[str, Any]
+    raw_response: str
+    error: PipelineError | None
+
+    @property
+    def usage(self) -> Usage:
+        return sum((r.usage for r in self.records), Usage())
+
+    @property
+    def attempts(self) -> int:
+        return _model_attempts(list(self.records))
+
+
+def produce(
+    job: Job,
+    provider: Provider,
+    builder: PromptBuilder,
+    canonical: dict[str, Any],
+    transport: TransportPolicy,
+    *,
+    progress: ProgressFn | None = None,
+    gate: RateGate | None = None,
+) -> Produced:
+    """Call the model until the answer is valid; touches no store, so workers can run it in parallel."""
+    invocation = uuid.uuid4().hex
+    asker = _Asker(provider, builder, job.params, transport, progress, [], gate)
+    messages = job.messages.as_list()
+    request = {"messages": messages, "params": job.params.for_cache(), "provider": job.provider_identity}
+    pair = job.pair
+    try:
+        if provider.compact_schema:
+            data, completion, answered_at = _staged(job, asker, builder, canonical)
+        else:
+            data, completion, answered_at = asker.ask(messages, job.schema, lambda d: validate(d, pair, canonical))
+    except ProviderError as exc:
+        return Produced(job, invocation, tuple(asker.records), None, request, "", exc)
+    except _StageFailed as failed:
+        problems = failed.problems
+        shown = "; ".join(str(p) for p in problems[:3])
+        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        error = OutputInvalidError(
+            f"{pair.key}: the model's output was still invalid after {job.params.max_attempts} attempts: "
+            f"{shown}{more}. The attempts are kept in the store (`pipeline show {pair.key} --attempts`)",
+            problems=problems,
+            attempts=asker.records,
+            last_raw=failed.last_raw,
+        )
+        return Produced(job, invocation, tuple(asker.records), None, request, failed.last_raw, error)
+    comparison = _comparison(job, data, answered_at, asker.records, completion.model)
+    return Produced(job, invocation, tuple(asker.records), comparison, request, completion.text, None)
+
+
+def commit(produced: Produced, store: Store) -> RunResult:
+    """Store what was produced, in one short transaction; re-raise its error after keeping the attempts."""
+    job = produced.job
+    if produced.comparison is None:
+        store.save_failed_attempts(produced.invocation, job.pair.key, job.cache_key, produced.records)
+        assert produced.error is not None
+        raise produced.error
+    store.save_generation(
+        produced.comparison,
+        request=produced.request,
+        raw_response=produced.raw_response,
+        latency_ms=sum(r.latency_ms for r in produced.records),
+        invocation_id=produced.invocation,
+        attempts=produced.records,
+    )
+    return RunResult(comparison=produced.comparison, cached=False, attempts=produced.attempts, usage=produced.usage)
+
+
 def generate(
     job: Job,
     provider: Provider,
@@ -165,43 +245,7 @@ def generate(
         cached = store.find_cached(job.cache_key)
         if cached is not None:
             return RunResult(comparison=cached, cached=True, attempts=0, usage=Usage())
-
-    invocation = uuid.uuid4().hex
-    asker = _Asker(provider, builder, job.params, transport, progress, [])
-    messages = job.messages.as_list()
-    pair = job.pair
-    try:
-        if provider.compact_schema:
-            data, completion, answered_at = _staged(job, asker, builder, canonical)
-        else:
-            data, completion, answered_at = asker.ask(messages, job.schema, lambda d: validate(d, pair, canonical))
-    except ProviderError:
-        store.save_failed_attempts(invocation, pair.key, job.cache_key, asker.records)
-        raise
-    except _StageFailed as failed:
-        store.save_failed_attempts(invocation, pair.key, job.cache_key, asker.records)
-        problems = failed.problems
-        shown = "; ".join(str(p) for p in problems[:3])
-        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise OutputInvalidError(
-            f"{pair.key}: the model's output was still invalid after {job.params.max_attempts} attempts: "
-            f"{shown}{more}. The attempts are kept in the store (`pipeline show {pair.key} --attempts`)",
-            problems=problems,
-            attempts=asker.records,
-            last_raw=failed.last_raw,
-        ) from None
-    records = asker.records
-    comparison = _comparison(job, data, answered_at, records, completion.model)
-    store.save_generation(
-        comparison,
-        request={"messages": messages, "params": job.params.for_cache(), "provider": job.provider_identity},
-        raw_response=completion.text,
-        latency_ms=sum(r.latency_ms for r in records),
-        invocation_id=invocation,
-        attempts=records,
-    )
-    used = sum((r.usage for r in records), Usage())
-    return RunResult(comparison=comparison, cached=False, attempts=_model_attempts(records), usage=used)
+    return commit(produce(job, provider, builder, canonical, transport, progress=progress), store)
 
 
 def _staged(

@@ -162,7 +162,10 @@ def choose_profile(settings: Settings, name: str | None, model: str | None) -> t
         raise ConfigError(f"unknown provider {chosen!r}; known: auto, {', '.join(sorted(settings.profiles))}")
     profile = settings.profiles[chosen]
     model = model or os.environ.get("PIPELINE_MODEL")
-    if model:
+    if model and profile.kind == "local" and model.endswith(".gguf"):
+        # `--provider local --model path/to/model.gguf`: another GGUF file, in-process.
+        profile = replace(profile, model=Path(model).stem.lower(), model_path=model)
+    elif model:
         profile = replace(profile, model=model)
     return profile, reason
 

@@ -72,6 +72,39 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
 ]
 
+MIGRATIONS.append(
+    (
+        "003_runs",
+        """
+        CREATE TABLE runs (
+            id VARCHAR PRIMARY KEY,
+            name VARCHAR NOT NULL,
+            spec VARCHAR NOT NULL,
+            provider VARCHAR NOT NULL,
+            model VARCHAR NOT NULL,
+            started_at VARCHAR NOT NULL,
+            finished_at VARCHAR,
+            status VARCHAR NOT NULL,
+            resumed_from VARCHAR
+        );
+        CREATE TABLE run_items (
+            run_id VARCHAR NOT NULL,
+            pair_key VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            cost DOUBLE NOT NULL DEFAULT 0,
+            latency_ms INTEGER NOT NULL DEFAULT 0,
+            error VARCHAR NOT NULL DEFAULT '',
+            generation_id VARCHAR,
+            updated_at VARCHAR NOT NULL,
+            PRIMARY KEY (run_id, pair_key)
+        );
+        """,
+    )
+)
+
 _COLUMNS = (
     "id, pair_key, category, cache_key, provider, model, params, prompt_sha256, schema_sha256, "
     "sources, data, attempts, prompt_tokens, completion_tokens, generated_at"
@@ -167,6 +200,18 @@ class Store:
             ).fetchall()
         return [_comparison(r) for r in rows]
 
+    def latest_by_cache_key(self, cache_keys: Sequence[str]) -> dict[str, Comparison]:
+        """For each cache key that has a generation, its latest one (one query for a whole batch)."""
+        if not cache_keys:
+            return {}
+        with self.session() as con:
+            rows = con.execute(
+                f"SELECT {_COLUMNS} FROM generations WHERE cache_key IN (SELECT unnest(?)) "
+                "QUALIFY row_number() OVER (PARTITION BY cache_key ORDER BY generated_at DESC, id DESC) = 1",
+                [list(cache_keys)],
+            ).fetchall()
+        return {c.cache_key: c for c in map(_comparison, rows)}
+
     def attempts(self, pair_key: str) -> list[dict[str, Any]]:
         with self.session() as con:
             cur = con.execute(
@@ -190,32 +235,44 @@ class Store:
         invocation_id: str,
         attempts: Sequence[AttemptRecord],
     ) -> None:
-        c = comparison
         with self.session() as con:
-            con.execute(
-                "INSERT INTO generations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    c.generation_id,
-                    c.pair_key,
-                    c.category,
-                    c.cache_key,
-                    c.provider,
-                    c.model,
-                    _dumps(c.params),
-                    c.prompt_sha256,
-                    c.schema_sha256,
-                    _dumps(list(c.sources)),
-                    _dumps(request),
-                    raw_response,
-                    _dumps(c.data),
-                    c.attempts,
-                    c.usage.prompt_tokens,
-                    c.usage.completion_tokens,
-                    latency_ms,
-                    c.generated_at,
-                ],
-            )
-            self._insert_attempts(con, invocation_id, c.generation_id, c.pair_key, c.cache_key, attempts)
+            self._insert_generation(con, comparison, request, raw_response, latency_ms, invocation_id, attempts)
+
+    @classmethod
+    def _insert_generation(
+        cls,
+        con: Any,
+        c: Comparison,
+        request: dict[str, Any],
+        raw_response: str,
+        latency_ms: int,
+        invocation_id: str,
+        attempts: Sequence[AttemptRecord],
+    ) -> None:
+        con.execute(
+            "INSERT INTO generations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                c.generation_id,
+                c.pair_key,
+                c.category,
+                c.cache_key,
+                c.provider,
+                c.model,
+                _dumps(c.params),
+                c.prompt_sha256,
+                c.schema_sha256,
+                _dumps(list(c.sources)),
+                _dumps(request),
+                raw_response,
+                _dumps(c.data),
+                c.attempts,
+                c.usage.prompt_tokens,
+                c.usage.completion_tokens,
+                latency_ms,
+                c.generated_at,
+            ],
+        )
+        cls._insert_attempts(con, invocation_id, c.generation_id, c.pair_key, c.cache_key, attempts)
 
     def save_failed_attempts(
         self, invocation_id: str, pair_key: str, cache_key: str, attempts: Sequence[AttemptRecord]
@@ -309,3 +366,83 @@ def _read_owner(path: Path) -> str:
         return f" (held by {path.read_text(encoding='utf-8').strip()})"
     except OSError:
         return ""
+
+
+class Ledger:
+    """The run ledger: batch runs and their items, in the same DuckDB file."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def start(self, run_id: str, name: str, spec: dict[str, Any], provider: str, model: str,
+              pair_keys: Sequence[str], resumed_from: str | None) -> None:  # fmt: skip
+        now = utc_now()
+        with self.store.session() as con:
+            con.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, NULL, 'running', ?)",
+                [run_id, name, _dumps(spec), provider, model, now, resumed_from],
+            )
+            if pair_keys:
+                con.executemany(
+                    "INSERT INTO run_items (run_id, pair_key, status, updated_at) VALUES (?, ?, 'pending', ?)",
+                    [[run_id, key, now] for key in pair_keys],
+                )
+
+    def record(self, run_id: str, item: dict[str, Any], generation: dict[str, Any] | None = None,
+               failed: dict[str, Any] | None = None) -> None:  # fmt: skip
+        """One item's outcome, with its generation or failed attempts, in one transaction."""
+        with self.store.session() as con:
+            if generation is not None:
+                Store._insert_generation(con, **generation)
+            if failed is not None and failed["attempts"]:
+                Store._insert_attempts(con, **failed)
+            con.execute(
+                "INSERT OR REPLACE INTO run_items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    run_id, item["pair_key"], item["status"], item["attempts"], item["prompt_tokens"],
+                    item["completion_tokens"], item["cost"], item["latency_ms"], item["error"],
+                    item.get("generation_id"), utc_now(),
+                ],
+            )  # fmt: skip
+
+    def finish(self, run_id: str, status: str) -> None:
+        with self.store.session() as con:
+            con.execute("UPDATE runs SET finished_at = ?, status = ? WHERE id = ?", [utc_now(), status, run_id])
+
+    def last_run(self, name: str) -> tuple[str, dict[str, str]] | None:
+        """The latest run of a batch name and each item's status in it."""
+        with self.store.session() as con:
+            row = con.execute(
+                "SELECT id FROM runs WHERE name = ? ORDER BY started_at DESC, id DESC LIMIT 1", [name]
+            ).fetchone()
+            if row is None:
+                return None
+            items = con.execute("SELECT pair_key, status FROM run_items WHERE run_id = ?", [row[0]]).fetchall()
+        return row[0], dict(items)
+
+    def recent(self, limit: int = 20) -> list[dict[str, Any]]:
+        with self.store.session() as con:
+            cur = con.execute(
+                """
+                SELECT r.id, r.name, r.started_at, r.finished_at, r.status, r.provider, r.model,
+                       count(i.pair_key) AS items,
+                       count(*) FILTER (WHERE i.status = 'generated') AS generated,
+                       count(*) FILTER (WHERE i.status = 'fresh') AS fresh,
+                       count(*) FILTER (WHERE i.status = 'failed') AS failed,
+                       count(*) FILTER (WHERE i.status = 'skipped') AS skipped,
+                       count(*) FILTER (WHERE i.status = 'pending') AS pending,
+                       coalesce(sum(i.prompt_tokens + i.completion_tokens), 0) AS tokens,
+                       coalesce(sum(i.cost), 0) AS cost
+                FROM runs r LEFT JOIN run_items i ON i.run_id = r.id
+                GROUP BY ALL ORDER BY r.started_at DESC, r.id DESC LIMIT ?
+                """,
+                [limit],
+            )
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def items(self, run_id: str) -> list[dict[str, Any]]:
+        with self.store.session() as con:
+            cur = con.execute("SELECT * FROM run_items WHERE run_id = ? ORDER BY pair_key", [run_id])
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

@@ -60,6 +60,8 @@ class FakeLLM:
     times: list[float] = field(default_factory=list)
     default: Behaviour = field(default_factory=lambda: {"kind": "valid"})
     mutate: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
+    # Decides the behaviour from the request itself (e.g. by pair), before the queue and default.
+    chooser: Callable[[dict[str, Any]], Behaviour | None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     port: int = 0
     server: ThreadingHTTPServer | None = None
@@ -106,7 +108,7 @@ class FakeLLM:
                     state.requests.append(body)
                     state.headers.append(dict(self.headers))
                     state.times.append(time.monotonic())
-                b = state.next()
+                b = (state.chooser(body) if state.chooser else None) or state.next()
                 kind = b["kind"]
                 if kind == "hang":
                     time.sleep(b.get("seconds", 30))

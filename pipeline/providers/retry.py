@@ -8,7 +8,9 @@ re-ask loop in `generate` handles it separately.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +31,61 @@ from pipeline.settings import GenerationParams, TransportPolicy
 FailureFn = Callable[[TransientProviderError, int], None]  # (error, latency_ms)
 
 
+class RateGate:
+    """Client-side limits shared by every worker of a batch.
+
+    Requests and (estimated) tokens per minute over a sliding window, and a batch-wide
+    pause: when the endpoint answers 429, no worker starts a call until the pause ends.
+    """
+
+    def __init__(
+        self,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.rpm = requests_per_minute
+        self.tpm = tokens_per_minute
+        self.clock = clock
+        self.sleep = sleep
+        self._lock = threading.Lock()
+        self._paused_until = 0.0
+        self._events: deque[tuple[float, int]] = deque()
+        self.waited_s = 0.0
+
+    def acquire(self, tokens: int) -> None:
+        while True:
+            with self._lock:
+                now = self.clock()
+                while self._events and self._events[0][0] <= now - 60:
+                    self._events.popleft()
+                wait = self._paused_until - now
+                if self.rpm and len(self._events) >= self.rpm:
+                    wait = max(wait, self._events[0][0] + 60 - now)
+                if self.tpm and self._events:
+                    used = sum(t for _, t in self._events)
+                    if used + tokens > self.tpm:
+                        # wait until enough of the window has expired
+                        freed, until = 0, now
+                        for at, t in self._events:
+                            freed += t
+                            until = at + 60
+                            if used - freed + tokens <= self.tpm:
+                                break
+                        wait = max(wait, until - now)
+                if wait <= 0:
+                    self._events.append((now, tokens))
+                    return
+            step = min(wait, 1.0)
+            self.waited_s += step
+            self.sleep(step)
+
+    def pause(self, seconds: float) -> None:
+        with self._lock:
+            self._paused_until = max(self._paused_until, self.clock() + seconds)
+
+
 def call_with_retries(
     provider: Provider,
     messages: list[dict[str, str]],
@@ -39,6 +96,7 @@ def call_with_retries(
     on_failure: FailureFn | None = None,
     progress: ProgressFn | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    gate: RateGate | None = None,
 ) -> Completion:
     backoff = wait_random_exponential(multiplier=policy.backoff_initial_s, max=policy.backoff_max_s)
 
@@ -49,13 +107,19 @@ def call_with_retries(
             delay = max(delay, min(exc.retry_after, policy.retry_after_cap_s))
         return float(delay)
 
+    estimate = sum(len(m["content"]) for m in messages) // 4 + params.max_tokens
+
     def one_call() -> Completion:
+        if gate:
+            gate.acquire(estimate)
         started = time.monotonic()
         try:
             return provider.complete(messages, schema, params, progress)
         except TransientProviderError as exc:
             if on_failure:
                 on_failure(exc, int((time.monotonic() - started) * 1000))
+            if gate and exc.status == 429:
+                gate.pause(min(exc.retry_after or policy.backoff_initial_s, policy.retry_after_cap_s))
             raise
 
     retrying = Retrying(

@@ -1,0 +1,377 @@
+"""Batch: many pairs with bounded concurrency, rate limits, a budget, freshness and a run ledger.
+
+Workers only call the model (`generate.produce`); the calling thread is the one
+writer: it commits each item's generation and ledger row in one short
+transaction as results arrive, so an interrupted batch loses nothing that had
+arrived and `--resume` picks up the rest. Items end as `generated`, `fresh`,
+`failed` (with the reason) or `skipped` (budget reached); `pending` means the
+run stopped before the item finished.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.catalogue import Catalogue, read_toml
+from pipeline.errors import CatalogueError, ConfigError, PipelineError
+from pipeline.models import Pair, Usage
+
+DONE = ("generated", "fresh")
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    name: str
+    pairs: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    subjects: tuple[str, ...] = ()
+    provider: str | None = None
+    model: str | None = None
+    concurrency: int = 4
+    requests_per_minute: float = 0
+    tokens_per_minute: float = 0
+    max_cost: float = 0
+    max_age_s: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+def parse_age(text: str, where: str) -> float | None:
+    if not text:
+        return None
+    match = _AGE.match(text)
+    if not match:
+        raise ConfigError(f"{where}: max_age {text!r} must look like 90s, 30m, 12h or 7d")
+    return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+def load_batch(path: Path) -> BatchSpec:
+    if not path.is_file():
+        raise ConfigError(f"batch file {path} does not exist")
+    doc = read_toml(path)
+    limits, fresh = doc.get("limits", {}), doc.get("freshness", {})
+    known = {"name", "pairs", "select", "limits", "freshness", "provider", "model"}
+    unknown = set(doc) - known
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {', '.join(sorted(unknown))}; expected {', '.join(sorted(known))}")
+    selects = doc.get("select", [])
+    spec = BatchSpec(
+        name=str(doc.get("name") or path.stem),
+        pairs=tuple(str(p) for p in doc.get("pairs", [])),
+        categories=tuple(s["category"] for s in selects if "category" in s),
+        subjects=tuple(s["subject"] for s in selects if "subject" in s),
+        provider=doc.get("provider"),
+        model=doc.get("model"),
+        concurrency=int(limits.get("concurrency", 4)),
+        requests_per_minute=float(limits.get("requests_per_minute", 0)),
+        tokens_per_minute=float(limits.get("tokens_per_minute", 0)),
+        max_cost=float(limits.get("max_cost", 0)),
+        max_age_s=parse_age(str(fresh.get("max_age", "")), str(path)),
+    )
+    if spec.concurrency < 1:
+        raise ConfigError(f"{path}: limits.concurrency must be at least 1")
+    if not (spec.pairs or spec.categories or spec.subjects):
+        raise ConfigError(f"{path}: names no pairs; add `pairs = [...]` or [[select]] category/subject entries")
+    return spec
+
+
+def resolve_pairs(spec: BatchSpec, catalogue: Catalogue) -> list[Pair]:
+    found: dict[str, Pair] = {}
+    for ref in spec.pairs:
+        pair = catalogue.pair(ref)
+        found[pair.key] = pair
+    for category in spec.categories:
+        for pair in catalogue.pairs_in_category(category):
+            found[pair.key] = pair
+    for ref in spec.subjects:
+        subject = catalogue.subject(ref)
+        for pair in catalogue.pairs_in_category(subject.category):
+            if subject.id in (pair.a.id, pair.b.id):
+                found[pair.key] = pair
+    if not found:
+        raise CatalogueError(f"batch {spec.name!r} selects no pairs")
+    return [found[k] for k in sorted(found)]
+
+
+@dataclass
+class ItemOutcome:
+    pair_key: str
+    status: str
+    attempts: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost: float = 0.0
+    latency_ms: int = 0
+    error: str = ""
+    generation_id: str | None = None
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "pair_key": self.pair_key, "status": self.status, "attempts": self.attempts,
+            "prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens,
+            "cost": round(self.cost, 6), "latency_ms": self.latency_ms, "error": self.error,
+            "generation_id": self.generation_id,
+        }  # fmt: skip
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    name: str
+    provider: str
+    model: str
+    items: list[ItemOutcome]
+    wall_s: float
+    interrupted: bool = False
+    stopped_by_budget: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(1 for i in self.items if i.status == status)
+
+    @property
+    def usage(self) -> Usage:
+        return sum((i.usage for i in self.items), Usage())
+
+    @property
+    def cost(self) -> float:
+        return sum(i.cost for i in self.items)
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 0 if all(i.status in DONE for i in self.items) else 1
+
+    def as_dict(self) -> dict[str, Any]:
+        u = self.usage
+        return {
+            "run_id": self.run_id, "name": self.name, "provider": self.provider, "model": self.model,
+            "wall_s": round(self.wall_s, 2), "interrupted": self.interrupted,
+            "stopped_by_budget": self.stopped_by_budget,
+            "counts": {s: self.count(s) for s in ("generated", "fresh", "failed", "skipped", "pending")},
+            "tokens": {"prompt": u.prompt_tokens, "completion": u.completion_tokens},
+            "cost": round(self.cost, 6), "exit_code": self.exit_code,
+            "items": [i.row() for i in self.items],
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Price:
+    input_per_mtok: float
+    output_per_mtok: float
+
+    def cost(self, usage: Usage) -> float:
+        return (usage.prompt_tokens * self.input_per_mtok + usage.completion_tokens * self.output_per_mtok) / 1e6
+
+
+def load_price(config_dir: Path, model: str) -> Price | None:
+    path = config_dir / "prices.toml"
+    models = read_toml(path).get("models", {}) if path.exists() else {}
+    entry = models.get(model)
+    return Price(float(entry["input_per_mtok"]), float(entry["output_per_mtok"])) if entry else None
+
+
+ItemFn = Callable[[ItemOutcome, int, int], None]  # (outcome, done, total)
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    pair: Pair
+    job: Any
+    action: str  # "generate" or "fresh"
+    reason: str
+    cached: Any = None  # the stored Comparison for fresh items
+
+
+def plan(ws: Any, pairs: list[Pair], provider: Any, *, max_age_s: float | None, force: bool,
+         done_before: set[str]) -> list[PlanItem]:  # fmt: skip
+    """Decide per pair: generate, or fresh (its cache key has a recent enough generation)."""
+    jobs = [ws.prepare(pair, provider) for pair in pairs]
+    stored = ws.store.latest_by_cache_key([j.cache_key for j in jobs])
+    now = time.time()
+    items = []
+    for pair, job in zip(pairs, jobs, strict=True):
+        cached = stored.get(job.cache_key)
+        if cached is None:
+            items.append(PlanItem(pair, job, "generate", "new inputs (cache key not in the store)"))
+            continue
+        age = now - calendar.timegm(time.strptime(cached.generated_at, "%Y-%m-%dT%H:%M:%SZ"))
+        if pair.key in done_before:
+            items.append(PlanItem(pair, job, "fresh", "finished by the run being resumed", cached))
+        elif force:
+            items.append(PlanItem(pair, job, "generate", "--force"))
+        elif max_age_s is not None and age > max_age_s:
+            items.append(PlanItem(pair, job, "generate", f"older than max_age ({age / 86400:.1f} days)"))
+        else:
+            items.append(PlanItem(pair, job, "fresh", "unchanged inputs", cached))
+    return items
+
+
+def run_batch(
+    ws: Any,
+    spec: BatchSpec,
+    items: list[PlanItem],
+    provider: Any,
+    *,
+    price: Price | None,
+    max_cost: float,
+    resumed_from: str | None,
+    on_item: ItemFn | None = None,
+) -> RunSummary:
+    from pipeline.generate import produce
+    from pipeline.providers.retry import RateGate
+    from pipeline.store import Ledger
+
+    ledger = Ledger(ws.store)
+    run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+    ident = provider.identity()
+    ledger.start(run_id, spec.name, spec.as_dict(), ident["kind"], ident["model"],
+                 [i.pair.key for i in items], resumed_from)  # fmt: skip
+    gate = RateGate(spec.requests_per_minute or None, spec.tokens_per_minute or None)
+    canonical = ws.canonical[0]
+    transport = ws.settings.transport
+    outcomes: dict[str, ItemOutcome] = {}
+    committed: list[Any] = []  # comparisons to render
+    started = time.monotonic()
+    spent = 0.0
+    budget_hit = False
+    total = len(items)
+
+    def finish(outcome: ItemOutcome, **store_args: Any) -> None:
+        ledger.record(run_id, outcome.row(), **store_args)
+        outcomes[outcome.pair_key] = outcome
+        if on_item:
+            on_item(outcome, len(outcomes), total)
+
+    def work(item: PlanItem) -> Any:
+        if budget_hit:
+            return None
+        return produce(item.job, provider, ws.prompts, canonical, transport, gate=gate)
+
+    interrupted = False
+    pool = ThreadPoolExecutor(max_workers=spec.concurrency, thread_name_prefix="batch")
+    try:
+        for item in items:
+            if item.action == "fresh":
+                finish(ItemOutcome(item.pair.key, "fresh", generation_id=item.cached.generation_id))
+                committed.append(item.cached)
+        queue = [i for i in items if i.action == "generate"]
+        running: dict[Future[Any], PlanItem] = {}
+        while queue or running:
+            while queue and len(running) < spec.concurrency and not budget_hit:
+                item = queue.pop(0)
+                running[pool.submit(work, item)] = item
+            if budget_hit and queue:
+                for item in queue:
+                    finish(ItemOutcome(item.pair.key, "skipped", error=f"budget of ${max_cost:g} reached"))
+                queue = []
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                item = running.pop(future)
+                produced = future.result()
+                if produced is None:
+                    finish(ItemOutcome(item.pair.key, "skipped", error=f"budget of ${max_cost:g} reached"))
+                    continue
+                cost = price.cost(produced.usage) if price else 0.0
+                spent += cost
+                outcome = ItemOutcome(
+                    item.pair.key, "generated" if produced.comparison else "failed", produced.attempts,
+                    produced.usage, cost, sum(r.latency_ms for r in produced.records),
+                )  # fmt: skip
+                if produced.comparison is not None:
+                    outcome.generation_id = produced.comparison.generation_id
+                    finish(outcome, generation=_generation_args(produced))
+                    committed.append(produced.comparison)
+                else:
+                    outcome.error = _one_line(produced.error)
+                    finish(outcome, failed=_failed_args(produced))
+                if max_cost and spent >= max_cost and not budget_hit:
+                    budget_hit = True
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
+        for item in items:
+            outcomes.setdefault(item.pair.key, ItemOutcome(item.pair.key, "pending"))
+        ledger.finish(run_id, "interrupted" if interrupted else "finished")
+        _render(ws, committed)
+    return RunSummary(
+        run_id, spec.name, ident["kind"], ident["model"], [outcomes[i.pair.key] for i in items],
+        time.monotonic() - started, interrupted, budget_hit,
+    )  # fmt: skip
+
+
+def _render(ws: Any, comparisons: list[Any]) -> None:
+    latest = ws.store.latest_all()
+    existing = frozenset(c.pair_key for c in latest)
+    for comparison in comparisons:
+        ws.renderer.write(comparison, existing)
+    ws.renderer.write_index(latest)
+
+
+def _generation_args(produced: Any) -> dict[str, Any]:
+    return {
+        "c": produced.comparison,
+        "request": produced.request,
+        "raw_response": produced.raw_response,
+        "latency_ms": sum(r.latency_ms for r in produced.records),
+        "invocation_id": produced.invocation,
+        "attempts": produced.records,
+    }
+
+
+def _failed_args(produced: Any) -> dict[str, Any]:
+    return {
+        "invocation_id": produced.invocation,
+        "generation_id": None,
+        "pair_key": produced.job.pair.key,
+        "cache_key": produced.job.cache_key,
+        "attempts": produced.records,
+    }
+
+
+def _one_line(error: PipelineError | None) -> str:
+    return " ".join(str(error).split())[:500] if error else ""
+
+
+def prepare_batch(
+    ws: Any, spec: BatchSpec, provider: Any, *, force: bool, resume: bool
+) -> tuple[list[PlanItem], str | None]:
+    """The plan for a batch; with `resume`, what the last run of this batch finished counts as fresh."""
+    from pipeline.store import Ledger
+
+    pairs = resolve_pairs(spec, ws.catalogue)
+    done_before: set[str] = set()
+    resumed_from = None
+    if resume:
+        last = Ledger(ws.store).last_run(spec.name)
+        if last is None:
+            raise ConfigError(f"no earlier run of batch {spec.name!r} to resume; run it without --resume")
+        resumed_from, statuses = last
+        done_before = {key for key, status in statuses.items() if status in DONE}
+    return plan(ws, pairs, provider, max_age_s=spec.max_age_s, force=force, done_before=done_before), resumed_from
+
+
+def estimate(items: list[PlanItem], max_tokens: int, price: Price | None) -> dict[str, Any]:
+    """What a run would spend: prompt tokens from the rendered messages, completion at half of max_tokens."""
+    todo = [i for i in items if i.action == "generate"]
+    prompt = sum(sum(len(m["content"]) for m in i.job.messages.messages) // 4 for i in todo)
+    usage = Usage(prompt, len(todo) * max_tokens // 2)
+    return {
+        "generate": len(todo),
+        "fresh": len(items) - len(todo),
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "cost": round(price.cost(usage), 4) if price else None,
+    }

@@ -1,0 +1,177 @@
+"""Batch runs against the scriptable server: statuses, resume, re-runs, concurrency beside `run`, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.fakeserver import FakeLLM
+
+SUBJECTS = 11  # 55 pairs
+
+
+def add_category(ws: Path) -> None:
+    lines = ['[category]\nid = "widgets"\nname = "Widgets"\n',
+             '[[category.dimensions]]\nname = "Speed"\nkind = "level"\nlevels = ["Slow", "Fast"]\n',
+             '[[category.dimensions]]\nname = "Notes"\nkind = "text"\n']  # fmt: skip
+    for i in range(SUBJECTS):
+        lines.append(
+            f'[[subjects]]\nid = "widget-{i:02d}"\nname = "Widget {i:02d}"\nvendor = "Acme"\n'
+            f'description = "Widget number {i} is a test subject."\n'
+        )
+    (ws / "config/catalogue/widgets.toml").write_text("\n".join(lines))
+
+
+def pair_of(request: dict) -> str:
+    text = request["messages"][1]["content"]
+    names = sorted({w for w in text.split("(by Acme)")[0].split() if w.isdigit()})
+    return "-".join(names)
+
+
+def cli(ws: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pipeline", "--workspace", str(ws), *args],
+                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+
+
+def db(ws: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(ws / ".pipeline/store.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_batch_of_55_with_faults_ends_with_exactly_the_right_statuses(workspace: Path, fake: FakeLLM) -> None:
+    add_category(workspace)
+    rng = random.Random(1234)
+    lock = threading.Lock()
+
+    def chooser(request: dict) -> dict | None:
+        if "Widget 03" in request["messages"][1]["content"] and "Widget 07" in request["messages"][1]["content"]:
+            return {"kind": "schema_invalid"}  # one pair that never gets a valid answer
+        with lock:
+            roll = rng.random()
+        if roll < 0.10:
+            return {"kind": "status", "status": 429, "headers": {"retry-after": "0.2"}}
+        if roll < 0.15:
+            return {"kind": "status", "status": 500}
+        if roll < 0.20:
+            return {"kind": "invalid_json"}
+        return None
+
+    fake.chooser = chooser
+    result = cli(workspace, "batch", "--category", "widgets", "--concurrency", "8", "--json", "-")
+    assert result.returncode == 1, result.stderr
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert summary["counts"] == {"generated": 54, "fresh": 0, "failed": 1, "skipped": 0, "pending": 0}
+    failed = [i for i in summary["items"] if i["status"] == "failed"]
+    assert failed[0]["pair_key"] == "widget-03,widget-07" and "still invalid after 3 attempts" in failed[0]["error"]
+    assert failed[0]["attempts"] == 3
+    # the store: one generation per generated pair, none for the failed one, the ledger agrees
+    assert db(workspace, "SELECT count(*), count(DISTINCT pair_key) FROM generations") == [(54, 54)]
+    assert db(workspace, "SELECT status, count(*) FROM run_items GROUP BY status ORDER BY status") == [
+        ("failed", 1), ("generated", 54)
+    ]  # fmt: skip
+    assert len(list((workspace / "reports/widgets").glob("*.md"))) == 54
+    assert "[1/55]" not in result.stdout and "widget" in result.stderr  # per-item lines go to stderr
+
+    calls = fake.calls
+    again = cli(workspace, "batch", "--category", "widgets", "--resume")
+    assert again.returncode == 1  # the broken pair is still broken...
+    assert fake.calls - calls == 3  # ...and it is the only item called again (3 attempts)
+    assert "54 fresh, 1 failed" in again.stdout
+
+
+def test_identical_rerun_makes_zero_calls_and_max_age_regenerates(workspace: Path, fake: FakeLLM) -> None:
+    batch = workspace / "config/batches/cv.toml"
+    batch.write_text('name = "cv"\n[[select]]\ncategory = "computer-vision"\n[freshness]\nmax_age = "1s"\n')
+    first = cli(workspace, "batch", str(batch))
+    assert first.returncode == 0, first.stderr
+    assert fake.calls == 6
+    batch.write_text('name = "cv"\n[[select]]\ncategory = "computer-vision"\n[freshness]\nmax_age = "7d"\n')
+    second = cli(workspace, "batch", str(batch))
+    assert second.returncode == 0 and "0 generated, 6 fresh" in second.stdout
+    assert fake.calls == 6
+    time.sleep(2.1)
+    batch.write_text('name = "cv"\n[[select]]\ncategory = "computer-vision"\n[freshness]\nmax_age = "2s"\n')
+    third = cli(workspace, "batch", str(batch), "--dry-run")
+    assert "6 to generate, 0 fresh" in third.stdout and fake.calls == 6
+    runs = cli(workspace, "runs")
+    assert runs.returncode == 0 and runs.stdout.count(" cv ") == 2
+
+
+def test_budget_skips_the_rest(workspace: Path, fake: FakeLLM) -> None:
+    (workspace / "config/prices.toml").write_text(
+        '[models."fake-model"]\ninput_per_mtok = 1000\noutput_per_mtok = 1000\n'
+    )
+    result = cli(workspace, "batch", "--category", "computer-vision", "--concurrency", "1", "--max-cost", "0.2")
+    assert result.returncode == 1
+    assert "budget of $0.2 was reached" in result.stderr
+    assert "2 generated, 0 fresh, 0 failed, 4 skipped" in result.stdout  # 150 tokens = $0.15 per call
+    assert fake.calls == 2
+
+
+def test_batch_and_on_demand_run_at_once_both_succeed(workspace: Path, fake: FakeLLM) -> None:
+    fake.default = {"kind": "valid", "delay": 0.05}
+    batch = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "--workspace", str(workspace), "batch", "--category", "databases"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    single = cli(workspace, "run", "--pair", "django,flask")
+    _out, err = batch.communicate(timeout=120)
+    assert single.returncode == 0, single.stderr
+    assert batch.returncode == 0, err
+    assert "Traceback" not in err + single.stderr
+    assert db(workspace, "SELECT count(*) FROM generations") == [(11,)]
+
+
+def test_ctrl_c_keeps_what_arrived_and_resume_finishes(workspace: Path, fake: FakeLLM) -> None:
+    add_category(workspace)
+    fake.default = {"kind": "valid", "delay": 0.25}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--workspace", str(workspace), "batch",
+                             "--category", "widgets", "--concurrency", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while fake.calls < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "finish with: pipeline batch --category widgets --resume" in err
+    stored = db(workspace, "SELECT count(*) FROM generations")[0][0]
+    generated = db(workspace, "SELECT count(*) FROM run_items WHERE status = 'generated'")[0][0]
+    assert stored == generated >= 5  # nothing that arrived was lost, the ledger agrees with the store
+    calls_before = fake.calls
+    fake.default = {"kind": "valid"}
+    resumed = cli(workspace, "batch", "--category", "widgets", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert db(workspace, "SELECT count(*), count(DISTINCT pair_key) FROM generations") == [(55, 55)]
+    # repeated calls: at most the two that were in flight when Ctrl-C came
+    assert fake.calls - calls_before <= 55 - stored + 2
+    assert calls_before <= stored + 2 + 1
+    md = list((workspace / "reports/widgets").glob("*.md"))
+    assert len(md) == 55 and not list((workspace / "reports/widgets").glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("name = 'x'\n", "names no pairs"),
+    ("name = 'x'\npairs = ['image-classification,nope']\n", "unknown subject 'nope'"),
+    ("name = 'x'\npairs = ['django,flask']\n[freshness]\nmax_age = 'soon'\n", "max_age 'soon' must look like"),
+    ("name = 'x'\nbogus = 1\n", "unknown keys bogus"),
+    ("name = \n", "malformed TOML"),
+])  # fmt: skip
+def test_bad_batch_files(workspace: Path, content: str, message: str) -> None:
+    path = workspace / "config/batches/bad.toml"
+    path.write_text(content)
+    result = cli(workspace, "batch", str(path))
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
