@@ -111,11 +111,15 @@ class _Asker:
         for index in range(self.params.max_attempts):
             # A re-ask with the same seed tends to reproduce the same mistake; vary it per attempt.
             seed = None if self.params.seed is None else self.params.seed + index
+            params = replace(self.params, seed=seed)
+            if self.provider.compact_schema and index:
+                # A small model stuck in a loop needs more randomness, not just another seed.
+                params = replace(params, temperature=min(1.0, params.temperature + 0.3 * index))
             completion = call_with_retries(
                 self.provider,
                 messages,
                 schema,
-                replace(self.params, seed=seed),
+                params,
                 self.transport,
                 on_failure=self._transport_failure,
                 progress=self.progress,
@@ -143,7 +147,9 @@ class _Asker:
             )
             if data is not None and not problems:
                 return data, completion, answered_at
-            messages = self.builder.reask(base, completion.text, problems)
+            messages = self.builder.reask(
+                base, completion.text, problems, show_previous=not self.provider.compact_schema
+            )
         raise _StageFailed(problems, raw)
 
     def _transport_failure(self, exc: TransientProviderError, latency_ms: int) -> None:

@@ -51,9 +51,26 @@ class PromptBuilder:
         messages = ({"role": "system", "content": system.strip()}, {"role": "user", "content": user.strip()})
         return Messages(messages=messages, sha256=sha256_of(list(messages)), template_sha256=self.template_sha256)
 
-    def reask(self, base: Sequence[dict[str, str]], last_raw: str, problems: Sequence[Problem]) -> list[dict[str, str]]:
-        """A new message list (the caller's is never changed) asking for a corrected answer."""
-        text = self.env.get_template("reask.j2").render(problems=[str(p) for p in problems[:12]])
+    def reask(
+        self,
+        base: Sequence[dict[str, str]],
+        last_raw: str,
+        problems: Sequence[Problem],
+        *,
+        show_previous: bool = True,
+    ) -> list[dict[str, str]]:
+        """A new message list (the caller's is never changed) asking for a corrected answer.
+
+        Small models copy whatever is in their context, so for them (`show_previous=False`)
+        the broken answer is left out and only the problems are named.
+        """
+        text = self.env.get_template("reask.j2").render(
+            problems=[str(p) for p in problems[:12]], show_previous=show_previous
+        )
+        if not show_previous:
+            last = dict(base[-1])
+            last["content"] = f"{last['content']}\n\n{text.strip()}"
+            return [*(dict(m) for m in base[:-1]), last]
         previous = last_raw if len(last_raw) <= 6000 else last_raw[:6000] + " ..."
         return [
             *(dict(m) for m in base),
