@@ -313,11 +313,15 @@ def run_batch(
 
 
 def _render(ws: Any, comparisons: list[Any]) -> None:
-    latest = ws.store.latest_all()
-    existing = frozenset(c.pair_key for c in latest)
+    pairs = ws.store.latest_with_previous()
+    existing = frozenset(c.pair_key for c, _ in pairs)
+    previous = {c.generation_id: prev for c, prev in pairs}
     for comparison in comparisons:
-        ws.renderer.write(comparison, existing)
-    ws.renderer.write_index(latest)
+        prev = (
+            previous[comparison.generation_id] if comparison.generation_id in previous else ws.previous_of(comparison)
+        )
+        ws.renderer.write(comparison, existing, prev)
+    ws.renderer.write_index([c for c, _ in pairs])
 
 
 def _generation_args(produced: Any) -> dict[str, Any]:

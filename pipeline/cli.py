@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, StoreError
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("pipeline")
@@ -135,7 +135,9 @@ def show(obj: Context, pair_ref: str, fmt: str, attempts: bool) -> None:
                 f"tokens={row['prompt_tokens']}+{row['completion_tokens']}  {row['error'] or row['problems']}"
             )
         return
-    rendered = ws.renderer.render(ws.latest(pair), frozenset(c.pair_key for c in ws.store.latest_all()))
+    latest = ws.latest(pair)
+    existing = frozenset(c.pair_key for c in ws.store.latest_all())
+    rendered = ws.renderer.render(latest, existing, ws.previous_of(latest))
     click.echo(rendered.files[fmt], nl=False)
 
 
@@ -266,6 +268,77 @@ def runs(obj: Context, limit: int, run_id: str | None) -> None:
             f"{r['fresh']:>5} {r['failed']:>4} {r['skipped']:>4} {r['pending']:>4} {r['tokens']:>7} "
             f"{r['cost']:>9.4f}  {r['started_at']}"
         )
+
+
+@cli.command()
+@click.argument("pair_ref")
+@click.pass_obj
+@handles_errors
+def history(obj: Context, pair_ref: str) -> None:
+    """Every generation of a pair: date, model, which inputs changed, overall scores."""
+    from pipeline.history import input_changes
+
+    ws = obj.open(f"pipeline history {pair_ref}")
+    pair = ws.pair(pair_ref, cross_category=True)
+    generations = ws.store.history(pair.key)
+    if not generations:
+        raise StoreError(f"no stored comparison for {pair.key}; run `pipeline run --pair {pair.key}` first")
+    from pipeline.scoring import winner
+
+    previous = None
+    for c in generations:
+        won, sa, sb = winner(c.data, pair.category)
+        changed = ", ".join(input_changes(previous, c)) if previous else "first generation"
+        name = {"a": pair.a.name, "b": pair.b.name, "tie": "tie"}[won]
+        click.echo(
+            f"{c.generated_at}  {c.generation_id}  {c.provider}/{c.model}  overall {sa:.2f}-{sb:.2f} "
+            f"({name})  inputs: {changed}"
+        )
+        previous = c
+
+
+@cli.command()
+@click.argument("targets", nargs=-1, required=True)
+@click.option(
+    "--from", "from_ref", default="previous", show_default=True,
+    help="Generation: 'previous', 'latest', a date (YYYY-MM-DD: the one in effect then) or an id prefix.",
+)  # fmt: skip
+@click.option("--to", "to_ref", default="latest", show_default=True, help="Generation, as for --from.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+@click.option("--threshold", type=float, default=1.0, show_default=True,
+              help="Rating moves smaller than this are listed but not material.")  # fmt: skip
+@click.pass_obj
+@handles_errors
+def diff(obj: Context, targets: tuple[str, ...], from_ref: str, to_ref: str, fmt: str, threshold: float) -> None:
+    """What changed between two generations of a pair, or between two report .json files.
+
+    Exit codes: 0 no material change, 1 material changes (ask for review), 2 errors.
+    """
+    import json
+
+    from pipeline import diff as d
+
+    if len(targets) == 2:
+        old, new = (d.load_report(Path(t)) for t in targets)
+    elif len(targets) == 1:
+        from pipeline.history import pick
+        from pipeline.render import report_json
+
+        ws = obj.open(f"pipeline diff {targets[0]}")
+        pair = ws.pair(targets[0], cross_category=True)
+        generations = ws.store.history(pair.key)
+        first, second = pick(generations, from_ref), pick(generations, to_ref)
+        old, new = (report_json(ws.renderer.view(pair, g)) for g in (first, second))
+    else:
+        raise click.UsageError("give a pair (a,b) or two report .json files")
+    result = d.diff_reports(old, new, threshold)
+    if fmt == "json":
+        click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True, ensure_ascii=False))
+    elif fmt == "markdown":
+        click.echo(d.render_markdown(result), nl=False)
+    else:
+        click.echo(d.render_text(result, color=sys.stdout.isatty()), nl=False)
+    sys.exit(1 if result.material else 0)
 
 
 def _rel(path: Any, root: Any) -> str:

@@ -52,17 +52,31 @@ class Renderer:
         self.md_env.filters["md"] = md_escape
         self.html_env = Environment(autoescape=True, **options)
 
-    def render(self, comparison: Comparison, existing: frozenset[str] = frozenset()) -> Rendered:
-        """All formats of one report; `existing` are the pair keys that have reports to link to."""
+    def render(
+        self, comparison: Comparison, existing: frozenset[str] = frozenset(), previous: Comparison | None = None
+    ) -> Rendered:
+        """All formats of one report.
+
+        `existing`: the pair keys that have reports to link to; `previous`: the generation
+        before this one, for the "Changes since the previous generation" section.
+        """
         pair = self.catalogue.pair(comparison.pair_key, allow_cross_category=True)
         view = self.view(pair, comparison, existing)
+        view["previous"] = None
+        if previous is not None:
+            from pipeline.diff import diff_reports, summary_lines
+
+            changes = diff_reports(report_json(self.view(pair, previous)), report_json(view))
+            view["previous"] = {"generated_at": previous.generated_at, "changes": summary_lines(changes)}
         markdown = _tidy(self.md_env.get_template("report.md.j2").render(**view))
         html = _tidy(self.html_env.get_template("report.html.j2").render(**view))
         document = json.dumps(report_json(view), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
         return Rendered(pair=pair, files={"md": markdown, "html": html, "json": document})
 
-    def write(self, comparison: Comparison, existing: frozenset[str] = frozenset()) -> list[Path]:
-        rendered = self.render(comparison, existing)
+    def write(
+        self, comparison: Comparison, existing: frozenset[str] = frozenset(), previous: Comparison | None = None
+    ) -> list[Path]:
+        rendered = self.render(comparison, existing, previous)
         folder = self.reports_dir / rendered.pair.category.id
         paths = []
         for ext, text in sorted(rendered.files.items()):
@@ -164,6 +178,7 @@ def report_json(view: dict[str, Any]) -> dict[str, Any]:
             "tie_band": pair.category.tie_band,
             "people_also_compare": [r["key"] for r in view["related"]],
         },
+        "previous_generated_at": (view.get("previous") or {}).get("generated_at"),
         "provenance": {
             "generation_id": c.generation_id,
             "generated_at": c.generated_at,

@@ -180,7 +180,7 @@ class Store:
     def find_cached(self, cache_key: str) -> Comparison | None:
         with self.session() as con:
             row = con.execute(
-                f"SELECT {_COLUMNS} FROM generations WHERE cache_key = ? ORDER BY generated_at DESC, id LIMIT 1",
+                f"SELECT {_COLUMNS} FROM generations WHERE cache_key = ? ORDER BY generated_at DESC, rowid DESC LIMIT 1",
                 [cache_key],
             ).fetchone()
         return _comparison(row) if row else None
@@ -188,7 +188,7 @@ class Store:
     def history(self, pair_key: str) -> list[Comparison]:
         with self.session() as con:
             rows = con.execute(
-                f"SELECT {_COLUMNS} FROM generations WHERE pair_key = ? ORDER BY generated_at, id", [pair_key]
+                f"SELECT {_COLUMNS} FROM generations WHERE pair_key = ? ORDER BY generated_at, rowid", [pair_key]
             ).fetchall()
         return [_comparison(r) for r in rows]
 
@@ -196,9 +196,26 @@ class Store:
         with self.session() as con:
             rows = con.execute(
                 f"SELECT {_COLUMNS} FROM generations QUALIFY row_number() OVER "
-                "(PARTITION BY pair_key ORDER BY generated_at DESC, id DESC) = 1 ORDER BY pair_key"
+                "(PARTITION BY pair_key ORDER BY generated_at DESC, rowid DESC) = 1 ORDER BY pair_key"
             ).fetchall()
         return [_comparison(r) for r in rows]
+
+    def latest_with_previous(self) -> list[tuple[Comparison, Comparison | None]]:
+        """Every pair's latest generation and the one before it (for the changes section)."""
+        with self.session() as con:
+            rows = con.execute(
+                f"SELECT {_COLUMNS}, rn FROM (SELECT *, row_number() OVER "
+                "(PARTITION BY pair_key ORDER BY generated_at DESC, rowid DESC) AS rn FROM generations) "
+                "WHERE rn <= 2 ORDER BY pair_key, rn"
+            ).fetchall()
+        out: list[tuple[Comparison, Comparison | None]] = []
+        for row in rows:
+            comparison = _comparison(row[:-1])
+            if row[-1] == 1:
+                out.append((comparison, None))
+            else:
+                out[-1] = (out[-1][0], comparison)
+        return out
 
     def latest_by_cache_key(self, cache_keys: Sequence[str]) -> dict[str, Comparison]:
         """For each cache key that has a generation, its latest one (one query for a whole batch)."""
@@ -207,7 +224,7 @@ class Store:
         with self.session() as con:
             rows = con.execute(
                 f"SELECT {_COLUMNS} FROM generations WHERE cache_key IN (SELECT unnest(?)) "
-                "QUALIFY row_number() OVER (PARTITION BY cache_key ORDER BY generated_at DESC, id DESC) = 1",
+                "QUALIFY row_number() OVER (PARTITION BY cache_key ORDER BY generated_at DESC, rowid DESC) = 1",
                 [list(cache_keys)],
             ).fetchall()
         return {c.cache_key: c for c in map(_comparison, rows)}

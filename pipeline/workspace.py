@@ -110,11 +110,18 @@ class Workspace:
             force=force,
             progress=progress,
         )
-        latest = self.store.latest_all()
-        existing = frozenset(c.pair_key for c in latest)
-        files = self.renderer.write(result.comparison, existing)
-        self.renderer.write_index(latest)
+        latest = self.store.latest_with_previous()
+        existing = frozenset(c.pair_key for c, _ in latest)
+        previous = self.previous_of(result.comparison)
+        files = self.renderer.write(result.comparison, existing, previous)
+        self.renderer.write_index([c for c, _ in latest])
         return RunOutcome(result=result, files=files, provider_note=note)
+
+    def previous_of(self, comparison: Comparison) -> Comparison | None:
+        history = self.store.history(comparison.pair_key)
+        ids = [c.generation_id for c in history]
+        index = ids.index(comparison.generation_id) if comparison.generation_id in ids else len(ids)
+        return history[index - 1] if index > 0 else None
 
     def latest(self, pair: Pair) -> Comparison:
         history = self.store.history(pair.key)
@@ -124,7 +131,8 @@ class Workspace:
 
     def render_all(self) -> list[Path]:
         """Re-render every stored pair's latest generation and the index; no model calls."""
-        latest = self.store.latest_all()
+        pairs = self.store.latest_with_previous()
+        latest = [c for c, _ in pairs]
         existing = frozenset(c.pair_key for c in latest)
         unknown = [c.pair_key for c in latest if not self._renderable(c)]
         if unknown:
@@ -132,7 +140,7 @@ class Workspace:
                 f"the store has comparisons of subjects no longer in the catalogue: {', '.join(unknown)}; "
                 "restore them in config/catalogue/ (nothing was rendered)"
             )
-        paths = [p for c in latest for p in self.renderer.write(c, existing)]
+        paths = [p for c, prev in pairs for p in self.renderer.write(c, existing, prev)]
         return paths + self.renderer.write_index(latest)
 
     def _renderable(self, comparison: Comparison) -> bool:

@@ -1,0 +1,188 @@
+"""Diff: semantic differences between two comparisons (two generations or two report files).
+
+Both sides are report documents (the JSON report's shape), so a stored
+generation and a file from another git revision compare the same way. List
+items are matched by similarity, so a reworded pro is reported as reworded,
+not as a removal plus an addition. Changes below the materiality threshold
+are listed but do not count as material.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+REWORD_SIMILARITY = 0.6
+LISTS = (("a", "pros"), ("a", "cons"), ("b", "pros"), ("b", "cons"))
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str  # rating, value, overall, winner, verdict, item, source
+    where: str
+    old: Any
+    new: Any
+    material: bool
+    note: str = ""
+
+
+@dataclass
+class Diff:
+    old_label: str
+    new_label: str
+    changes: list[Change] = field(default_factory=list)
+
+    @property
+    def material(self) -> bool:
+        return any(c.material for c in self.changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "from": self.old_label,
+            "to": self.new_label,
+            "material": self.material,
+            "changes": [asdict(c) for c in self.changes],
+        }
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read report {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: not a JSON report: {exc.msg}") from exc
+    if not isinstance(doc, dict) or not {"data", "computed", "provenance", "subjects"} <= set(doc):
+        raise ConfigError(f"{path} is not a comparison report (.json written by `pipeline run`)")
+    return doc
+
+
+def diff_reports(old: dict[str, Any], new: dict[str, Any], threshold: float = 1.0) -> Diff:
+    result = Diff(_label(old), _label(new))
+    add = result.changes.append
+    names = {side: new["subjects"][side]["name"] for side in ("a", "b")}
+    for side in ("a", "b"):
+        old_dims, new_dims = old["data"][side]["dimensions"], new["data"][side]["dimensions"]
+        for dim in new_dims:
+            if dim not in old_dims:
+                add(Change("value", f"{dim} / {names[side]}", None, new_dims[dim]["value"], True, "new dimension"))
+                continue
+            o, n = old_dims[dim], new_dims[dim]
+            if o["value"] != n["value"]:
+                add(Change("value", f"{dim} / {names[side]}", _show(o["value"]), _show(n["value"]), True))
+            delta = n["rating"] - o["rating"]
+            if delta:
+                add(Change("rating", f"{dim} / {names[side]}", o["rating"], n["rating"], abs(delta) >= threshold,
+                           f"{delta:+d}"))  # fmt: skip
+        for dim in old_dims:
+            if dim not in new_dims:
+                add(Change("value", f"{dim} / {names[side]}", _show(old_dims[dim]["value"]), None, True, "removed"))
+    for side in ("a", "b"):
+        o, n = old["computed"]["overall"][side], new["computed"]["overall"][side]
+        if o != n:
+            add(Change("overall", names[side], o, n, abs(n - o) >= threshold / 10, f"{n - o:+.2f}"))
+    if old["computed"]["winner_name"] != new["computed"]["winner_name"]:
+        add(Change("winner", "verdict", old["computed"]["winner_name"], new["computed"]["winner_name"], True))
+    old_reason, new_reason = old["data"]["verdict"]["reasoning"], new["data"]["verdict"]["reasoning"]
+    if old_reason != new_reason:
+        add(Change("verdict", "verdict reasoning", old_reason, new_reason, False,
+                   f"{_similarity(old_reason, new_reason):.0%} similar"))  # fmt: skip
+    for side, kind in LISTS:
+        _items(result, f"{names[side]} {kind}", old["data"][side][kind], new["data"][side][kind])
+    _items(result, "FAQ", [f["question"] for f in old["data"]["faq"]], [f["question"] for f in new["data"]["faq"]])
+    _items(result, "alternatives", old["data"]["alternatives"], new["data"]["alternatives"])
+    _sources(result, old["provenance"]["sources"], new["provenance"]["sources"])
+    return result
+
+
+def _items(result: Diff, where: str, old: list[str], new: list[str]) -> None:
+    removed = [o for o in old if o not in new]
+    added = [n for n in new if n not in old]
+    for o in list(removed):
+        best = max(added, key=lambda n: _similarity(o, n), default=None)
+        if best is not None and _similarity(o, best) >= REWORD_SIMILARITY:
+            result.changes.append(Change("item", where, o, best, False, "reworded"))
+            removed.remove(o)
+            added.remove(best)
+    result.changes += [Change("item", where, o, None, True, "removed") for o in removed]
+    result.changes += [Change("item", where, None, n, True, "added") for n in added]
+
+
+def _sources(result: Diff, old: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
+    def key(s: dict[str, Any]) -> str:
+        return f"{s['subject']} / {s['label']}"
+
+    old_map, new_map = {key(s): s["sha256"] for s in old}, {key(s): s["sha256"] for s in new}
+    for k in sorted(old_map.keys() | new_map.keys()):
+        if k not in new_map:
+            result.changes.append(Change("source", k, old_map[k][:12], None, False, "removed"))
+        elif k not in old_map:
+            result.changes.append(Change("source", k, None, new_map[k][:12], False, "added"))
+        elif old_map[k] != new_map[k]:
+            result.changes.append(Change("source", k, old_map[k][:12], new_map[k][:12], False, "changed"))
+
+
+def _similarity(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a.casefold(), b.casefold()).ratio()
+
+
+def _show(value: Any) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _label(doc: dict[str, Any]) -> str:
+    p = doc["provenance"]
+    return f"{p['generated_at']} ({p['model']}, {p['generation_id']})"
+
+
+def render_text(d: Diff, color: bool = False) -> str:
+    import click
+
+    def paint(text: str, fg: str) -> str:
+        return click.style(text, fg=fg) if color else text
+
+    lines = [f"from {d.old_label}", f"  to {d.new_label}"]
+    if not d.changes:
+        lines.append("no changes")
+    for c in d.changes:
+        mark = paint("*", "red") if c.material else " "
+        lines.append(f"{mark} {c.kind:<8} {c.where}: {_fmt(c)}")
+    lines.append(paint("material changes" if d.material else "no material changes", "red" if d.material else "green"))
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(d: Diff) -> str:
+    from pipeline.render import md_escape
+
+    lines = [f"**Comparison diff** from {md_escape(d.old_label)} to {md_escape(d.new_label)}", ""]
+    if not d.changes:
+        lines.append("No changes.")
+    else:
+        lines += ["| | Kind | Where | Change |", "|---|---|---|---|"]
+        for c in d.changes:
+            lines.append(
+                f"| {'**!**' if c.material else ''} | {c.kind} | {md_escape(c.where)} | {md_escape(_fmt(c))} |"
+            )
+    lines += ["", "Material changes: **yes**." if d.material else "Material changes: no."]
+    return "\n".join(lines) + "\n"
+
+
+def summary_lines(d: Diff, limit: int = 8) -> list[str]:
+    """The short list for a report's "Changes since the previous generation" section."""
+    ordered = sorted(d.changes, key=lambda c: (not c.material, c.kind == "source"))
+    lines = [f"{c.where}: {_fmt(c)}" for c in ordered[:limit]]
+    if len(ordered) > limit:
+        lines.append(f"and {len(ordered) - limit} more (see `pipeline diff`)")
+    return lines
+
+
+def _fmt(c: Change) -> str:
+    if c.note in ("added", "removed") and c.kind in ("item", "source"):
+        return f"{c.note} {c.new if c.note == 'added' else c.old!s}"
+    text = f"{c.old} → {c.new}"
+    return f"{text} ({c.note})" if c.note else text
