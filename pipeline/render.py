@@ -8,6 +8,7 @@ is untrusted: Markdown output neutralises raw HTML and link syntax.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
@@ -20,10 +21,13 @@ from pipeline.catalogue import Catalogue
 from pipeline.charts import grouped_bars
 from pipeline.errors import RenderError
 from pipeline.models import Comparison, Dimension, Pair
+from pipeline.overrides import Override
+from pipeline.overrides import apply as apply_overrides
 from pipeline.providers.local import BUNDLED_MODEL
 from pipeline.scoring import dimension_score, winner
 
 TEMPLATES = Path(__file__).parent / "templates"
+log = logging.getLogger("pipeline")
 REPORT_FORMAT = 1
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
 
@@ -35,11 +39,12 @@ class Rendered:
 
 
 class Renderer:
-    def __init__(self, catalogue: Catalogue, reports_dir: Path):
+    def __init__(self, catalogue: Catalogue, reports_dir: Path, overrides: dict[str, list[Override]] | None = None):
         from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
         self.catalogue = catalogue
         self.reports_dir = reports_dir
+        self.overrides = overrides or {}
         options: dict[str, Any] = {
             "loader": FileSystemLoader(str(TEMPLATES)),
             "undefined": StrictUndefined,
@@ -77,6 +82,10 @@ class Renderer:
         self, comparison: Comparison, existing: frozenset[str] = frozenset(), previous: Comparison | None = None
     ) -> list[Path]:
         rendered = self.render(comparison, existing, previous)
+        for o in self.overrides.get(rendered.pair.key, []):
+            if o.describe() in json.loads(rendered.files["json"])["overrides"]["unresolved"]:
+                log.warning("override in %s for %s not applied, its target no longer exists: %s",
+                            o.source, rendered.pair.key, o.describe())  # fmt: skip
         folder = self.reports_dir / rendered.pair.category.id
         paths = []
         for ext, text in sorted(rendered.files.items()):
@@ -115,7 +124,7 @@ class Renderer:
         return paths
 
     def view(self, pair: Pair, c: Comparison, existing: frozenset[str] = frozenset()) -> dict[str, Any]:
-        data = c.data
+        data, applied, unresolved = apply_overrides(c.data, self.overrides.get(pair.key, []), pair)
         dims = pair.category.dimensions
         won, score_a, score_b = winner(data, pair.category)
         winner_name = {"a": pair.a.name, "b": pair.b.name, "tie": "Tie"}[won]
@@ -148,6 +157,7 @@ class Renderer:
             "generated_exact": time.strftime("%Y-%m-%d %H:%M:%S UTC", generated),
             "demo": c.provider == "local" and c.model == BUNDLED_MODEL,
             "tokens": c.usage.total_tokens,
+            "overrides": {"applied": [o.describe() for o in applied], "unresolved": [o.describe() for o in unresolved]},
             "overall_chart": grouped_bars([("Overall score", score_a, score_b)]),
             "ratings_chart": grouped_bars(
                 [
@@ -170,7 +180,8 @@ def report_json(view: dict[str, Any]) -> dict[str, Any]:
             side: {"id": s.id, "name": s.name, "vendor": s.vendor, "description": s.description}
             for side, s in (("a", pair.a), ("b", pair.b))
         },
-        "data": c.data,
+        "data": view["data"],
+        "overrides": view["overrides"],
         "computed": {
             "overall": {"a": float(view["overall"]["a"]), "b": float(view["overall"]["b"])},
             "winner": view["winner"],
@@ -230,9 +241,11 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def _cell(entry: dict[str, Any], dim: Dimension) -> dict[str, Any]:
+    pinned = entry.get("overridden", [])
     return {
-        "value": format_value(entry["value"], dim),
+        "value": format_value(entry["value"], dim) + (" (override)" if "value" in pinned else ""),
         "rating": int(entry["rating"]),
+        "pinned": "rating" in pinned,
         "score": dimension_score(int(entry["rating"]), dim),
         "rationale": entry["rationale"],
     }

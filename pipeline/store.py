@@ -180,7 +180,8 @@ class Store:
     def find_cached(self, cache_key: str) -> Comparison | None:
         with self.session() as con:
             row = con.execute(
-                f"SELECT {_COLUMNS} FROM generations WHERE cache_key = ? ORDER BY generated_at DESC, rowid DESC LIMIT 1",
+                f"SELECT {_COLUMNS} FROM generations WHERE cache_key = ? "
+                "ORDER BY generated_at DESC, rowid DESC LIMIT 1",
                 [cache_key],
             ).fetchone()
         return _comparison(row) if row else None

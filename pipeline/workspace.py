@@ -66,9 +66,11 @@ class Workspace:
 
     @cached_property
     def renderer(self) -> Any:
+        from pipeline.overrides import load_overrides
         from pipeline.render import Renderer
 
-        return Renderer(self.catalogue, self.settings.reports_dir)
+        overrides = load_overrides(self.settings.config_dir, self.catalogue)
+        return Renderer(self.catalogue, self.settings.reports_dir, overrides)
 
     def profile(self, provider: str | None, model: str | None) -> tuple[ProviderProfile, str]:
         return choose_profile(self.settings, provider, model)

@@ -1,0 +1,62 @@
+"""Reviewer overrides: pinned ratings and values, struck items, unresolved targets reported."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+PAIR = "image-classification,image-segmentation"
+BASE = Path("reports/computer-vision/image-classification-vs-image-segmentation")
+
+
+def write(ws: Path, text: str) -> None:
+    (ws / "config/overrides").mkdir(exist_ok=True)
+    (ws / "config/overrides/review.toml").write_text(text)
+
+
+def test_overrides_apply_after_validation_and_survive_regeneration(run_cli, workspace: Path, caplog) -> None:
+    write(
+        workspace,
+        f'''
+[[override]]
+pair = "{PAIR}"
+path = "b.dimensions.Accuracy.rating"
+set = 9
+reason = "vendor benchmark"
+
+[[override]]
+pair = "image-segmentation,image-classification"
+strike = "a.pros"
+item = "Pros 0 text"
+reason = "not true"
+
+[[override]]
+pair = "{PAIR}"
+path = "a.dimensions.Latency.rating"
+set = 3
+''',
+    )
+    for args in (("run", "--pair", PAIR), ("run", "--pair", PAIR, "--force")):
+        result = run_cli(*args)
+        assert result.exit_code == 0, result.output
+        assert "not applied, its target no longer exists" in caplog.text  # the Latency one, on stderr
+        caplog.clear()
+        md = (workspace / BASE.with_suffix(".md")).read_text()
+        assert "| Accuracy | 2 | higher | 6/10 | 9/10 \\* |" in md
+        a_section = md.split("## Image Classification Analysis")[1].split("## Image Segmentation Analysis")[0]
+        assert "- Pros 0 text\n" not in a_section and "- Pros 1 text" in a_section
+        assert "- applied: b.dimensions.Accuracy.rating pinned to 9 (vendor benchmark)" in md
+        assert "- NOT applied, target no longer exists: a.dimensions.Latency.rating pinned to 3" in md
+        report = json.loads((workspace / BASE.with_suffix(".json")).read_text())
+        # the overall score uses the pinned rating: b gains (9 - 6) * 2 / 7.5 = 0.8
+        assert report["computed"]["overall"]["b"] == 6.53
+        assert "(override)" in (workspace / BASE.with_suffix(".html")).read_text()
+
+
+def test_bad_override_file_is_a_clear_error(run_cli, workspace: Path) -> None:
+    write(workspace, f'[[override]]\npair = "{PAIR}"\npath = "a.dimensions.Accuracy.rating"\nset = 11\n')
+    result = run_cli("run", "--pair", PAIR)
+    assert result.exit_code == 2 and "a rating must be a whole number from 1 to 10" in result.stderr
+    write(workspace, '[[override]]\npair = "nope,image-classification"\nstrike = "a.pros"\nitem = "x"\n')
+    result = run_cli("run", "--pair", PAIR)
+    assert result.exit_code == 2 and "review.toml: override[0]: unknown subject 'nope'" in result.stderr
