@@ -332,6 +332,7 @@ def _generation_args(produced: Any) -> dict[str, Any]:
         "latency_ms": sum(r.latency_ms for r in produced.records),
         "invocation_id": produced.invocation,
         "attempts": produced.records,
+        "schema_body": produced.job.canonical_schema,
     }
 
 

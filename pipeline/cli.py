@@ -341,6 +341,24 @@ def diff(obj: Context, targets: tuple[str, ...], from_ref: str, to_ref: str, fmt
     sys.exit(1 if result.material else 0)
 
 
+@cli.command()
+@click.pass_obj
+@handles_errors
+def doctor(obj: Context) -> None:
+    """Check the store and the reports: migrations, every stored generation, files on disk.
+
+    Exits 0 when everything holds, 1 with a list of what does not.
+    """
+    from pipeline.doctor import check
+
+    report = check(obj.open("pipeline doctor"))
+    for finding in report.findings:
+        click.echo(f"{finding.where}: {finding.problem}")
+    state = "ok" if report.ok else f"{len(report.findings)} problem(s)"
+    click.echo(f"checked {report.checked_generations} generation(s) and {report.checked_files} report file(s): {state}")
+    sys.exit(0 if report.ok else 1)
+
+
 def _rel(path: Any, root: Any) -> str:
     try:
         return str(path.relative_to(root))

@@ -30,7 +30,7 @@ from pipeline.models import (
 from pipeline.prompt import PromptBuilder
 from pipeline.providers.base import ProgressFn, Provider
 from pipeline.providers.retry import RateGate, call_with_retries
-from pipeline.schema import compact, sha256_of, specialise, verdict_only, without_verdict
+from pipeline.schema import canonical_json, compact, sha256_of, specialise, verdict_only, without_verdict
 from pipeline.scoring import winner
 from pipeline.settings import GenerationParams, TransportPolicy
 from pipeline.store import Store, utc_now
@@ -51,6 +51,7 @@ class Job:
     params: GenerationParams
     provider_identity: dict[str, str]
     cache_key: str
+    canonical_schema: str = ""  # the canonical schema's JSON, kept in the store beside its sha256
 
 
 def prepare(
@@ -77,7 +78,7 @@ def prepare(
             "schema": schema_sha256,
         }
     )
-    return Job(pair, bundles, messages, schema, schema_sha256, params, identity, key)
+    return Job(pair, bundles, messages, schema, schema_sha256, params, identity, key, canonical_json(canonical))
 
 
 class _StageFailed(Exception):
@@ -232,6 +233,7 @@ def commit(produced: Produced, store: Store) -> RunResult:
         latency_ms=sum(r.latency_ms for r in produced.records),
         invocation_id=produced.invocation,
         attempts=produced.records,
+        schema_body=job.canonical_schema,
     )
     return RunResult(comparison=produced.comparison, cached=False, attempts=produced.attempts, usage=produced.usage)
 

@@ -105,6 +105,18 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        "004_schemas",
+        """
+        CREATE TABLE schemas (
+            sha256 VARCHAR PRIMARY KEY,
+            body VARCHAR NOT NULL
+        );
+        """,
+    )
+)
+
 _COLUMNS = (
     "id, pair_key, category, cache_key, provider, model, params, prompt_sha256, schema_sha256, "
     "sources, data, attempts, prompt_tokens, completion_tokens, generated_at"
@@ -252,9 +264,12 @@ class Store:
         latency_ms: int,
         invocation_id: str,
         attempts: Sequence[AttemptRecord],
+        schema_body: str = "",
     ) -> None:
         with self.session() as con:
-            self._insert_generation(con, comparison, request, raw_response, latency_ms, invocation_id, attempts)
+            self._insert_generation(
+                con, comparison, request, raw_response, latency_ms, invocation_id, attempts, schema_body
+            )
 
     @classmethod
     def _insert_generation(
@@ -266,7 +281,10 @@ class Store:
         latency_ms: int,
         invocation_id: str,
         attempts: Sequence[AttemptRecord],
+        schema_body: str = "",
     ) -> None:
+        if schema_body:
+            con.execute("INSERT OR IGNORE INTO schemas VALUES (?, ?)", [c.schema_sha256, schema_body])
         con.execute(
             "INSERT INTO generations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [

@@ -1,0 +1,101 @@
+"""Doctor: check the store and the reports on disk.
+
+- every migration is applied;
+- every stored generation parses and validates against the schema it was made
+  with (kept in the store by sha256) and the semantic rules;
+- every report file on disk matches what its latest stored generation renders to.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import CatalogueError
+
+
+@dataclass
+class Finding:
+    where: str
+    problem: str
+
+
+@dataclass
+class Report:
+    checked_generations: int = 0
+    checked_files: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+def check(ws: Any) -> Report:
+    from jsonschema import Draft202012Validator
+
+    from pipeline.store import MIGRATIONS
+    from pipeline.validate import semantic_problems
+
+    report = Report()
+    add = report.findings.append
+    with ws.store.session() as con:
+        applied = {row[0] for row in con.execute("SELECT name FROM _migrations").fetchall()}
+        schemas = dict(con.execute("SELECT sha256, body FROM schemas").fetchall())
+        rows = con.execute("SELECT id, pair_key, schema_sha256, data FROM generations ORDER BY pair_key, id").fetchall()
+    for name, _sql in MIGRATIONS:
+        if name not in applied:
+            add(Finding("store", f"migration {name} is not applied"))
+    for gid, pair_key, schema_sha, raw in rows:
+        report.checked_generations += 1
+        where = f"generation {gid} ({pair_key})"
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            add(Finding(where, f"stored data is not JSON: {exc.msg}"))
+            continue
+        if schema_sha not in schemas:
+            add(Finding(where, f"the schema it was made with ({schema_sha[:12]}) is not in the store"))
+            continue
+        errors = list(Draft202012Validator(json.loads(schemas[schema_sha])).iter_errors(data))
+        if errors:
+            add(Finding(where, f"does not validate against its schema: {errors[0].message[:200]}"))
+            continue
+        try:
+            pair = ws.pair(pair_key, cross_category=True)
+        except CatalogueError as exc:
+            add(Finding(where, f"cannot be checked against the catalogue: {exc}"))
+            continue
+        problems = semantic_problems(data, pair)
+        if problems:
+            add(Finding(where, f"breaks a semantic rule: {problems[0]}"))
+    _check_files(ws, report)
+    return report
+
+
+def _check_files(ws: Any, report: Report) -> None:
+    pairs = ws.store.latest_with_previous()
+    existing = frozenset(c.pair_key for c, _ in pairs)
+    for comparison, previous in pairs:
+        try:
+            rendered = ws.renderer.render(comparison, existing, previous)
+        except CatalogueError:
+            continue  # already reported above
+        except (KeyError, TypeError, ValueError) as exc:
+            where = f"generation {comparison.generation_id} ({comparison.pair_key})"
+            report.findings.append(Finding(where, f"cannot be rendered: {type(exc).__name__}: {exc}"))
+            continue
+        folder = ws.settings.reports_dir / rendered.pair.category.id
+        for ext, text in sorted(rendered.files.items()):
+            path = folder / f"{rendered.pair.slug}.{ext}"
+            report.checked_files += 1
+            where = str(path.relative_to(ws.root)) if path.is_relative_to(ws.root) else str(path)
+            if not path.exists():
+                report.findings.append(Finding(where, "missing; run `pipeline render`"))
+            elif path.read_text(encoding="utf-8") != text:
+                report.findings.append(
+                    Finding(
+                        where, "differs from its stored generation (edited by hand, or stale); run `pipeline render`"
+                    )
+                )
