@@ -19,11 +19,11 @@ from tests.fakeserver import FakeLLM
 SUBJECTS = 11  # 55 pairs
 
 
-def add_category(ws: Path) -> None:
+def add_category(ws: Path, subjects: int = SUBJECTS) -> None:
     lines = ['[category]\nid = "widgets"\nname = "Widgets"\n',
              '[[category.dimensions]]\nname = "Speed"\nkind = "level"\nlevels = ["Slow", "Fast"]\n',
              '[[category.dimensions]]\nname = "Notes"\nkind = "text"\n']  # fmt: skip
-    for i in range(SUBJECTS):
+    for i in range(subjects):
         lines.append(
             f'[[subjects]]\nid = "widget-{i:02d}"\nname = "Widget {i:02d}"\nvendor = "Acme"\n'
             f'description = "Widget number {i} is a test subject."\n'
@@ -72,7 +72,8 @@ def test_batch_of_55_with_faults_ends_with_exactly_the_right_statuses(workspace:
     result = cli(workspace, "batch", "--category", "widgets", "--concurrency", "8", "--json", "-")
     assert result.returncode == 1, result.stderr
     summary = json.loads(result.stdout[result.stdout.index("{") :])
-    assert summary["counts"] == {"generated": 54, "fresh": 0, "failed": 1, "skipped": 0, "pending": 0}
+    failures = [(i["pair_key"], i["error"]) for i in summary["items"] if i["status"] != "generated"]
+    assert summary["counts"] == {"generated": 54, "fresh": 0, "failed": 1, "skipped": 0, "pending": 0}, failures
     failed = [i for i in summary["items"] if i["status"] == "failed"]
     assert failed[0]["pair_key"] == "widget-03,widget-07" and "still invalid after 3 attempts" in failed[0]["error"]
     assert failed[0]["attempts"] == 3
