@@ -227,6 +227,20 @@ def run_batch(
     resumed_from: str | None,
     on_item: ItemFn | None = None,
 ) -> RunSummary:
+    with ws.store.holding():
+        return _run(ws, spec, items, provider, price, max_cost, resumed_from, on_item)
+
+
+def _run(
+    ws: Any,
+    spec: BatchSpec,
+    items: list[PlanItem],
+    provider: Any,
+    price: Price | None,
+    max_cost: float,
+    resumed_from: str | None,
+    on_item: ItemFn | None,
+) -> RunSummary:
     from pipeline.generate import produce
     from pipeline.providers.retry import RateGate
     from pipeline.store import Ledger
@@ -240,30 +254,41 @@ def run_batch(
     canonical = ws.canonical[0]
     transport = ws.settings.transport
     outcomes: dict[str, ItemOutcome] = {}
-    committed: list[Any] = []  # comparisons to render
     started = time.monotonic()
     spent = 0.0
     budget_hit = False
     total = len(items)
+    # Reports are written as items arrive, linking to every pair expected to exist at the end;
+    # the few whose links change because an item failed are rewritten at the end.
+    before = {c.pair_key: (c, prev) for c, prev in ws.store.latest_with_previous()}
+    expected = frozenset(before) | {i.pair.key for i in items}
+    rendered: dict[str, Any] = {}
 
-    def finish(outcome: ItemOutcome, **store_args: Any) -> None:
-        ledger.record(run_id, outcome.row(), **store_args)
-        outcomes[outcome.pair_key] = outcome
-        if on_item:
-            on_item(outcome, len(outcomes), total)
+    def finish(entries: list[tuple[ItemOutcome, dict[str, Any] | None, dict[str, Any] | None, Any]]) -> None:
+        ledger.record(run_id, [(o.row(), g, f) for o, g, f, _c in entries])
+        for outcome, _g, _f, comparison in entries:
+            outcomes[outcome.pair_key] = outcome
+            if comparison is not None:
+                _write(ws, comparison, expected, before)
+                rendered[outcome.pair_key] = comparison
+            if on_item:
+                on_item(outcome, len(outcomes), total)
 
     def work(item: PlanItem) -> Any:
         if budget_hit:
             return None
         return produce(item.job, provider, ws.prompts, canonical, transport, gate=gate)
 
+    def skipped(item: PlanItem) -> tuple[ItemOutcome, None, None, None]:
+        return ItemOutcome(item.pair.key, "skipped", error=f"budget of ${max_cost:g} reached"), None, None, None
+
     interrupted = False
     pool = ThreadPoolExecutor(max_workers=spec.concurrency, thread_name_prefix="batch")
     try:
-        for item in items:
-            if item.action == "fresh":
-                finish(ItemOutcome(item.pair.key, "fresh", generation_id=item.cached.generation_id))
-                committed.append(item.cached)
+        finish([
+            (ItemOutcome(i.pair.key, "fresh", generation_id=i.cached.generation_id), None, None, i.cached)
+            for i in items if i.action == "fresh"
+        ])  # fmt: skip
         queue = [i for i in items if i.action == "generate"]
         running: dict[Future[Any], PlanItem] = {}
         while queue or running:
@@ -271,17 +296,17 @@ def run_batch(
                 item = queue.pop(0)
                 running[pool.submit(work, item)] = item
             if budget_hit and queue:
-                for item in queue:
-                    finish(ItemOutcome(item.pair.key, "skipped", error=f"budget of ${max_cost:g} reached"))
+                finish([skipped(item) for item in queue])
                 queue = []
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
+            entries: list[tuple[ItemOutcome, dict[str, Any] | None, dict[str, Any] | None, Any]] = []
+            for future in done:  # everything that has arrived is committed in one transaction
                 item = running.pop(future)
                 produced = future.result()
                 if produced is None:
-                    finish(ItemOutcome(item.pair.key, "skipped", error=f"budget of ${max_cost:g} reached"))
+                    entries.append(skipped(item))
                     continue
                 cost = price.cost(produced.usage) if price else 0.0
                 spent += cost
@@ -291,13 +316,13 @@ def run_batch(
                 )  # fmt: skip
                 if produced.comparison is not None:
                     outcome.generation_id = produced.comparison.generation_id
-                    finish(outcome, generation=_generation_args(produced))
-                    committed.append(produced.comparison)
+                    entries.append((outcome, _generation_args(produced), None, produced.comparison))
                 else:
                     outcome.error = _one_line(produced.error)
-                    finish(outcome, failed=_failed_args(produced))
-                if max_cost and spent >= max_cost and not budget_hit:
-                    budget_hit = True
+                    entries.append((outcome, None, _failed_args(produced), None))
+            finish(entries)
+            if max_cost and spent >= max_cost and not budget_hit:
+                budget_hit = True
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -305,23 +330,37 @@ def run_batch(
         for item in items:
             outcomes.setdefault(item.pair.key, ItemOutcome(item.pair.key, "pending"))
         ledger.finish(run_id, "interrupted" if interrupted else "finished")
-        _render(ws, committed)
+        _settle(ws, rendered, expected, before)
     return RunSummary(
         run_id, spec.name, ident["kind"], ident["model"], [outcomes[i.pair.key] for i in items],
         time.monotonic() - started, interrupted, budget_hit,
     )  # fmt: skip
 
 
-def _render(ws: Any, comparisons: list[Any]) -> None:
-    pairs = ws.store.latest_with_previous()
-    existing = frozenset(c.pair_key for c, _ in pairs)
-    previous = {c.generation_id: prev for c, prev in pairs}
-    for comparison in comparisons:
-        prev = (
-            previous[comparison.generation_id] if comparison.generation_id in previous else ws.previous_of(comparison)
-        )
-        ws.renderer.write(comparison, existing, prev)
-    ws.renderer.write_index([c for c, _ in pairs])
+def _write(ws: Any, comparison: Any, existing: frozenset[str], before: dict[str, Any]) -> None:
+    latest, prev = before.get(comparison.pair_key, (None, None))
+    if latest is None:
+        previous = None
+    elif latest.generation_id == comparison.generation_id:
+        previous = prev  # a fresh item that is its pair's latest generation
+    elif comparison.generated_at >= latest.generated_at:
+        previous = latest  # a new generation: the one stored before the run is its previous
+    else:
+        previous = ws.previous_of(comparison)  # an older generation that is fresh again
+    ws.renderer.write(comparison, existing, previous)
+
+
+def _settle(ws: Any, rendered: dict[str, Any], expected: frozenset[str], before: dict[str, Any]) -> None:
+    """Rewrite the reports whose "people also compare" links assumed an item that did not arrive; the index."""
+    latest = ws.store.latest_all()
+    existing = frozenset(c.pair_key for c in latest)
+    missing = expected - existing
+    if missing:
+        for key, comparison in rendered.items():
+            related = {p.key for p in ws.catalogue.related_pairs(ws.pair(key, cross_category=True))}
+            if related & missing:
+                _write(ws, comparison, existing, before)
+    ws.renderer.write_index(latest)
 
 
 def _generation_args(produced: Any) -> dict[str, Any]:

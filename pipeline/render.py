@@ -222,22 +222,33 @@ def format_value(value: Any, dim: Dimension) -> str:
     return str(value)
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename: readers never see half a file."""
+def atomic_write(path: Path, text: str) -> bool:
+    """Write via a temporary file in the same folder and rename: readers never see half a file.
+
+    A file that already has this exact content is left alone (no write, same mtime), which
+    keeps re-renders of unchanged reports cheap. Returns whether the file was written.
+    There is no fsync: the rename protects against crashes of this process (SIGKILL, OOM),
+    which is what a report needs; after a power loss a re-render restores it from the store.
+    """
+    data = text.encode("utf-8")
+    try:
+        if path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise RenderError(f"cannot write into {path.parent}: {exc.strerror}") from exc
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise RenderError(f"cannot write {path}: {exc.strerror}") from exc
+    return True
 
 
 def _cell(entry: dict[str, Any], dim: Dimension) -> dict[str, Any]:

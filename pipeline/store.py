@@ -133,44 +133,97 @@ class Store:
         self.lock_timeout_s = lock_timeout_s
         self.holder = holder
         self._migrated = False
+        self._hold_max_s = 0.0  # > 0 inside `holding()`: keep the file open between sessions
+        self._held: tuple[Any, Any, float] | None = None  # (file lock, connection, acquired at)
+
+    @contextmanager
+    def holding(self, max_hold_s: float = 2.0) -> Iterator[None]:
+        """Keep the store open across sessions (a batch writer's many short commits).
+
+        Opening and closing a DuckDB file costs about 30 ms, far more than a commit. Inside this
+        block the connection and the file lock are kept between sessions, and given up after each
+        commit when another process is waiting (it leaves a marker file) or after `max_hold_s`.
+        """
+        self._hold_max_s = max_hold_s
+        try:
+            yield
+        finally:
+            self._hold_max_s = 0.0
+            self._release()
 
     @contextmanager
     def session(self) -> Iterator[Any]:
         """A connection under the cross-process lock, committed on success, rolled back on error."""
         import duckdb
+
+        _lock, con = self._open()
+        try:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        except duckdb.Error as exc:
+            self._release()
+            raise StoreError(f"store {self.path}: {_first_line(exc)}") from exc
+        except BaseException:
+            self._release()
+            raise
+        if not self._hold_max_s or self._someone_waits():
+            self._release()
+
+    def _open(self) -> tuple[Any, Any]:
+        import duckdb
         from filelock import FileLock, Timeout
 
+        if self._held is not None:
+            return self._held[0], self._held[1]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self.path) + ".lock")
         owner_file = Path(str(self.path) + ".owner")
         try:
-            lock.acquire(timeout=self.lock_timeout_s)
+            lock.acquire(timeout=0)
         except Timeout:
-            who = _read_owner(owner_file)
-            raise StoreBusyError(
-                f"the store {self.path} is busy{who}; waited {self.lock_timeout_s:g} s. "
-                "Try again later or raise PIPELINE_LOCK_TIMEOUT"
-            ) from None
+            marker = Path(f"{self.path}.waiting.{os.getpid()}")
+            marker.touch()
+            try:
+                lock.acquire(timeout=self.lock_timeout_s)
+            except Timeout:
+                who = _read_owner(owner_file)
+                raise StoreBusyError(
+                    f"the store {self.path} is busy{who}; waited {self.lock_timeout_s:g} s. "
+                    "Try again later or raise PIPELINE_LOCK_TIMEOUT"
+                ) from None
+            finally:
+                marker.unlink(missing_ok=True)
         try:
             owner_file.write_text(f"pid {os.getpid()} ({self.holder}) since {utc_now()}", encoding="utf-8")
-            try:
-                con = duckdb.connect(str(self.path))
-            except duckdb.Error as exc:
-                raise StoreError(f"cannot open the store {self.path}: {_first_line(exc)}") from exc
-            try:
-                if not self._migrated:
-                    self._migrate(con)
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    yield con
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-            except duckdb.Error as exc:
-                raise StoreError(f"store {self.path}: {_first_line(exc)}") from exc
-            finally:
-                con.close()
+            con = duckdb.connect(str(self.path))
+            if not self._migrated:
+                self._migrate(con)
+        except duckdb.Error as exc:
+            lock.release()
+            raise StoreError(f"cannot open the store {self.path}: {_first_line(exc)}") from exc
+        except BaseException:
+            lock.release()
+            raise
+        self._held = (lock, con, time.monotonic())
+        return lock, con
+
+    def _someone_waits(self) -> bool:
+        if self._held is None or time.monotonic() - self._held[2] > self._hold_max_s:
+            return True
+        return any(self.path.parent.glob(f"{self.path.name}.waiting.*"))
+
+    def _release(self) -> None:
+        if self._held is None:
+            return
+        lock, con, _ = self._held
+        self._held = None
+        try:
+            con.close()
         finally:
             lock.release()
 
@@ -285,29 +338,7 @@ class Store:
     ) -> None:
         if schema_body:
             con.execute("INSERT OR IGNORE INTO schemas VALUES (?, ?)", [c.schema_sha256, schema_body])
-        con.execute(
-            "INSERT INTO generations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                c.generation_id,
-                c.pair_key,
-                c.category,
-                c.cache_key,
-                c.provider,
-                c.model,
-                _dumps(c.params),
-                c.prompt_sha256,
-                c.schema_sha256,
-                _dumps(list(c.sources)),
-                _dumps(request),
-                raw_response,
-                _dumps(c.data),
-                c.attempts,
-                c.usage.prompt_tokens,
-                c.usage.completion_tokens,
-                latency_ms,
-                c.generated_at,
-            ],
-        )
+        _insert_rows(con, "generations", [_generation_row(c, request, raw_response, latency_ms)])
         cls._insert_attempts(con, invocation_id, c.generation_id, c.pair_key, c.cache_key, attempts)
 
     def save_failed_attempts(
@@ -326,31 +357,37 @@ class Store:
         cache_key: str,
         attempts: Sequence[AttemptRecord],
     ) -> None:
-        if not attempts:
-            return
-        now = utc_now()
-        con.executemany(
-            "INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                [
-                    invocation_id,
-                    generation_id,
-                    pair_key,
-                    cache_key,
-                    a.number,
-                    a.outcome,
-                    a.finish_reason,
-                    a.raw,
-                    _dumps([asdict(p) for p in a.problems]),
-                    a.error,
-                    a.usage.prompt_tokens,
-                    a.usage.completion_tokens,
-                    a.latency_ms,
-                    now,
-                ]
-                for a in attempts
-            ],
-        )
+        _insert_rows(con, "attempts", _attempt_rows(invocation_id, generation_id, pair_key, cache_key, attempts))
+
+
+def _generation_row(c: Comparison, request: dict[str, Any], raw_response: str, latency_ms: int) -> list[Any]:
+    return [
+        c.generation_id, c.pair_key, c.category, c.cache_key, c.provider, c.model, _dumps(c.params),
+        c.prompt_sha256, c.schema_sha256, _dumps(list(c.sources)), _dumps(request), raw_response,
+        _dumps(c.data), c.attempts, c.usage.prompt_tokens, c.usage.completion_tokens, latency_ms, c.generated_at,
+    ]  # fmt: skip
+
+
+def _attempt_rows(
+    invocation_id: str, generation_id: str | None, pair_key: str, cache_key: str, attempts: Sequence[AttemptRecord]
+) -> list[list[Any]]:
+    now = utc_now()
+    return [
+        [
+            invocation_id, generation_id, pair_key, cache_key, a.number, a.outcome, a.finish_reason, a.raw,
+            _dumps([asdict(p) for p in a.problems]), a.error, a.usage.prompt_tokens, a.usage.completion_tokens,
+            a.latency_ms, now,
+        ]
+        for a in attempts
+    ]  # fmt: skip
+
+
+def _insert_rows(con: Any, table: str, rows: Sequence[Sequence[Any]], chunk: int = 100) -> None:
+    """Multi-row INSERTs: one statement per chunk instead of one per row (DuckDB's per-statement cost dominates)."""
+    for i in range(0, len(rows), chunk):
+        part = rows[i : i + chunk]
+        marks = ", ".join("(" + ", ".join("?" * len(r)) + ")" for r in part)
+        con.execute(f"INSERT INTO {table} VALUES {marks}", [v for r in part for v in r])
 
 
 def _comparison(row: Sequence[Any]) -> Comparison:
@@ -424,22 +461,43 @@ class Ledger:
                     [[run_id, key, now] for key in pair_keys],
                 )
 
-    def record(self, run_id: str, item: dict[str, Any], generation: dict[str, Any] | None = None,
-               failed: dict[str, Any] | None = None) -> None:  # fmt: skip
-        """One item's outcome, with its generation or failed attempts, in one transaction."""
+    def record(
+        self, run_id: str, entries: Sequence[tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]]
+    ) -> None:
+        """Items' outcomes with their generations or failed attempts, all in one short transaction.
+
+        Each entry is (ledger row, generation arguments or None, failed-attempt arguments or None).
+        Grouping matters: opening and closing the DuckDB file costs far more than the inserts.
+        """
+        if not entries:
+            return
+        now = utc_now()
+        generations, attempts, items, schemas = [], [], [], {}
+        for item, g, f in entries:
+            if g is not None:
+                c = g["c"]
+                generations.append(_generation_row(c, g["request"], g["raw_response"], g["latency_ms"]))
+                attempts += _attempt_rows(g["invocation_id"], c.generation_id, c.pair_key, c.cache_key, g["attempts"])
+                if g.get("schema_body"):
+                    schemas[c.schema_sha256] = g["schema_body"]
+            if f is not None:
+                attempts += _attempt_rows(f["invocation_id"], None, f["pair_key"], f["cache_key"], f["attempts"])
+            items.append([
+                run_id, item["pair_key"], item["status"], item["attempts"], item["prompt_tokens"],
+                item["completion_tokens"], item["cost"], item["latency_ms"], item["error"],
+                item.get("generation_id"), now,
+            ])  # fmt: skip
         with self.store.session() as con:
-            if generation is not None:
-                Store._insert_generation(con, **generation)
-            if failed is not None and failed["attempts"]:
-                Store._insert_attempts(con, **failed)
+            for sha, body in schemas.items():
+                con.execute("INSERT OR IGNORE INTO schemas VALUES (?, ?)", [sha, body])
+            _insert_rows(con, "generations", generations)
+            _insert_rows(con, "attempts", attempts)
+            keys = [[run_id, row[1]] for row in items]
             con.execute(
-                "INSERT OR REPLACE INTO run_items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    run_id, item["pair_key"], item["status"], item["attempts"], item["prompt_tokens"],
-                    item["completion_tokens"], item["cost"], item["latency_ms"], item["error"],
-                    item.get("generation_id"), utc_now(),
-                ],
-            )  # fmt: skip
+                "DELETE FROM run_items WHERE (run_id, pair_key) IN (SELECT (k[1], k[2]) FROM (SELECT unnest(?) AS k))",
+                [keys],
+            )
+            _insert_rows(con, "run_items", items)
 
     def finish(self, run_id: str, status: str) -> None:
         with self.store.session() as con:
