@@ -3,7 +3,7 @@
 
     python3 tasks.py demo     # install, then the reference comparison on the bundled offline model
     python3 tasks.py check    # install, then formatting, lint, type check and the tests
-    python3 tasks.py bench    # install, then the local-model benchmark (slow; writes bench/out/)
+    python3 tasks.py bench    # install, then the performance suite (writes bench/RESULTS.md)
 
 The first install builds llama-cpp-python from source (4-5 minutes on 2 cores);
 pip caches the wheel, so later installs take seconds. Re-installs happen only
@@ -58,7 +58,7 @@ def check(args: list[str]) -> None:
 
 
 def bench(args: list[str]) -> None:
-    sh(BIN / "python", "bench/local_model.py", *args)
+    sh(BIN / "python", "bench/run.py", *args)
 
 
 TASKS = {"demo": demo, "check": check, "bench": bench}

@@ -101,7 +101,7 @@ def render_and_fresh(n: int, latency: float, concurrency: int) -> dict[str, floa
             path = batch_file(ws, n, "big")
             gen_wall, gen_rss, _ = timed(pipeline("batch", str(path), "--concurrency", str(concurrency)), ws)
             calls = server.calls
-            fresh_wall, fresh_rss, fresh_out = timed(pipeline("batch", str(path)), ws)
+            fresh_wall, fresh_rss, _out = timed(pipeline("batch", str(path)), ws)
             assert server.calls == calls, "a fresh batch called the model"
             render_wall, render_rss, _ = timed(pipeline("render"), ws)
             floor = jinja_floor(ws)
@@ -190,7 +190,8 @@ def main() -> int:
         "≤ 1.10×", tp["run"] / tp["ideal"] <= 1.10)  # fmt: skip
     tp64 = throughput(n_batch, 0.05, 64)
     row(f"batch {n_batch} pairs, 50 ms latency, concurrency 64: run / ideal",
-        f"{tp64['run']:.2f} s / {tp64['ideal']:.2f} s = {tp64['run'] / tp64['ideal']:.2f}× (whole command {tp64['wall']:.2f} s)",
+        f"{tp64['run']:.2f} s / {tp64['ideal']:.2f} s = {tp64['run'] / tp64['ideal']:.2f}× "
+        f"(whole command {tp64['wall']:.2f} s)",
         "≤ 1.10×", tp64["run"] / tp64["ideal"] <= 1.10)  # fmt: skip
     row(f"peak RSS, batch of {n_batch}", f"{tp['rss']} MB", "≤ 250 MB", tp["rss"] <= 250)
     small = throughput(100, 0.0, 16)
@@ -200,7 +201,8 @@ def main() -> int:
     rf = render_and_fresh(n_render, 0.2, 16)
     per = rf["render_wall"] / rf["n"] * 1000
     row(f"`pipeline render` of {n_render} stored comparisons (md+html+json+index) vs Jinja2-alone floor",
-        f"{rf['render_wall']:.2f} s vs {rf['floor']:.2f} s = {rf['render_wall'] / rf['floor']:.2f}×, {per:.1f} ms/report",
+        f"{rf['render_wall']:.2f} s vs {rf['floor']:.2f} s = {rf['render_wall'] / rf['floor']:.2f}×, "
+        f"{per:.1f} ms/report",
         "≤ 2× and < 10 ms/report", rf["render_wall"] / rf["floor"] <= 2 and per < 10)  # fmt: skip
     row(f"fresh batch of {n_render}: model calls, time vs the generating run",
         f"{rf['fresh_calls']} calls, {rf['fresh_wall']:.2f} s vs {rf['generate_wall']:.2f} s = "

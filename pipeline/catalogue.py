@@ -60,17 +60,26 @@ class Catalogue:
     def pairs_in_category(self, category_id: str) -> list[Pair]:
         if category_id not in self.categories:
             raise CatalogueError(f"unknown category {category_id!r}; known: {', '.join(sorted(self.categories))}")
-        members = sorted((s for s in self.subjects.values() if s.category == category_id), key=lambda s: s.id)
-        return [Pair(a, b, self.categories[category_id]) for a, b in combinations(members, 2)]
+        return [Pair(a, b, self.categories[category_id]) for a, b in combinations(self._members(category_id), 2)]
 
     def related_pairs(self, pair: Pair, limit: int = 6) -> list[Pair]:
         """Other pairs of the same category that share a subject with `pair` ("people also compare")."""
-        others = [
-            p
-            for p in self.pairs_in_category(pair.category.id)
-            if p.key != pair.key and {p.a.id, p.b.id} & {pair.a.id, pair.b.id}
-        ]
-        return others[:limit]
+        members = self._members(pair.category.id)
+        found = {}
+        for own in (pair.a, pair.b):
+            for other in members:
+                if other.id not in (pair.a.id, pair.b.id):
+                    a, b = sorted((own, other), key=lambda s: s.id)
+                    found[f"{a.id},{b.id}"] = Pair(a, b, pair.category)
+        return [found[k] for k in sorted(found)[:limit]]
+
+    def _members(self, category_id: str) -> list[Subject]:
+        cache: dict[str, list[Subject]] = self.__dict__.setdefault("_members_cache", {})
+        if category_id not in cache:
+            cache[category_id] = sorted(
+                (s for s in self.subjects.values() if s.category == category_id), key=lambda s: s.id
+            )
+        return cache[category_id]
 
 
 def load_catalogue(config_dir: Path) -> Catalogue:

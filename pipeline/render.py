@@ -51,6 +51,7 @@ class Renderer:
             "keep_trailing_newline": True,
             "trim_blocks": True,
             "lstrip_blocks": True,
+            "auto_reload": False,  # templates ship with the package; no stat() per render
         }
         # Markdown: the `md` filter neutralises HTML instead of autoescape.
         self.md_env = Environment(autoescape=False, **options)  # noqa: S701
