@@ -227,114 +227,101 @@ def run_batch(
     resumed_from: str | None,
     on_item: ItemFn | None = None,
 ) -> RunSummary:
-    with ws.store.holding():
-        return _run(ws, spec, items, provider, price, max_cost, resumed_from, on_item)
-
-
-def _run(
-    ws: Any,
-    spec: BatchSpec,
-    items: list[PlanItem],
-    provider: Any,
-    price: Price | None,
-    max_cost: float,
-    resumed_from: str | None,
-    on_item: ItemFn | None,
-) -> RunSummary:
     from pipeline.generate import produce
     from pipeline.providers.retry import RateGate
     from pipeline.store import Ledger
 
-    ledger = Ledger(ws.store)
-    run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
-    ident = provider.identity()
-    ledger.start(run_id, spec.name, spec.as_dict(), ident["kind"], ident["model"],
-                 [i.pair.key for i in items], resumed_from)  # fmt: skip
-    gate = RateGate(spec.requests_per_minute or None, spec.tokens_per_minute or None)
-    canonical = ws.canonical[0]
-    transport = ws.settings.transport
-    outcomes: dict[str, ItemOutcome] = {}
-    started = time.monotonic()
-    spent = 0.0
-    budget_hit = False
-    total = len(items)
-    # Reports are written as items arrive, linking to every pair expected to exist at the end;
-    # the few whose links change because an item failed are rewritten at the end.
-    before = {c.pair_key: (c, prev) for c, prev in ws.store.latest_with_previous()}
-    expected = frozenset(before) | {i.pair.key for i in items}
-    rendered: dict[str, Any] = {}
+    with ws.store.holding():  # one open store for the whole run, yielded to any waiting process
+        ledger = Ledger(ws.store)
+        run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+        ident = provider.identity()
+        ledger.start(run_id, spec.name, spec.as_dict(), ident["kind"], ident["model"],
+                     [i.pair.key for i in items], resumed_from)  # fmt: skip
+        gate = RateGate(spec.requests_per_minute or None, spec.tokens_per_minute or None)
+        canonical = ws.canonical[0]
+        transport = ws.settings.transport
+        outcomes: dict[str, ItemOutcome] = {}
+        started = time.monotonic()
+        spent = 0.0
+        budget_hit = False
+        total = len(items)
+        # Reports are written as items arrive, linking to every pair expected to exist at the end;
+        # the few whose links change because an item failed are rewritten at the end.
+        before = {c.pair_key: (c, prev) for c, prev in ws.store.latest_with_previous()}
+        expected = frozenset(before) | {i.pair.key for i in items}
+        rendered: dict[str, Any] = {}
 
-    def finish(entries: list[tuple[ItemOutcome, dict[str, Any] | None, dict[str, Any] | None, Any]]) -> None:
-        ledger.record(run_id, [(o.row(), g, f) for o, g, f, _c in entries])
-        for outcome, _g, _f, comparison in entries:
-            outcomes[outcome.pair_key] = outcome
-            if comparison is not None:
-                _write(ws, comparison, expected, before)
-                rendered[outcome.pair_key] = comparison
-            if on_item:
-                on_item(outcome, len(outcomes), total)
+        def finish(entries: list[tuple[ItemOutcome, dict[str, Any] | None, dict[str, Any] | None, Any]]) -> None:
+            ledger.record(run_id, [(o.row(), g, f) for o, g, f, _c in entries])
+            for outcome, _g, _f, comparison in entries:
+                outcomes[outcome.pair_key] = outcome
+                if comparison is not None:
+                    _write(ws, comparison, expected, before)
+                    rendered[outcome.pair_key] = comparison
+                if on_item:
+                    on_item(outcome, len(outcomes), total)
 
-    def work(item: PlanItem) -> Any:
-        if budget_hit:
-            return None
-        return produce(item.job, provider, ws.prompts, canonical, transport, gate=gate)
+        def work(item: PlanItem) -> Any:
+            if budget_hit:
+                return None
+            return produce(item.job, provider, ws.prompts, canonical, transport, gate=gate)
 
-    def skipped(item: PlanItem) -> tuple[ItemOutcome, None, None, None]:
-        return ItemOutcome(item.pair.key, "skipped", error=f"budget of ${max_cost:g} reached"), None, None, None
+        def skipped(item: PlanItem) -> tuple[ItemOutcome, None, None, None]:
+            return ItemOutcome(item.pair.key, "skipped", error=f"budget of ${max_cost:g} reached"), None, None, None
 
-    interrupted = False
-    pool = ThreadPoolExecutor(max_workers=spec.concurrency, thread_name_prefix="batch")
-    try:
-        finish([
-            (ItemOutcome(i.pair.key, "fresh", generation_id=i.cached.generation_id), None, None, i.cached)
-            for i in items if i.action == "fresh"
-        ])  # fmt: skip
-        queue = [i for i in items if i.action == "generate"]
-        running: dict[Future[Any], PlanItem] = {}
-        while queue or running:
-            while queue and len(running) < spec.concurrency and not budget_hit:
-                item = queue.pop(0)
-                running[pool.submit(work, item)] = item
-            if budget_hit and queue:
-                finish([skipped(item) for item in queue])
-                queue = []
-            if not running:
-                break
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            entries: list[tuple[ItemOutcome, dict[str, Any] | None, dict[str, Any] | None, Any]] = []
-            for future in done:  # everything that has arrived is committed in one transaction
-                item = running.pop(future)
-                produced = future.result()
-                if produced is None:
-                    entries.append(skipped(item))
-                    continue
-                cost = price.cost(produced.usage) if price else 0.0
-                spent += cost
-                outcome = ItemOutcome(
-                    item.pair.key, "generated" if produced.comparison else "failed", produced.attempts,
-                    produced.usage, cost, sum(r.latency_ms for r in produced.records),
-                )  # fmt: skip
-                if produced.comparison is not None:
-                    outcome.generation_id = produced.comparison.generation_id
-                    entries.append((outcome, _generation_args(produced), None, produced.comparison))
-                else:
-                    outcome.error = _one_line(produced.error)
-                    entries.append((outcome, None, _failed_args(produced), None))
-            finish(entries)
-            if max_cost and spent >= max_cost and not budget_hit:
-                budget_hit = True
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        pool.shutdown(wait=not interrupted, cancel_futures=True)
-        for item in items:
-            outcomes.setdefault(item.pair.key, ItemOutcome(item.pair.key, "pending"))
-        ledger.finish(run_id, "interrupted" if interrupted else "finished")
-        _settle(ws, rendered, expected, before)
-    return RunSummary(
-        run_id, spec.name, ident["kind"], ident["model"], [outcomes[i.pair.key] for i in items],
-        time.monotonic() - started, interrupted, budget_hit,
-    )  # fmt: skip
+        interrupted = False
+        pool = ThreadPoolExecutor(max_workers=spec.concurrency, thread_name_prefix="batch")
+        try:
+            finish([
+                (ItemOutcome(i.pair.key, "fresh", generation_id=i.cached.generation_id), None, None, i.cached)
+                for i in items if i.action == "fresh"
+            ])  # fmt: skip
+            queue = [i for i in items if i.action == "generate"]
+            running: dict[Future[Any], PlanItem] = {}
+            while queue or running:
+                while queue and len(running) < spec.concurrency and not budget_hit:
+                    item = queue.pop(0)
+                    running[pool.submit(work, item)] = item
+                if budget_hit and queue:
+                    finish([skipped(item) for item in queue])
+                    queue = []
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                entries: list[tuple[ItemOutcome, dict[str, Any] | None, dict[str, Any] | None, Any]] = []
+                for future in done:  # everything that has arrived is committed in one transaction
+                    item = running.pop(future)
+                    produced = future.result()
+                    if produced is None:
+                        entries.append(skipped(item))
+                        continue
+                    cost = price.cost(produced.usage) if price else 0.0
+                    spent += cost
+                    outcome = ItemOutcome(
+                        item.pair.key, "generated" if produced.comparison else "failed", produced.attempts,
+                        produced.usage, cost, sum(r.latency_ms for r in produced.records),
+                    )  # fmt: skip
+                    if produced.comparison is not None:
+                        outcome.generation_id = produced.comparison.generation_id
+                        entries.append((outcome, _generation_args(produced), None, produced.comparison))
+                    else:
+                        outcome.error = _one_line(produced.error)
+                        entries.append((outcome, None, _failed_args(produced), None))
+                finish(entries)
+                if max_cost and spent >= max_cost and not budget_hit:
+                    budget_hit = True
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            pool.shutdown(wait=not interrupted, cancel_futures=True)
+            for item in items:
+                outcomes.setdefault(item.pair.key, ItemOutcome(item.pair.key, "pending"))
+            ledger.finish(run_id, "interrupted" if interrupted else "finished")
+            _settle(ws, rendered, expected, before)
+        return RunSummary(
+            run_id, spec.name, ident["kind"], ident["model"], [outcomes[i.pair.key] for i in items],
+            time.monotonic() - started, interrupted, budget_hit,
+        )  # fmt: skip
 
 
 def _write(ws: Any, comparison: Any, existing: frozenset[str], before: dict[str, Any]) -> None:

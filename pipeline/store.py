@@ -319,45 +319,30 @@ class Store:
         attempts: Sequence[AttemptRecord],
         schema_body: str = "",
     ) -> None:
+        c = comparison
         with self.session() as con:
-            self._insert_generation(
-                con, comparison, request, raw_response, latency_ms, invocation_id, attempts, schema_body
+            _write_rows(
+                con,
+                [_generation_row(c, request, raw_response, latency_ms)],
+                _attempt_rows(invocation_id, c.generation_id, c.pair_key, c.cache_key, attempts),
+                {c.schema_sha256: schema_body} if schema_body else {},
             )
-
-    @classmethod
-    def _insert_generation(
-        cls,
-        con: Any,
-        c: Comparison,
-        request: dict[str, Any],
-        raw_response: str,
-        latency_ms: int,
-        invocation_id: str,
-        attempts: Sequence[AttemptRecord],
-        schema_body: str = "",
-    ) -> None:
-        if schema_body:
-            con.execute("INSERT OR IGNORE INTO schemas VALUES (?, ?)", [c.schema_sha256, schema_body])
-        _insert_rows(con, "generations", [_generation_row(c, request, raw_response, latency_ms)])
-        cls._insert_attempts(con, invocation_id, c.generation_id, c.pair_key, c.cache_key, attempts)
 
     def save_failed_attempts(
         self, invocation_id: str, pair_key: str, cache_key: str, attempts: Sequence[AttemptRecord]
     ) -> None:
         if attempts:
             with self.session() as con:
-                self._insert_attempts(con, invocation_id, None, pair_key, cache_key, attempts)
+                _write_rows(con, [], _attempt_rows(invocation_id, None, pair_key, cache_key, attempts), {})
 
-    @staticmethod
-    def _insert_attempts(
-        con: Any,
-        invocation_id: str,
-        generation_id: str | None,
-        pair_key: str,
-        cache_key: str,
-        attempts: Sequence[AttemptRecord],
-    ) -> None:
-        _insert_rows(con, "attempts", _attempt_rows(invocation_id, generation_id, pair_key, cache_key, attempts))
+
+def _write_rows(
+    con: Any, generations: Sequence[Sequence[Any]], attempts: Sequence[Sequence[Any]], schemas: dict[str, str]
+) -> None:
+    for sha, body in schemas.items():
+        con.execute("INSERT OR IGNORE INTO schemas VALUES (?, ?)", [sha, body])
+    _insert_rows(con, "generations", generations)
+    _insert_rows(con, "attempts", attempts)
 
 
 def _generation_row(c: Comparison, request: dict[str, Any], raw_response: str, latency_ms: int) -> list[Any]:
@@ -472,7 +457,10 @@ class Ledger:
         if not entries:
             return
         now = utc_now()
-        generations, attempts, items, schemas = [], [], [], {}
+        generations: list[list[Any]] = []
+        attempts: list[list[Any]] = []
+        items: list[list[Any]] = []
+        schemas: dict[str, str] = {}
         for item, g, f in entries:
             if g is not None:
                 c = g["c"]
@@ -488,10 +476,7 @@ class Ledger:
                 item.get("generation_id"), now,
             ])  # fmt: skip
         with self.store.session() as con:
-            for sha, body in schemas.items():
-                con.execute("INSERT OR IGNORE INTO schemas VALUES (?, ?)", [sha, body])
-            _insert_rows(con, "generations", generations)
-            _insert_rows(con, "attempts", attempts)
+            _write_rows(con, generations, attempts, schemas)
             keys = [[run_id, row[1]] for row in items]
             con.execute(
                 "DELETE FROM run_items WHERE (run_id, pair_key) IN (SELECT (k[1], k[2]) FROM (SELECT unnest(?) AS k))",
