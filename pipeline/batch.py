@@ -251,10 +251,15 @@ def run_batch(
         expected = frozenset(before) | {i.pair.key for i in items}
         rendered: dict[str, Any] = {}
 
-        def finish(entries: list[tuple[ItemOutcome, dict[str, Any] | None, dict[str, Any] | None, Any]]) -> None:
+        Entry = tuple[ItemOutcome, dict[str, Any] | None, dict[str, Any] | None, Any]
+        arrived: dict[str, Entry] = {}  # results that came back and are not committed yet
+
+        def finish(entries: list[Entry]) -> None:
             ledger.record(run_id, [(o.row(), g, f) for o, g, f, _c in entries])
-            for outcome, _g, _f, comparison in entries:
+            for outcome, _g, _f, _c in entries:
                 outcomes[outcome.pair_key] = outcome
+                arrived.pop(outcome.pair_key, None)
+            for outcome, _g, _f, comparison in entries:
                 if comparison is not None:
                     _write(ws, comparison, expected, before)
                     rendered[outcome.pair_key] = comparison
@@ -266,10 +271,32 @@ def run_batch(
                 return None
             return produce(item.job, provider, ws.prompts, canonical, transport, gate=gate)
 
-        def skipped(item: PlanItem) -> tuple[ItemOutcome, None, None, None]:
+        def skipped(item: PlanItem) -> Entry:
             return ItemOutcome(item.pair.key, "skipped", error=f"budget of ${max_cost:g} reached"), None, None, None
 
+        def collect(futures: Any) -> None:
+            nonlocal spent
+            for future in list(futures):
+                item = running.pop(future)
+                produced = future.result()
+                if produced is None:
+                    arrived[item.pair.key] = skipped(item)
+                    continue
+                cost = price.cost(produced.usage) if price else 0.0
+                spent += cost
+                outcome = ItemOutcome(
+                    item.pair.key, "generated" if produced.comparison else "failed", produced.attempts,
+                    produced.usage, cost, sum(r.latency_ms for r in produced.records),
+                )  # fmt: skip
+                if produced.comparison is not None:
+                    outcome.generation_id = produced.comparison.generation_id
+                    arrived[item.pair.key] = (outcome, _generation_args(produced), None, produced.comparison)
+                else:
+                    outcome.error = _one_line(produced.error)
+                    arrived[item.pair.key] = (outcome, None, _failed_args(produced), None)
+
         interrupted = False
+        running: dict[Future[Any], PlanItem] = {}
         pool = ThreadPoolExecutor(max_workers=spec.concurrency, thread_name_prefix="batch")
         try:
             finish([
@@ -277,7 +304,6 @@ def run_batch(
                 for i in items if i.action == "fresh"
             ])  # fmt: skip
             queue = [i for i in items if i.action == "generate"]
-            running: dict[Future[Any], PlanItem] = {}
             while queue or running:
                 while queue and len(running) < spec.concurrency and not budget_hit:
                     item = queue.pop(0)
@@ -288,30 +314,15 @@ def run_batch(
                 if not running:
                     break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
-                entries: list[tuple[ItemOutcome, dict[str, Any] | None, dict[str, Any] | None, Any]] = []
-                for future in done:  # everything that has arrived is committed in one transaction
-                    item = running.pop(future)
-                    produced = future.result()
-                    if produced is None:
-                        entries.append(skipped(item))
-                        continue
-                    cost = price.cost(produced.usage) if price else 0.0
-                    spent += cost
-                    outcome = ItemOutcome(
-                        item.pair.key, "generated" if produced.comparison else "failed", produced.attempts,
-                        produced.usage, cost, sum(r.latency_ms for r in produced.records),
-                    )  # fmt: skip
-                    if produced.comparison is not None:
-                        outcome.generation_id = produced.comparison.generation_id
-                        entries.append((outcome, _generation_args(produced), None, produced.comparison))
-                    else:
-                        outcome.error = _one_line(produced.error)
-                        entries.append((outcome, None, _failed_args(produced), None))
-                finish(entries)
+                collect(done)
+                finish(list(arrived.values()))  # everything that has arrived, in one transaction
                 if max_cost and spent >= max_cost and not budget_hit:
                     budget_hit = True
         except KeyboardInterrupt:
             interrupted = True
+            # Ctrl-C: keep every result that has come back; calls still in flight are abandoned.
+            collect([f for f in running if f.done() and not f.cancelled()])
+            finish([e for key, e in arrived.items() if key not in outcomes])
         finally:
             pool.shutdown(wait=not interrupted, cancel_futures=True)
             for item in items:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -207,6 +208,11 @@ def batch(
         return
     budget = max_cost if max_cost is not None else spec.max_cost
     from pipeline.progress import batch_progress
+
+    # Ctrl-C and a scheduler's SIGTERM both stop the batch the same careful way, even when the
+    # process was started with SIGINT ignored (as background jobs of a non-interactive shell are).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     with batch_progress(len(items), spec.name) as on_item:
         summary = b.run_batch(ws, spec, items, backend, price=price, max_cost=budget, resumed_from=resumed_from,

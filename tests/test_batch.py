@@ -135,7 +135,8 @@ def test_batch_and_on_demand_run_at_once_both_succeed(workspace: Path, fake: Fak
     assert db(workspace, "SELECT count(*) FROM generations") == [(11,)]
 
 
-def test_ctrl_c_keeps_what_arrived_and_resume_finishes(workspace: Path, fake: FakeLLM) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_keeps_what_arrived_and_resume_finishes(workspace: Path, fake: FakeLLM, sig: int) -> None:
     add_category(workspace)
     fake.default = {"kind": "valid", "delay": 0.25}
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--workspace", str(workspace), "batch",
@@ -144,7 +145,7 @@ def test_ctrl_c_keeps_what_arrived_and_resume_finishes(workspace: Path, fake: Fa
     deadline = time.monotonic() + 60
     while fake.calls < 10 and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)  # Ctrl-C, or a scheduler stopping the job
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "finish with: pipeline batch --category widgets --resume" in err
