@@ -297,7 +297,10 @@ def run_batch(
 
         interrupted = False
         running: dict[Future[Any], PlanItem] = {}
-        pool = ThreadPoolExecutor(max_workers=spec.concurrency, thread_name_prefix="batch")
+        # An in-process model generates one answer at a time: more workers would only interleave
+        # items (each finishing later) and leave more calls in flight when the run is stopped.
+        workers = 1 if provider.kind == "local" else spec.concurrency
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batch")
         try:
             finish([
                 (ItemOutcome(i.pair.key, "fresh", generation_id=i.cached.generation_id), None, None, i.cached)
@@ -305,7 +308,7 @@ def run_batch(
             ])  # fmt: skip
             queue = [i for i in items if i.action == "generate"]
             while queue or running:
-                while queue and len(running) < spec.concurrency and not budget_hit:
+                while queue and len(running) < workers and not budget_hit:
                     item = queue.pop(0)
                     running[pool.submit(work, item)] = item
                 if budget_hit and queue:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from pipeline.settings import GenerationParams, ProviderProfile
 BUNDLED_MODEL = "smollm2-135m-instruct"
 _models: dict[tuple[str, int, int, int], Any] = {}
 _load_lock = threading.Lock()
+_RUNNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
 
 
 def bundled_model_path() -> Path:
@@ -93,6 +95,18 @@ class LocalProvider:
         schema: dict[str, Any],
         params: GenerationParams,
         progress: ProgressFn | None = None,
+    ) -> Completion:
+        # Every generation runs on one dedicated thread. llama.cpp's OpenMP thread team belongs
+        # to the calling thread: calls from several batch workers would each keep a team of
+        # spinning threads and slow generation several-fold on a small machine.
+        return _RUNNER.submit(self._complete, messages, schema, params, progress).result()
+
+    def _complete(
+        self,
+        messages: list[dict[str, str]],
+        schema: dict[str, Any],
+        params: GenerationParams,
+        progress: ProgressFn | None,
     ) -> Completion:
         llm = self._llama()
         with self._lock:
