@@ -44,6 +44,10 @@ def check(ws: Any) -> Report:
         applied = {row[0] for row in con.execute("SELECT name FROM _migrations").fetchall()}
         schemas = dict(con.execute("SELECT sha256, body FROM schemas").fetchall())
         rows = con.execute("SELECT id, pair_key, schema_sha256, data FROM generations ORDER BY pair_key, id").fetchall()
+    # Generations stored before the schemas table existed can still be checked when they were
+    # made with the schema file the workspace has now.
+    canonical, canonical_sha = ws.canonical
+    schemas.setdefault(canonical_sha, json.dumps(canonical))
     for name, _sql in MIGRATIONS:
         if name not in applied:
             add(Finding("store", f"migration {name} is not applied"))
