@@ -1,0 +1,16 @@
+"""Every command is documented in the README, and its help text comes from its docstring."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.cli import cli
+from tests.conftest import REPO
+
+README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", sorted(cli.commands))
+def test_command_is_documented(name: str) -> None:
+    assert f"pipeline {name}" in README, f"`pipeline {name}` is not in README.md"
+    assert cli.commands[name].help, f"`pipeline {name}` has no docstring/help text"
