@@ -100,3 +100,30 @@ def test_refused_connection_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
     policy = TransportPolicy(max_retries=1, deadline_s=5, timeout_s=1, connect_timeout_s=1, backoff_initial_s=0.01)
     with pytest.raises(TransientProviderError, match=r"cannot reach http://127.0.0.1:9/v1 .*is the server running"):
         call(OpenAICompatProvider(profile, policy), policy)
+
+
+def test_rate_gate_limits_requests_and_pauses_every_worker() -> None:
+    from pipeline.providers.retry import RateGate
+
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    gate = RateGate(requests_per_minute=2, tokens_per_minute=1000, clock=lambda: now[0], sleep=sleep)
+    gate.acquire(100)
+    gate.acquire(100)
+    assert slept == []
+    gate.acquire(100)  # a third request in the same minute waits for the window
+    assert now[0] >= 60
+    gate.pause(5)  # a 429 seen by one worker...
+    started = now[0]
+    gate.acquire(100)  # ...holds back the next call of any worker
+    assert now[0] - started >= 5
+    big = RateGate(tokens_per_minute=1000, clock=lambda: now[0], sleep=sleep)
+    big.acquire(900)
+    started = now[0]
+    big.acquire(200)  # over the token budget: waits until the first call leaves the window
+    assert now[0] - started >= 59
