@@ -24,11 +24,13 @@ from pipeline.models import Comparison, Dimension, Pair
 from pipeline.overrides import Override
 from pipeline.overrides import apply as apply_overrides
 from pipeline.providers.local import BUNDLED_MODEL
+from pipeline.schema import sha256_of
 from pipeline.scoring import dimension_score, winner
 
 TEMPLATES = Path(__file__).parent / "templates"
 log = logging.getLogger("pipeline")
 REPORT_FORMAT = 1
+MANIFEST = ".render-manifest.json"  # report -> fingerprint of what it was rendered from
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
 
 
@@ -57,6 +59,11 @@ class Renderer:
         self.md_env = Environment(autoescape=False, **options)  # noqa: S701
         self.md_env.filters["md"] = md_escape
         self.html_env = Environment(autoescape=True, **options)
+        self._templates_sha256 = sha256_of(
+            {p.name: p.read_text(encoding="utf-8") for p in sorted(TEMPLATES.iterdir()) if p.is_file()}
+            | {"report_format": str(REPORT_FORMAT), "renderer": Path(__file__).read_text(encoding="utf-8")}
+        )
+        self._manifest_cache: dict[str, str] | None = None
 
     def render(
         self, comparison: Comparison, existing: frozenset[str] = frozenset(), previous: Comparison | None = None
@@ -80,20 +87,54 @@ class Renderer:
         return Rendered(pair=pair, files={"md": markdown, "html": html, "json": document})
 
     def write(
-        self, comparison: Comparison, existing: frozenset[str] = frozenset(), previous: Comparison | None = None
+        self,
+        comparison: Comparison,
+        existing: frozenset[str] = frozenset(),
+        previous: Comparison | None = None,
+        *,
+        force: bool = False,
     ) -> list[Path]:
+        """Write a report's files, unless the manifest says they already hold exactly this rendering.
+
+        The fingerprint covers everything a report is rendered from (the generation, its
+        previous one, which related reports exist, overrides, the catalogue entries and the
+        templates), so a fresh item costs a hash and three stat calls instead of a render.
+        """
+        pair = self.catalogue.pair(comparison.pair_key, allow_cross_category=True)
+        overrides = self.overrides.get(pair.key, [])
+        for o in apply_overrides(comparison.data, overrides, pair)[2]:
+            log.warning("override in %s for %s not applied, its target no longer exists: %s",
+                        o.source, pair.key, o.describe())  # fmt: skip
+        folder = self.reports_dir / pair.category.id
+        paths = [folder / f"{pair.slug}.{ext}" for ext in ("html", "json", "md")]
+        key = f"{pair.category.id}/{pair.slug}"
+        fingerprint = sha256_of(
+            {
+                "templates": self._templates_sha256,
+                "generation": comparison.generation_id,
+                "previous": previous.generation_id if previous else None,
+                "links": sorted(p.key for p in self.catalogue.related_pairs(pair) if p.key in existing),
+                "overrides": [o.describe() for o in overrides],
+                "catalogue": repr((pair.a, pair.b, pair.category)),
+            }
+        )
+        manifest = self._manifest()
+        if not force and manifest.get(key) == fingerprint and all(p.exists() for p in paths):
+            return paths
         rendered = self.render(comparison, existing, previous)
-        for o in self.overrides.get(rendered.pair.key, []):
-            if o.describe() in json.loads(rendered.files["json"])["overrides"]["unresolved"]:
-                log.warning("override in %s for %s not applied, its target no longer exists: %s",
-                            o.source, rendered.pair.key, o.describe())  # fmt: skip
-        folder = self.reports_dir / rendered.pair.category.id
-        paths = []
-        for ext, text in sorted(rendered.files.items()):
-            path = folder / f"{rendered.pair.slug}.{ext}"
-            atomic_write(path, text)
-            paths.append(path)
+        for path in paths:
+            atomic_write(path, rendered.files[path.suffix[1:]])
+        manifest[key] = fingerprint
         return paths
+
+    def _manifest(self) -> dict[str, str]:
+        if self._manifest_cache is None:
+            try:
+                loaded = json.loads((self.reports_dir / MANIFEST).read_text(encoding="utf-8"))
+                self._manifest_cache = loaded if isinstance(loaded, dict) else {}
+            except (OSError, ValueError):
+                self._manifest_cache = {}
+        return self._manifest_cache
 
     def write_index(self, comparisons: list[Comparison]) -> list[Path]:
         """`index.md` and `index.html`: every report by category, with winner, scores and date."""
@@ -122,6 +163,9 @@ class Renderer:
             path = self.reports_dir / f"index.{ext}"
             atomic_write(path, _tidy(env.get_template(f"index.{ext}.j2").render(**view)))
             paths.append(path)
+        if self._manifest_cache is not None:
+            # Another process may write it too; losing its entries only costs a re-render later.
+            atomic_write(self.reports_dir / MANIFEST, json.dumps(self._manifest_cache, indent=0, sort_keys=True))
         return paths
 
     def view(self, pair: Pair, c: Comparison, existing: frozenset[str] = frozenset()) -> dict[str, Any]:

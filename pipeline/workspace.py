@@ -142,7 +142,7 @@ class Workspace:
                 f"the store has comparisons of subjects no longer in the catalogue: {', '.join(unknown)}; "
                 "restore them in config/catalogue/ (nothing was rendered)"
             )
-        paths = [p for c, prev in pairs for p in self.renderer.write(c, existing, prev)]
+        paths = [p for c, prev in pairs for p in self.renderer.write(c, existing, prev, force=True)]
         return paths + self.renderer.write_index(latest)
 
     def _renderable(self, comparison: Comparison) -> bool:
