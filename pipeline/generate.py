@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 from pipeline.errors import OutputInvalidError, PipelineError, ProviderError, TransientProviderError
@@ -46,12 +47,28 @@ class Job:
     pair: Pair
     bundles: tuple[SourceBundle, ...]
     messages: Messages
-    schema: dict[str, Any]
+    canonical: dict[str, Any]
+    compact_chars: int
     schema_sha256: str
     params: GenerationParams
     provider_identity: dict[str, str]
     cache_key: str
-    canonical_schema: str = ""  # the canonical schema's JSON, kept in the store beside its sha256
+
+    # Derived only when a job is generated: a fresh batch item never needs them.
+    @cached_property
+    def schema(self) -> dict[str, Any]:
+        """The schema the model is asked to follow: specialised to the pair (and compact for small models)."""
+        return _model_schema(self.canonical, self.pair, self.compact_chars)
+
+    @cached_property
+    def canonical_schema(self) -> str:
+        """The canonical schema's JSON, kept in the store beside its sha256."""
+        return canonical_json(self.canonical)
+
+
+def _model_schema(canonical: dict[str, Any], pair: Pair, compact_chars: int) -> dict[str, Any]:
+    schema = specialise(canonical, pair)
+    return compact(schema, compact_chars) if compact_chars else schema
 
 
 def prepare(
@@ -63,10 +80,9 @@ def prepare(
     provider: Provider,
     params: GenerationParams,
 ) -> Job:
-    schema = specialise(canonical, pair)
-    if provider.compact_schema:
-        schema = compact(schema, provider.compact_schema)
-    in_prompt = schema if provider.dialect in ("json_object", "prompt") else None
+    in_prompt = None
+    if provider.dialect in ("json_object", "prompt"):
+        in_prompt = _model_schema(canonical, pair, provider.compact_schema)
     messages = builder.build(pair, bundles, in_prompt)
     identity = provider.identity()
     key = sha256_of(
@@ -78,7 +94,7 @@ def prepare(
             "schema": schema_sha256,
         }
     )
-    return Job(pair, bundles, messages, schema, schema_sha256, params, identity, key, canonical_json(canonical))
+    return Job(pair, bundles, messages, canonical, provider.compact_schema, schema_sha256, params, identity, key)
 
 
 class _StageFailed(Exception):
