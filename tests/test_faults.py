@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
 import signal
 import subprocess
@@ -107,11 +106,15 @@ def test_sigkill_at_random_points_then_resume(workspace: Path, fake: FakeLLM) ->
     rng = random.Random(7)
     for _ in range(10):
         # a plain re-run only generates what is not stored yet: each start resumes the last
+        calls = fake.calls
         proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--workspace", str(workspace), "batch",
                                  "--category", "widgets", "--concurrency", "4"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        time.sleep(rng.uniform(0.3, 1.5))
-        os.kill(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while fake.calls == calls and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # the kill must land while the batch works, not while Python starts
+        time.sleep(rng.uniform(0.0, 0.8))
+        proc.send_signal(signal.SIGKILL)  # no-op if it already finished
         proc.wait()
         if not (workspace / ".pipeline/store.duckdb").exists():
             continue  # killed before it opened the store: nothing was written
