@@ -164,4 +164,3 @@ class RunResult:
     cached: bool
     attempts: int
     usage: Usage
-    files: tuple[str, ...] = ()

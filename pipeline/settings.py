@@ -55,8 +55,6 @@ class ProviderProfile:
     repeat_last_n: int = 64
     presence_penalty: float = 0.0
     n_threads: int | None = None
-    price_in_per_mtok: float = 0.0
-    price_out_per_mtok: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ from pipeline.settings import (
 class RunOutcome:
     result: RunResult
     files: list[Path]
-    provider_note: str
 
 
 class Workspace:
@@ -97,7 +96,6 @@ class Workspace:
         *,
         force: bool = False,
         progress: ProgressFn | None = None,
-        note: str = "",
     ) -> RunOutcome:
         from pipeline.generate import generate
 
@@ -117,7 +115,7 @@ class Workspace:
         previous = self.previous_of(result.comparison)
         files = self.renderer.write(result.comparison, existing, previous)
         self.renderer.write_index([c for c, _ in latest])
-        return RunOutcome(result=result, files=files, provider_note=note)
+        return RunOutcome(result=result, files=files)
 
     def previous_of(self, comparison: Comparison) -> Comparison | None:
         history = self.store.history(comparison.pair_key)
