@@ -11,11 +11,14 @@ run stopped before the item finished.
 from __future__ import annotations
 
 import calendar
+import contextlib
+import queue
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -266,16 +269,22 @@ def run_batch(
                 if on_item:
                     on_item(outcome, len(outcomes), total)
 
+        spend_lock = threading.Lock()
+
         def work(item: PlanItem) -> Any:
+            nonlocal spent, budget_hit
             if budget_hit:
                 return None
-            return produce(item.job, provider, ws.prompts, canonical, transport, gate=gate)
+            produced = produce(item.job, provider, ws.prompts, canonical, transport, gate=gate)
+            with spend_lock:  # counted here, so the next item a worker takes already sees the spend
+                spent += price.cost(produced.usage) if price else 0.0
+                budget_hit = budget_hit or bool(max_cost and spent >= max_cost)
+            return produced
 
         def skipped(item: PlanItem) -> Entry:
             return ItemOutcome(item.pair.key, "skipped", error=f"budget of ${max_cost:g} reached"), None, None, None
 
         def collect(futures: Any) -> None:
-            nonlocal spent
             for future in list(futures):
                 item = running.pop(future)
                 produced = future.result()
@@ -283,7 +292,6 @@ def run_batch(
                     arrived[item.pair.key] = skipped(item)
                     continue
                 cost = price.cost(produced.usage) if price else 0.0
-                spent += cost
                 outcome = ItemOutcome(
                     item.pair.key, "generated" if produced.comparison else "failed", produced.attempts,
                     produced.usage, cost, sum(r.latency_ms for r in produced.records),
@@ -306,21 +314,22 @@ def run_batch(
                 (ItemOutcome(i.pair.key, "fresh", generation_id=i.cached.generation_id), None, None, i.cached)
                 for i in items if i.action == "fresh"
             ])  # fmt: skip
-            queue = [i for i in items if i.action == "generate"]
-            while queue or running:
-                while queue and len(running) < workers and not budget_hit:
-                    item = queue.pop(0)
-                    running[pool.submit(work, item)] = item
-                if budget_hit and queue:
-                    finish([skipped(item) for item in queue])
-                    queue = []
-                if not running:
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                collect(done)
+            # Every item is queued at once: a worker takes the next one the moment its call returns,
+            # without waiting for this (writer) thread to wake up. An item a worker takes after the
+            # budget is reached returns at once as skipped; Ctrl-C cancels what is still queued.
+            done: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
+            for item in items:
+                if item.action == "generate":
+                    future = pool.submit(work, item)
+                    running[future] = item
+                    future.add_done_callback(done.put)
+            while running:
+                with contextlib.suppress(queue.Empty):
+                    arrivals = [done.get(timeout=0.5)]  # a timeout keeps Ctrl-C responsive
+                    while not done.empty():
+                        arrivals.append(done.get_nowait())
+                    collect(arrivals)
                 finish(list(arrived.values()))  # everything that has arrived, in one transaction
-                if max_cost and spent >= max_cost and not budget_hit:
-                    budget_hit = True
         except KeyboardInterrupt:
             interrupted = True
             # Ctrl-C: keep every result that has come back; calls still in flight are abandoned.

@@ -117,6 +117,27 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        "005_snapshots",
+        """
+        CREATE TABLE snapshots (
+            url VARCHAR NOT NULL,
+            final_url VARCHAR NOT NULL,
+            fetched_at VARCHAR NOT NULL,
+            checked_at VARCHAR NOT NULL,
+            status INTEGER NOT NULL,
+            etag VARCHAR NOT NULL,
+            last_modified VARCHAR NOT NULL,
+            content_type VARCHAR NOT NULL,
+            sha256 VARCHAR NOT NULL,
+            text VARCHAR NOT NULL,
+            PRIMARY KEY (url, sha256)
+        );
+        """,
+    )
+)
+
 _COLUMNS = (
     "id, pair_key, category, cache_key, provider, model, params, prompt_sha256, schema_sha256, "
     "sources, data, attempts, prompt_tokens, completion_tokens, generated_at"
@@ -307,6 +328,35 @@ class Store:
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     # -- writes ------------------------------------------------------------------------------
+
+    # -- snapshots of URL sources ------------------------------------------------------------
+
+    def last_snapshot(self, url: str) -> Any:
+        from pipeline.fetch import Snapshot
+
+        with self.session() as con:
+            row = con.execute(
+                "SELECT url, final_url, checked_at, status, etag, last_modified, content_type, sha256, text "
+                "FROM snapshots WHERE url = ? ORDER BY checked_at DESC, fetched_at DESC LIMIT 1",
+                [url],
+            ).fetchone()
+        return Snapshot(*row) if row else None
+
+    def save_snapshot(self, snap: Any) -> None:
+        """A fetched text; fetching the same text again only records when it was seen."""
+        with self.session() as con:
+            con.execute(
+                "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (url, sha256) DO UPDATE "
+                "SET checked_at = excluded.checked_at, final_url = excluded.final_url, status = excluded.status, "
+                "etag = excluded.etag, last_modified = excluded.last_modified",
+                [snap.url, snap.final_url, snap.fetched_at, snap.fetched_at, snap.status, snap.etag,
+                 snap.last_modified, snap.content_type, snap.sha256, snap.text],
+            )  # fmt: skip
+
+    def touch_snapshot(self, url: str, sha256: str) -> None:
+        """A conditional request answered 304: the snapshot is still current."""
+        with self.session() as con:
+            con.execute("UPDATE snapshots SET checked_at = ? WHERE url = ? AND sha256 = ?", [utc_now(), url, sha256])
 
     def save_generation(
         self,

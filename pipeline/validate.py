@@ -37,18 +37,21 @@ def parse(text: str) -> tuple[dict[str, Any] | None, list[Problem]]:
 
 
 def validate(data: dict[str, Any], pair: Pair, canonical: dict[str, Any]) -> list[Problem]:
-    problems = _schema_problems(data, canonical)
+    """Schema problems (the generic shape first, then the pair's names), else semantic problems.
+
+    The pair-specialised schema accepts a subset of what the canonical one does, so a valid answer
+    needs one pass; the canonical pass runs only to explain a failure in generic terms first.
+    """
+    canonical_text = canonical_json(canonical)
+    problems = _problems(_pair_validator(canonical_text, pair, False), data)
     if problems:
-        return problems
-    problems = _schema_problems(data, specialise(canonical, pair))
-    if problems:
-        return problems
+        return _problems(_validator(canonical_text), data) or problems
     return semantic_problems(data, pair)
 
 
 def validate_partial(data: dict[str, Any], pair: Pair, canonical: dict[str, Any]) -> list[Problem]:
     """Everything but the verdict (the first stage of a staged generation)."""
-    problems = _schema_problems(data, without_verdict(specialise(canonical, pair)))
+    problems = _problems(_pair_validator(canonical_json(canonical), pair, True), data)
     return problems or semantic_problems(data, pair, verdict=False)
 
 
@@ -100,8 +103,14 @@ def _validator(schema_json: str) -> Any:
     return Draft202012Validator(json.loads(schema_json))
 
 
-def _schema_problems(data: dict[str, Any], schema: dict[str, Any]) -> list[Problem]:
-    errors = sorted(_validator(canonical_json(schema)).iter_errors(data), key=lambda e: list(map(str, e.path)))
+@lru_cache(maxsize=256)  # a batch validates each pair's attempts against the same pair schema
+def _pair_validator(canonical_text: str, pair: Pair, partial: bool) -> Any:
+    schema = specialise(json.loads(canonical_text), pair)
+    return _validator(canonical_json(without_verdict(schema) if partial else schema))
+
+
+def _problems(validator: Any, data: dict[str, Any]) -> list[Problem]:
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path)))
     return [Problem(_path(e.absolute_path), _short(e.message)) for e in errors[:12]]
 
 

@@ -50,6 +50,12 @@ def synthesise(schema: dict[str, Any], path: str = "") -> Any:
 Behaviour = dict[str, Any]
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog (5) drops connections when 16-64 clients connect at once, and
+    # the kernel's 1 s SYN retry would then show up as model latency in the benchmarks.
+    request_queue_size = 256
+
+
 @dataclass
 class FakeLLM:
     """Server state; tests queue behaviours and read the requests it saw."""
@@ -97,6 +103,9 @@ class FakeLLM:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes; with Nagle on, the client's delayed ACK
+            # would add 40 ms to every answer (as latency no real server has).
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -161,7 +170,7 @@ class FakeLLM:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

@@ -9,6 +9,7 @@ occurrence of the API key is removed before it can reach a log or the store.
 from __future__ import annotations
 
 import email.utils
+import json
 import os
 import time
 from typing import Any
@@ -101,22 +102,29 @@ class OpenAICompatProvider:
             kwargs["response_format"] = {"type": "json_object"}
         started = time.monotonic()
         try:
-            response = self.client.chat.completions.create(**kwargs)
+            # The raw body, parsed as plain JSON: building the SDK's typed models costs more CPU
+            # per call than everything else in a batch item on a small machine.
+            raw = self.client.chat.completions.with_raw_response.create(**kwargs)
+            body = json.loads(raw.content)
         except openai.APIError as exc:
             raise self._map(exc) from None
+        except ValueError:
+            raise TransientProviderError(f"{self.endpoint} answered with a body that is not JSON", status=200) from None
         latency = int((time.monotonic() - started) * 1000)
-        if not response.choices:
+        choices = body.get("choices") if isinstance(body, dict) else None
+        if not choices or not isinstance(choices[0], dict):
             raise TransientProviderError(f"{self.endpoint} answered with no choices", status=200)
-        choice = response.choices[0]
-        usage = response.usage
-        text = choice.message.content or ""
+        choice = choices[0]
+        message = choice.get("message") or {}
+        text = (message.get("content") or "") if isinstance(message, dict) else ""
+        usage = _usage(body.get("usage"))
         if progress:
-            progress(usage.completion_tokens if usage else len(text) // 4)
+            progress(usage.completion_tokens if usage.completion_tokens else len(text) // 4)
         return Completion(
-            text=text,
-            finish_reason=choice.finish_reason or "",
-            usage=Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage(),
-            model=response.model or self.model,
+            text=str(text),
+            finish_reason=str(choice.get("finish_reason") or ""),
+            usage=usage,
+            model=str(body.get("model") or self.model),
             latency_ms=latency,
         )
 
@@ -154,6 +162,15 @@ class OpenAICompatProvider:
     def _clean(self, text: str) -> str:
         text = " ".join(text.split())[:300]
         return text.replace(self._secret, "[redacted]") if self._secret else text
+
+
+def _usage(value: Any) -> Usage:
+    if not isinstance(value, dict):
+        return Usage()
+    try:
+        return Usage(int(value.get("prompt_tokens") or 0), int(value.get("completion_tokens") or 0))
+    except (TypeError, ValueError):
+        return Usage()
 
 
 def _server_message(exc: openai.APIStatusError) -> str:

@@ -1,0 +1,285 @@
+"""Fetch: URL sources over HTTP(S), reduced to their main text, kept as snapshots in the store.
+
+Everything that comes back is untrusted. The rules:
+- only http and https; at most `max_redirects` hops, each one checked like the first;
+- the host is resolved here and every address it resolves to is checked: loopback, private,
+  link-local (cloud metadata lives there), multicast, reserved and unspecified addresses are
+  refused unless `[fetch] allow_private` (tests allow loopback with `allow_loopback`); the
+  connection then goes to the checked address (no second lookup that could answer otherwise),
+  with the original name for the Host header and TLS (SNI and certificate check);
+- connect and read timeouts, a wall-clock deadline and a size cap; the content type must be HTML,
+  plain text or PDF; a body that does not decode as its declared charset is decoded as UTF-8 or
+  Windows-1252 with a warning;
+- HTML is reduced to its main text by trafilatura (the best-scoring open-source main-content
+  extractor in published comparisons, maintained, no network of its own); PDF text by pypdf;
+- URLs are logged without credentials or query strings.
+
+Each fetch is stored as a snapshot (URL, final URL, retrieval time, status, ETag/Last-Modified,
+sha256 of the text). Later fetches revalidate with If-None-Match / If-Modified-Since; a 304 keeps
+the snapshot. Offline, or when a fetch fails, the last snapshot is used (with a warning when it
+failed); a source that never had a snapshot fails its item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+from pipeline.errors import SourceError
+
+log = logging.getLogger("pipeline")
+
+USER_AGENT = "comparison-pipeline/0.1 (+https://github.com/comparison-pipeline; source gathering)"
+TEXT_TYPES = {"text/html": "html", "application/xhtml+xml": "html", "text/plain": "text", "application/pdf": "pdf"}
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 10.0
+    deadline_s: float = 30.0
+    max_bytes: int = 5_000_000
+    max_redirects: int = 5
+    allow_private: bool = False
+    allow_loopback: bool = False
+    offline: bool = False
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    url: str
+    final_url: str
+    fetched_at: str
+    status: int
+    etag: str
+    last_modified: str
+    content_type: str
+    sha256: str
+    text: str
+
+
+def safe_url(url: str) -> str:
+    """A URL for logs and reports: no user name, password, query or fragment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def check_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise SourceError(f"source URL {safe_url(url)!r}: only http and https are fetched, not {parts.scheme!r}")
+    if not parts.hostname:
+        raise SourceError(f"source URL {safe_url(url)!r} has no host")
+
+
+class Fetcher:
+    """Fetches URL sources once per process, through the store's snapshots."""
+
+    def __init__(self, store: Any, policy: FetchPolicy):
+        self.store = store
+        self.policy = policy
+        self._memo: dict[str, Snapshot] = {}
+        self._lock = threading.Lock()
+
+    def text(self, url: str, where: str) -> Snapshot:
+        check_url(url)
+        with self._lock:
+            if url in self._memo:
+                return self._memo[url]
+        snapshot = self._snapshot(url, where)
+        with self._lock:
+            self._memo[url] = snapshot
+        return snapshot
+
+    def _snapshot(self, url: str, where: str) -> Snapshot:
+        last = self.store.last_snapshot(url)
+        if self.policy.offline:
+            if last is None:
+                raise SourceError(f"{where}: no stored snapshot of {safe_url(url)} to use offline; run once online")
+            return last
+        try:
+            fresh = fetch(url, self.policy, last)
+        except SourceError as exc:
+            if last is None:
+                raise SourceError(f"{where}: {exc} (and there is no earlier snapshot to fall back on)") from None
+            log.warning("%s: %s; using the snapshot of %s", where, exc, last.fetched_at)
+            return last
+        if fresh is last:
+            self.store.touch_snapshot(url, last.sha256)
+            return last
+        self.store.save_snapshot(fresh)
+        return fresh
+
+
+def fetch(url: str, policy: FetchPolicy, last: Snapshot | None = None) -> Snapshot:
+    """One URL, with redirects followed by hand (each hop checked); `last` makes it conditional."""
+    import httpx
+
+    started = time.monotonic()
+    headers = {"User-Agent": USER_AGENT, "Accept": "text/html, application/xhtml+xml, text/plain, application/pdf"}
+    if last is not None:
+        if last.etag:
+            headers["If-None-Match"] = last.etag
+        if last.last_modified:
+            headers["If-Modified-Since"] = last.last_modified
+    timeout = httpx.Timeout(policy.read_timeout_s, connect=policy.connect_timeout_s)
+    current = url
+    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        for _hop in range(policy.max_redirects + 1):
+            check_url(current)
+            request_url, host_header, sni = _pinned(current, policy)
+            extensions = {"sni_hostname": sni} if sni else {}
+            try:
+                with client.stream(
+                    "GET", request_url, headers={**headers, "Host": host_header}, extensions=extensions
+                ) as response:
+                    if response.is_redirect:
+                        location = response.headers.get("location", "")
+                        if not location:
+                            raise SourceError(f"{safe_url(current)} redirects without a Location")
+                        current = urljoin(current, location)
+                        continue
+                    if response.status_code == 304 and last is not None:
+                        return last
+                    if response.status_code != 200:
+                        raise SourceError(f"{safe_url(current)} answered HTTP {response.status_code}")
+                    body = _read_capped(response, policy, started, current)
+                    return _snapshot_of(url, current, response, body)
+            except httpx.TimeoutException:
+                raise SourceError(f"{safe_url(current)} did not answer in time") from None
+            except httpx.HTTPError as exc:
+                raise SourceError(f"cannot fetch {safe_url(current)} ({type(exc).__name__})") from None
+    raise SourceError(f"{safe_url(url)}: more than {policy.max_redirects} redirects")
+
+
+def _pinned(url: str, policy: FetchPolicy) -> tuple[str, str, str]:
+    """The URL with its host replaced by a checked address; the Host header; the TLS name."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise SourceError(f"cannot resolve {host!r} ({exc})") from None
+    addresses = sorted({info[4][0] for info in infos})
+    if not addresses:
+        raise SourceError(f"{host!r} resolves to no address")
+    for address in addresses:
+        _check_address(host, address, policy)
+    ip = ipaddress.ip_address(addresses[0].split("%")[0])
+    literal = f"[{ip}]" if ip.version == 6 else str(ip)
+    host_header = host if parts.port is None else f"{host}:{parts.port}"
+    pinned = urlunsplit((parts.scheme, f"{literal}:{port}", parts.path or "/", parts.query, ""))
+    return pinned, host_header, host if parts.scheme == "https" else ""
+
+
+def _check_address(host: str, address: str, policy: FetchPolicy) -> None:
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        if policy.allow_loopback or policy.allow_private:
+            return
+        raise SourceError(f"{host!r} resolves to a loopback address ({ip}); refused")
+    if ip.is_private or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified:
+        if policy.allow_private:
+            return
+        raise SourceError(
+            f"{host!r} resolves to a private, link-local or reserved address ({ip}); refused "
+            "(set [fetch] allow_private = true to fetch from internal hosts)"
+        )
+
+
+def _read_capped(response: Any, policy: FetchPolicy, started: float, url: str) -> bytes:
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > policy.max_bytes:
+        raise SourceError(f"{safe_url(url)} is {int(declared)} bytes, over the {policy.max_bytes}-byte cap")
+    kind = _kind(response.headers.get("content-type", ""))
+    if kind is None:
+        ctype = response.headers.get("content-type", "none")
+        raise SourceError(f"{safe_url(url)} is {ctype.split(';')[0]!r}; only HTML, plain text and PDF are read")
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > policy.max_bytes:
+            raise SourceError(f"{safe_url(url)} is over the {policy.max_bytes}-byte cap")
+        if time.monotonic() - started > policy.deadline_s:
+            raise SourceError(f"{safe_url(url)} took longer than {policy.deadline_s:g} s")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _kind(content_type: str) -> str | None:
+    return TEXT_TYPES.get(content_type.split(";")[0].strip().lower())
+
+
+def _snapshot_of(url: str, final: str, response: Any, body: bytes) -> Snapshot:
+    from pipeline.gather import normalise
+
+    ctype = response.headers.get("content-type", "")
+    kind = _kind(ctype)
+    if kind == "pdf":
+        text = _pdf_text(body, final)
+    else:
+        decoded = _decode(body, response.charset_encoding, final)
+        text = _html_text(decoded, final) if kind == "html" else decoded
+    text = normalise(text)
+    if not text:
+        raise SourceError(f"{safe_url(final)} has no readable text")
+    return Snapshot(
+        url=url,
+        final_url=safe_url(final),
+        fetched_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        status=response.status_code,
+        etag=response.headers.get("etag", ""),
+        last_modified=response.headers.get("last-modified", ""),
+        content_type=ctype.split(";")[0].strip().lower(),
+        sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        text=text,
+    )
+
+
+def _decode(body: bytes, declared: str | None, url: str) -> str:
+    for encoding in filter(None, (declared, "utf-8")):
+        try:
+            return body.decode(encoding)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    log.warning("%s does not decode as %s; read as Windows-1252", safe_url(url), declared or "UTF-8")
+    return body.decode("cp1252", errors="replace")
+
+
+def _html_text(html: str, url: str) -> str:
+    import trafilatura
+
+    text = trafilatura.extract(html, include_comments=False, include_tables=True, favor_precision=True)
+    if not text:
+        raise SourceError(f"{safe_url(url)}: no main text found in the page")
+    return str(text)
+
+
+def _pdf_text(body: bytes, url: str) -> str:
+    import io
+
+    try:
+        from pypdf import PdfReader
+        from pypdf.errors import PdfReadError
+    except ImportError:
+        raise SourceError(f"{safe_url(url)} is a PDF and pypdf is not installed; pip install pypdf") from None
+    try:
+        reader = PdfReader(io.BytesIO(body))
+        return "\n\n".join(page.extract_text() or "" for page in reader.pages)
+    except (PdfReadError, ValueError, KeyError) as exc:
+        raise SourceError(f"{safe_url(url)} is a PDF that cannot be read ({type(exc).__name__})") from None
