@@ -195,8 +195,18 @@ def _subject(raw: dict[str, Any], category: str, path: Path, index: int) -> Subj
             sources.append(SourceSpec(kind="text", label=s.get("label", f"note {j + 1}"), text=str(s["text"])))
         elif "path" in s:
             sources.append(SourceSpec(kind="file", label=s.get("label", str(s["path"])), path=str(s["path"])))
+        elif "url" in s:
+            from pipeline.errors import SourceError
+            from pipeline.fetch import check_url, safe_url
+
+            url = str(s["url"])
+            try:
+                check_url(url)
+            except SourceError as exc:
+                raise CatalogueError(f"{where}: sources[{j}]: {exc}") from None
+            sources.append(SourceSpec(kind="url", label=s.get("label", safe_url(url)), path=url))
         else:
-            raise CatalogueError(f"{where}: sources[{j}] needs `text` or `path`")
+            raise CatalogueError(f"{where}: sources[{j}] needs `text`, `path` or `url`")
     return Subject(
         id=sid,
         name=_text(raw, "name", where),

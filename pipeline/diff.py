@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.grounding import point_text
 
 REWORD_SIMILARITY = 0.6
 LISTS = (("a", "pros"), ("a", "cons"), ("b", "pros"), ("b", "cons"))
@@ -93,11 +94,15 @@ def diff_reports(old: dict[str, Any], new: dict[str, Any], threshold: float = 1.
         add(Change("verdict", "verdict reasoning", old_reason, new_reason, False,
                    f"{_similarity(old_reason, new_reason):.0%} similar"))  # fmt: skip
     for side, kind in LISTS:
-        _items(result, f"{names[side]} {kind}", old["data"][side][kind], new["data"][side][kind])
+        _items(result, f"{names[side]} {kind}", _texts(old["data"][side][kind]), _texts(new["data"][side][kind]))
     _items(result, "FAQ", [f["question"] for f in old["data"]["faq"]], [f["question"] for f in new["data"]["faq"]])
     _items(result, "alternatives", old["data"]["alternatives"], new["data"]["alternatives"])
     _sources(result, old["provenance"]["sources"], new["provenance"]["sources"])
     return result
+
+
+def _texts(items: list[Any]) -> list[str]:
+    return [point_text(i) for i in items]
 
 
 def _items(result: Diff, where: str, old: list[str], new: list[str]) -> None:

@@ -172,7 +172,7 @@ def _pinned(url: str, policy: FetchPolicy) -> tuple[str, str, str]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise SourceError(f"cannot resolve {host!r} ({exc})") from None
-    addresses = sorted({info[4][0] for info in infos})
+    addresses = sorted({str(info[4][0]) for info in infos})
     if not addresses:
         raise SourceError(f"{host!r} resolves to no address")
     for address in addresses:

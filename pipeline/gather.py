@@ -9,19 +9,30 @@ from __future__ import annotations
 import hashlib
 import logging
 import unicodedata
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.errors import SourceError
 from pipeline.models import Source, SourceBundle, Subject
 
+if TYPE_CHECKING:
+    from pipeline.fetch import Fetcher
+
 log = logging.getLogger("pipeline")
 
 
-def gather(subject: Subject, workspace: Path, max_chars: int) -> SourceBundle:
+def gather(subject: Subject, workspace: Path, max_chars: int, fetcher: Fetcher | None = None) -> SourceBundle:
     sources = [_make(subject.id, "description", "text", "catalogue", subject.description, max_chars)]
     for spec in subject.sources:
         if spec.kind == "text":
             sources.append(_make(subject.id, spec.label, "text", "catalogue", spec.text, max_chars))
+        elif spec.kind == "url":
+            if fetcher is None:
+                raise SourceError(f"source {spec.label!r} of {subject.id} is a URL and fetching is not set up here")
+            snap = fetcher.text(spec.path, f"source {spec.label!r} of {subject.id}")
+            made = _make(subject.id, spec.label, "url", snap.final_url, snap.text, max_chars)
+            sources.append(replace(made, retrieved_at=snap.fetched_at))
         else:
             text = _read_file(workspace, spec.path, subject.id)
             sources.append(_make(subject.id, spec.label, "file", spec.path, text, max_chars))

@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import Any
 
 from pipeline.errors import OutputInvalidError, PipelineError, ProviderError, TransientProviderError
+from pipeline.grounding import Passage, passages, passages_by_source
 from pipeline.models import (
     AttemptRecord,
     Comparison,
@@ -56,9 +57,17 @@ class Job:
 
     # Derived only when a job is generated: a fresh batch item never needs them.
     @cached_property
+    def passages(self) -> tuple[Passage, ...]:
+        return passages(self.bundles)
+
+    @cached_property
+    def passage_ids(self) -> tuple[str, ...]:
+        return tuple(p.id for p in self.passages)
+
+    @cached_property
     def schema(self) -> dict[str, Any]:
         """The schema the model is asked to follow: specialised to the pair (and compact for small models)."""
-        return _model_schema(self.canonical, self.pair, self.compact_chars)
+        return _model_schema(self.canonical, self.pair, self.compact_chars, self.passage_ids)
 
     @cached_property
     def canonical_schema(self) -> str:
@@ -66,8 +75,10 @@ class Job:
         return canonical_json(self.canonical)
 
 
-def _model_schema(canonical: dict[str, Any], pair: Pair, compact_chars: int) -> dict[str, Any]:
-    schema = specialise(canonical, pair)
+def _model_schema(
+    canonical: dict[str, Any], pair: Pair, compact_chars: int, passage_ids: tuple[str, ...]
+) -> dict[str, Any]:
+    schema = specialise(canonical, pair, passage_ids)
     return compact(schema, compact_chars) if compact_chars else schema
 
 
@@ -81,9 +92,10 @@ def prepare(
     params: GenerationParams,
 ) -> Job:
     in_prompt = None
+    found = passages(bundles)
     if provider.dialect in ("json_object", "prompt"):
-        in_prompt = _model_schema(canonical, pair, provider.compact_schema)
-    messages = builder.build(pair, bundles, in_prompt)
+        in_prompt = _model_schema(canonical, pair, provider.compact_schema, tuple(p.id for p in found))
+    messages = builder.build(pair, found, in_prompt)
     identity = provider.identity()
     key = sha256_of(
         {
@@ -216,7 +228,8 @@ def produce(
         if provider.compact_schema:
             data, completion, answered_at = _staged(job, asker, builder, canonical)
         else:
-            data, completion, answered_at = asker.ask(messages, job.schema, lambda d: validate(d, pair, canonical))
+            ids = job.passage_ids
+            data, completion, answered_at = asker.ask(messages, job.schema, lambda d: validate(d, pair, canonical, ids))
     except ProviderError as exc:
         return Produced(job, invocation, tuple(asker.records), None, request, "", exc)
     except _StageFailed as failed:
@@ -284,7 +297,7 @@ def _staged(
     pair = job.pair
     messages = job.messages.as_list()
     first, completion, _ = asker.ask(
-        messages, without_verdict(job.schema), lambda d: validate_partial(d, pair, canonical)
+        messages, without_verdict(job.schema), lambda d: validate_partial(d, pair, canonical, job.passage_ids)
     )
     won, score_a, score_b = winner(first, pair.category)
     name = {"a": pair.a.name, "b": pair.b.name, "tie": "tie"}[won]
@@ -295,7 +308,7 @@ def _staged(
     ]
 
     def check(d: dict[str, Any]) -> list[Problem]:
-        return validate({**first, "verdict": d.get("verdict")}, pair, canonical)
+        return validate({**first, "verdict": d.get("verdict")}, pair, canonical, job.passage_ids)
 
     second, completion, answered_at = asker.ask(follow_up, verdict_only(job.schema, name), check)
     return {**first, "verdict": second["verdict"]}, completion, answered_at
@@ -308,6 +321,7 @@ def _model_attempts(records: list[AttemptRecord]) -> int:
 def _comparison(
     job: Job, data: dict[str, Any], answered_at: str, records: list[AttemptRecord], answered_model: str
 ) -> Comparison:
+    flat = [s for bundle in job.bundles for s in bundle.sources]
     sources = tuple(
         {
             "subject": s.subject_id,
@@ -316,9 +330,10 @@ def _comparison(
             "location": s.location,
             "sha256": s.sha256,
             "truncated": s.truncated,
+            **({"retrieved_at": s.retrieved_at} if s.retrieved_at else {}),
+            "passages": [{"id": p.id, "text": p.text} for p in group],
         }
-        for bundle in job.bundles
-        for s in bundle.sources
+        for s, group in zip(flat, passages_by_source(job.bundles), strict=True)
     )
     generation_id = hashlib.sha256(f"{job.cache_key}|{answered_at}|{time.monotonic_ns()}".encode()).hexdigest()[:16]
     return Comparison(

@@ -28,10 +28,10 @@ class Category:
 
 @dataclass(frozen=True)
 class SourceSpec:
-    kind: Literal["text", "file"]
+    kind: Literal["text", "file", "url"]
     label: str
     text: str = ""
-    path: str = ""
+    path: str = ""  # a workspace-relative file, or the URL of a url source
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ class Source:
     text: str
     sha256: str
     truncated: bool = False
+    retrieved_at: str = ""  # url sources: when the text was last fetched (or revalidated)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from typing import Any
 
 from pipeline.catalogue import read_toml
 from pipeline.errors import ConfigError
+from pipeline.grounding import point_text
 from pipeline.models import Pair
 
 _SET = re.compile(r"^(a|b)\.dimensions\.(.+)\.(rating|value)$")
@@ -86,8 +87,10 @@ def apply(
     for o in overrides:
         if o.strike:
             node = data["alternatives"] if o.path == "alternatives" else data[o.path[0]][o.path.split(".")[1]]
-            if o.value in node:
-                node.remove(o.value)
+            # pros and cons are {"text", "sources"} (plain strings in generations made before grounding)
+            match_at = [i for i, item in enumerate(node) if point_text(item) == o.value]
+            if match_at:
+                del node[match_at[0]]
                 applied.append(o)
             else:
                 unresolved.append(o)

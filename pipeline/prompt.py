@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.models import Messages, Pair, Problem, SourceBundle
+from pipeline.grounding import Passage
+from pipeline.models import Messages, Pair, Problem
 from pipeline.schema import sha256_of
 
 _FENCE_TAG = re.compile(r"<(/?)(source)", re.IGNORECASE)
@@ -35,8 +36,15 @@ class PromptBuilder:
         self.env.filters["fence"] = fence
         self.template_sha256 = sha256_of({name: (prompts_dir / name).read_text(encoding="utf-8") for name in TEMPLATES})
 
-    def build(self, pair: Pair, bundles: Sequence[SourceBundle], schema: dict[str, Any] | None) -> Messages:
+    def build(self, pair: Pair, passages: Sequence[Passage], schema: dict[str, Any] | None) -> Messages:
+        """The chat messages; the sources arrive as numbered passages the answer cites by id."""
         names = {pair.a.id: pair.a.name, pair.b.id: pair.b.name}
+        groups: list[dict[str, Any]] = []
+        for p in passages:
+            if not groups or (groups[-1]["subject_id"], groups[-1]["label"]) != (p.subject_id, p.label):
+                name = names[p.subject_id]
+                groups.append({"subject_id": p.subject_id, "name": name, "label": p.label, "passages": []})
+            groups[-1]["passages"].append(p)
         system = self.env.get_template("system.j2").render(
             a_name=pair.a.name,
             b_name=pair.b.name,
@@ -46,7 +54,7 @@ class PromptBuilder:
             a=pair.a,
             b=pair.b,
             category=pair.category,
-            bundles=[{"subject_id": b.subject_id, "name": names[b.subject_id], "sources": b.sources} for b in bundles],
+            sources=groups,
         )
         messages = ({"role": "system", "content": system.strip()}, {"role": "user", "content": user.strip()})
         return Messages(messages=messages, sha256=sha256_of(list(messages)), template_sha256=self.template_sha256)

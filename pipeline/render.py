@@ -20,6 +20,7 @@ from typing import Any
 from pipeline.catalogue import Catalogue
 from pipeline.charts import grouped_bars
 from pipeline.errors import RenderError
+from pipeline.grounding import claims, point_text, share
 from pipeline.models import Comparison, Dimension, Pair
 from pipeline.overrides import Override
 from pipeline.overrides import apply as apply_overrides
@@ -173,7 +174,7 @@ class Renderer:
         dims = pair.category.dimensions
         won, score_a, score_b = winner(data, pair.category)
         winner_name = {"a": pair.a.name, "b": pair.b.name, "tie": "Tie"}[won]
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "name": d.name,
                 "weight": _num(d.weight),
@@ -183,6 +184,23 @@ class Renderer:
             }
             for d in dims
         ]
+        texts, passages = _passages(c, pair)
+        found = {cl.path: cl for cl in claims(data, pair, texts)}
+        for r in rows:
+            for side in ("a", "b"):
+                r[side].update(_claim_view(found.get(f"{side}.dimensions.{r['name']}")))
+        points = {
+            side: {
+                kind: [
+                    {"text": point_text(item), **_claim_view(found.get(f"{side}.{kind}[{i}]"))}
+                    for i, item in enumerate(data[side][kind])
+                ]
+                for kind in ("pros", "cons")
+            }
+            for side in ("a", "b")
+        }
+        cited = {i for cl in found.values() for i in cl.cited}
+        grounded, total = share(list(found.values()))
         generated = time.strptime(c.generated_at, "%Y-%m-%dT%H:%M:%SZ")
         related = [
             {"title": f"{p.a.name} vs {p.b.name}", "slug": p.slug, "key": p.key, "exists": p.key in existing}
@@ -193,6 +211,17 @@ class Renderer:
             "c": c,
             "data": data,
             "rows": rows,
+            "points": points,
+            "passages": [p for p in passages if p["id"] in cited],
+            "grounding": {
+                "grounded": grounded,
+                "total": total,
+                "percent": round(100 * grounded / total) if total else 0,
+                "claims": [  # in path order: a stored generation's keys come back sorted
+                    {"claim": cl.path, "status": cl.status, "cites": list(cl.cited)}
+                    for cl in sorted(found.values(), key=lambda cl: cl.path)
+                ],
+            },
             "overall": {"a": f"{score_a:.2f}", "b": f"{score_b:.2f}"},
             "winner": won,
             "winner_name": winner_name,
@@ -227,6 +256,7 @@ def report_json(view: dict[str, Any]) -> dict[str, Any]:
         },
         "data": view["data"],
         "overrides": view["overrides"],
+        "grounding": view["grounding"],
         "computed": {
             "overall": {"a": float(view["overall"]["a"]), "b": float(view["overall"]["b"])},
             "winner": view["winner"],
@@ -250,6 +280,32 @@ def report_json(view: dict[str, Any]) -> dict[str, Any]:
             "usage": {"prompt_tokens": c.usage.prompt_tokens, "completion_tokens": c.usage.completion_tokens},
         },
     }
+
+
+def _passages(c: Comparison, pair: Pair) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """Passage texts by id, and each passage with where it comes from (for footnotes and links)."""
+    names = {pair.a.id: pair.a.name, pair.b.id: pair.b.name}
+    texts: dict[str, str] = {}
+    listed = []
+    for source in c.sources:
+        for p in source.get("passages", []):
+            pid, text = str(p.get("id", "")), str(p.get("text", ""))
+            if not _PASSAGE_ID.fullmatch(pid):
+                continue
+            texts[pid] = text
+            listed.append({
+                "id": pid, "text": text, "subject": names.get(source.get("subject", ""), source.get("subject", "")),
+                "label": str(source.get("label", "")), "location": str(source.get("location", "")),
+                "url": str(source.get("location", "")) if source.get("kind") == "url" else "",
+                "retrieved_at": str(source.get("retrieved_at", "")),
+            })  # fmt: skip
+    return texts, listed
+
+
+def _claim_view(claim: Any) -> dict[str, Any]:
+    if claim is None:
+        return {"cites": [], "status": "uncited"}
+    return {"cites": list(claim.cited), "status": claim.status}
 
 
 def md_escape(value: Any) -> str:
@@ -294,6 +350,9 @@ def atomic_write(path: Path, text: str) -> bool:
         Path(tmp).unlink(missing_ok=True)
         raise RenderError(f"cannot write {path}: {exc.strerror}") from exc
     return True
+
+
+_PASSAGE_ID = re.compile(r"P[0-9]{1,3}")
 
 
 def _cell(entry: dict[str, Any], dim: Dimension) -> dict[str, Any]:

@@ -53,8 +53,13 @@ def load_canonical(schemas_dir: Path) -> tuple[dict[str, Any], str]:
     return schema, hashlib.sha256(raw).hexdigest()
 
 
-def specialise(canonical: dict[str, Any], pair: Pair) -> dict[str, Any]:
-    defs = canonical["$defs"]
+def specialise(canonical: dict[str, Any], pair: Pair, passage_ids: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The schema for one pair; with `passage_ids`, citations must name one of those passages."""
+    defs = dict(canonical["$defs"])
+    citations = _inline(copy.deepcopy(defs["citations"]), defs)
+    if passage_ids is not None:
+        citations["items"] = {"type": "string", "enum": list(passage_ids)}
+    defs["citations"] = citations
     props = canonical["properties"]
     verdict = copy.deepcopy(props["verdict"])
     verdict["properties"]["winner"] = {"type": "string", "enum": [pair.a.name, pair.b.name, "tie"]}
@@ -97,7 +102,9 @@ def compact(node: Any, max_chars: int) -> Any:
         out["pattern"] = f'^[A-Za-z0-9][^"\\\\{{}}<>\\[\\]]{{{low - 1},{high - 1}}}$'
         out.pop("minLength", None)
         out.pop("maxLength", None)
-    if out.get("type") == "array" and "minItems" in out:
+    if out.get("type") == "array" and "enum" in out.get("items", {}):
+        out["minItems"] = out["maxItems"] = 1  # a citation: exactly one passage id
+    elif out.get("type") == "array" and "minItems" in out:
         out["maxItems"] = out["minItems"]
     return out
 
@@ -122,6 +129,18 @@ def verdict_only(schema: dict[str, Any], winner: str) -> dict[str, Any]:
     }
 
 
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """`$ref`s into `$defs` replaced by what they point at (the pair schema stands alone)."""
+    if isinstance(node, list):
+        return [_inline(x, defs) for x in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref", "")
+    if ref.startswith("#/$defs/"):
+        return _inline(copy.deepcopy(defs[ref.removeprefix("#/$defs/")]), defs)
+    return {k: _inline(v, defs) for k, v in node.items()}
+
+
 def _analysis(defs: dict[str, Any], name: str, dims: tuple[Dimension, ...]) -> dict[str, Any]:
     base = defs["analysis"]
     return {
@@ -134,15 +153,16 @@ def _analysis(defs: dict[str, Any], name: str, dims: tuple[Dimension, ...]) -> d
                 "type": "object",
                 "additionalProperties": False,
                 "required": [d.name for d in dims],
-                "properties": {d.name: _rating(defs["rating"], d) for d in dims},
+                "properties": {d.name: _rating(defs, d) for d in dims},
             },
-            "pros": copy.deepcopy(defs["points"]),
-            "cons": copy.deepcopy(defs["points"]),
+            "pros": _inline(copy.deepcopy(defs["points"]), defs),
+            "cons": _inline(copy.deepcopy(defs["points"]), defs),
         },
     }
 
 
-def _rating(base: dict[str, Any], dim: Dimension) -> dict[str, Any]:
+def _rating(defs: dict[str, Any], dim: Dimension) -> dict[str, Any]:
+    base = defs["rating"]
     branches = {b["type"]: b for b in base["properties"]["value"]["anyOf"]}
     if dim.kind == "percent":
         value = copy.deepcopy(branches["integer"])
@@ -161,6 +181,7 @@ def _rating(base: dict[str, Any], dim: Dimension) -> dict[str, Any]:
             "value": value,
             "rating": {"type": "integer", "enum": list(range(rating["minimum"], rating["maximum"] + 1))},
             "rationale": copy.deepcopy(base["properties"]["rationale"]),
+            "sources": copy.deepcopy(defs["citations"]),
         },
     }
 

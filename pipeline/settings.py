@@ -99,6 +99,7 @@ class Settings:
     default_provider: str
     generation: GenerationParams = field(default_factory=GenerationParams)
     transport: TransportPolicy = field(default_factory=TransportPolicy)
+    fetch: Any = None  # pipeline.fetch.FetchPolicy, from [fetch]
 
     @property
     def config_dir(self) -> Path:
@@ -140,7 +141,19 @@ def load_settings(workspace: Path, *, store: str | None = None) -> Settings:
         default_provider=default,
         generation=_dataclass_from(GenerationParams, cfg.get("generation", {}), cfg_path, "generation"),
         transport=_dataclass_from(TransportPolicy, cfg.get("transport", {}), cfg_path, "transport"),
+        fetch=_fetch_policy(cfg.get("fetch", {}), cfg_path),
     )
+
+
+def _fetch_policy(raw: dict[str, Any], cfg_path: Path) -> Any:
+    from pipeline.fetch import FetchPolicy
+
+    policy = _dataclass_from(FetchPolicy, raw, cfg_path, "fetch")
+    if os.environ.get("PIPELINE_OFFLINE", "") not in ("", "0"):
+        from dataclasses import replace
+
+        policy = replace(policy, offline=True)
+    return policy
 
 
 def choose_profile(settings: Settings, name: str | None, model: str | None) -> tuple[ProviderProfile, str]:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
+from pipeline.grounding import point_text
 from pipeline.models import Pair, Problem
 from pipeline.schema import canonical_json, specialise, without_verdict
 from pipeline.scoring import winner
@@ -36,22 +37,26 @@ def parse(text: str) -> tuple[dict[str, Any] | None, list[Problem]]:
     return _normalise(value), []
 
 
-def validate(data: dict[str, Any], pair: Pair, canonical: dict[str, Any]) -> list[Problem]:
+def validate(
+    data: dict[str, Any], pair: Pair, canonical: dict[str, Any], passage_ids: tuple[str, ...] | None = None
+) -> list[Problem]:
     """Schema problems (the generic shape first, then the pair's names), else semantic problems.
 
     The pair-specialised schema accepts a subset of what the canonical one does, so a valid answer
     needs one pass; the canonical pass runs only to explain a failure in generic terms first.
     """
     canonical_text = canonical_json(canonical)
-    problems = _problems(_pair_validator(canonical_text, pair, False), data)
+    problems = _problems(_pair_validator(canonical_text, pair, False, passage_ids), data)
     if problems:
         return _problems(_validator(canonical_text), data) or problems
     return semantic_problems(data, pair)
 
 
-def validate_partial(data: dict[str, Any], pair: Pair, canonical: dict[str, Any]) -> list[Problem]:
+def validate_partial(
+    data: dict[str, Any], pair: Pair, canonical: dict[str, Any], passage_ids: tuple[str, ...] | None = None
+) -> list[Problem]:
     """Everything but the verdict (the first stage of a staged generation)."""
-    problems = _problems(_pair_validator(canonical_json(canonical), pair, True), data)
+    problems = _problems(_pair_validator(canonical_json(canonical), pair, True, passage_ids), data)
     return problems or semantic_problems(data, pair, verdict=False)
 
 
@@ -65,9 +70,10 @@ def semantic_problems(data: dict[str, Any], pair: Pair, *, verdict: bool = True)
                 problems += _duplicates(value, f"{side}.dimensions.{dim.name}.value")
         rationales = [analysis["dimensions"][d.name]["rationale"] for d in pair.category.dimensions]
         problems += _duplicates(rationales, f"{side}.dimensions.*.rationale")
-        problems += _duplicates(analysis["pros"], f"{side}.pros")
-        problems += _duplicates(analysis["cons"], f"{side}.cons")
-        overlap = {_key(p) for p in analysis["pros"]} & {_key(c) for c in analysis["cons"]}
+        pros, cons = [point_text(p) for p in analysis["pros"]], [point_text(c) for c in analysis["cons"]]
+        problems += _duplicates(pros, f"{side}.pros")
+        problems += _duplicates(cons, f"{side}.cons")
+        overlap = {_key(p) for p in pros} & {_key(c) for c in cons}
         if overlap:
             problems.append(Problem(f"{side}", "the same point is listed as both a pro and a con"))
     problems += _duplicates([f["question"] for f in data["faq"]], "faq")
@@ -104,8 +110,8 @@ def _validator(schema_json: str) -> Any:
 
 
 @lru_cache(maxsize=256)  # a batch validates each pair's attempts against the same pair schema
-def _pair_validator(canonical_text: str, pair: Pair, partial: bool) -> Any:
-    schema = specialise(json.loads(canonical_text), pair)
+def _pair_validator(canonical_text: str, pair: Pair, partial: bool, passage_ids: tuple[str, ...] | None) -> Any:
+    schema = specialise(json.loads(canonical_text), pair, passage_ids)
     return _validator(canonical_json(without_verdict(schema) if partial else schema))
 
 

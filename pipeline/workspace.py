@@ -79,13 +79,26 @@ class Workspace:
 
         return make_provider(profile, self.settings.transport)
 
+    @cached_property
+    def fetcher(self) -> Any:
+        from pipeline.fetch import Fetcher
+
+        return Fetcher(self.store, self.settings.fetch)
+
+    def go_offline(self) -> None:
+        """Use stored snapshots of URL sources only (`--offline`)."""
+        from dataclasses import replace
+
+        object.__setattr__(self.settings, "fetch", replace(self.settings.fetch, offline=True))
+        self.__dict__.pop("fetcher", None)
+
     def pair(self, ref: str, *, cross_category: bool = False) -> Pair:
         return self.catalogue.pair(ref, allow_cross_category=cross_category)
 
     def prepare(self, pair: Pair, provider: Provider) -> Any:
         from pipeline.generate import prepare
 
-        bundles = tuple(gather(s, self.root, self.settings.max_source_chars) for s in (pair.a, pair.b))
+        bundles = tuple(gather(s, self.root, self.settings.max_source_chars, self.fetcher) for s in (pair.a, pair.b))
         canonical, schema_sha = self.canonical
         return prepare(pair, bundles, self.prompts, canonical, schema_sha, provider, self.settings.generation)
 

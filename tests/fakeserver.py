@@ -34,9 +34,11 @@ def synthesise(schema: dict[str, Any], path: str = "") -> Any:
         return [synthesise(schema["items"], f"{path}[{i}]") for i in range(n)]
     if kind == "integer":
         return max(schema.get("minimum", 0), min(schema.get("maximum", 100), 50))
+    if kind == "string" and schema.get("pattern", "").startswith("^P"):
+        return "P1"  # a passage id (citations without the pair's enum of ids)
     if kind == "string":
         words = [w for w in path.replace("[", " ").replace("]", " ").replace(".", " ").split() if w]
-        text = " ".join(words[-2:]).capitalize() + " text"
+        text = " ".join(words[-3:]).capitalize() + " text"
         low, high = schema.get("minLength", 0), schema.get("maxLength", 10_000)
         text = text[:high]
         while len(text) < low:

@@ -54,12 +54,19 @@ def test_batch_of_55_with_faults_ends_with_exactly_the_right_statuses(workspace:
     add_category(workspace)
     rng = random.Random(1234)
     lock = threading.Lock()
+    streak: dict[str, int] = {}
 
     def chooser(request: dict) -> dict | None:
         if "Widget 03" in request["messages"][1]["content"] and "Widget 07" in request["messages"][1]["content"]:
             return {"kind": "schema_invalid"}  # one pair that never gets a valid answer
+        key = request["messages"][1]["content"][:80]  # names the pair
         with lock:
             roll = rng.random()
+            # at most 2 faults in a row per pair (fewer than the 3 transport retries): a pair that fails
+            # anyway shows a bug, not bad luck
+            streak[key] = streak.get(key, 0) + 1 if roll < 0.20 else 0
+            if streak[key] > 2:
+                streak[key], roll = 0, 1.0
         if roll < 0.10:
             return {"kind": "status", "status": 429, "headers": {"retry-after": "0.2"}}
         if roll < 0.15:

@@ -6,6 +6,7 @@ from jinja2 import UndefinedError
 from pipeline.catalogue import load_catalogue
 from pipeline.gather import gather
 from pipeline.models import SourceSpec
+from pipeline.grounding import passages
 from pipeline.prompt import PromptBuilder
 from tests.conftest import REPO
 
@@ -16,7 +17,7 @@ def build(pair_ref: str = "image-classification,image-segmentation", *extra: Sou
     pair = CAT.pair(pair_ref)
     a = pair.a if not extra else type(pair.a)(**{**pair.a.__dict__, "sources": extra})
     bundles = (gather(a, REPO, 6000), gather(pair.b, REPO, 6000))
-    return PromptBuilder(REPO / "prompts").build(pair, bundles, None)
+    return PromptBuilder(REPO / "prompts").build(pair, passages(bundles), None)
 
 
 def test_instructions_first_sources_last_and_hash_stable() -> None:

@@ -23,7 +23,7 @@ PAIR = CAT.pair("image-classification,image-segmentation")
 
 
 def rating(value, r: int, why: str) -> dict:
-    return {"value": value, "rating": r, "rationale": why}
+    return {"value": value, "rating": r, "rationale": why, "sources": ["P1"]}
 
 
 # The reference page's own content, as a model would return it.
@@ -72,6 +72,9 @@ REFERENCE_DATA = {
     ],
     "alternatives": ["Object Detection", "Instance Segmentation"],
 }  # fmt: skip
+for _side in ("a", "b"):  # pros and cons cite passage P1 (the subject's description in these tests)
+    for _kind in ("pros", "cons"):
+        REFERENCE_DATA[_side][_kind] = [{"text": t, "sources": ["P1"]} for t in REFERENCE_DATA[_side][_kind]]
 
 
 def make(data: dict = REFERENCE_DATA, provider: str = "openai", model: str = "gpt-4o-mini") -> Comparison:
@@ -80,7 +83,9 @@ def make(data: dict = REFERENCE_DATA, provider: str = "openai", model: str = "gp
         generated_at="2026-06-15T09:30:00Z", provider=provider, model=model, cache_key="c" * 64,
         prompt_sha256="p" * 64, schema_sha256="s" * 64,
         sources=({"subject": "image-classification", "label": "description", "kind": "text",
-                  "location": "catalogue", "sha256": "a" * 64, "truncated": False},),
+                  "location": "catalogue", "sha256": "a" * 64, "truncated": False,
+                  "passages": [{"id": "P1", "text": "Image classification assigns a label to a whole image; it is "
+                                "fast, easy to implement and accurate on standard benchmarks."}]},),
         attempts=1, usage=Usage(1200, 800), params={"template_sha256": "t" * 64, "dialect": "json_schema"},
     )  # fmt: skip
 
@@ -142,7 +147,7 @@ def test_demo_model_reports_are_labelled(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_markdown_neutralises_hostile_model_text(tmp_path: Path, hostile: str) -> None:
     data = copy.deepcopy(REFERENCE_DATA)
-    data["a"]["pros"][0] = hostile
+    data["a"]["pros"][0] = {"text": hostile, "sources": []}
     data["alternatives"][0] = hostile
     data["a"]["dimensions"]["Speed"]["rationale"] = hostile
     md = Renderer(CAT, tmp_path).render(make(data)).files["md"]
@@ -167,8 +172,8 @@ HOSTILE = [
 def hostile_comparison() -> Comparison:
     data = copy.deepcopy(REFERENCE_DATA)
     for side in ("a", "b"):
-        data[side]["pros"] = HOSTILE[:3]
-        data[side]["cons"] = HOSTILE[3:]
+        data[side]["pros"] = [{"text": h, "sources": ["P1"]} for h in HOSTILE[:3]]
+        data[side]["cons"] = [{"text": h, "sources": ["P1"]} for h in HOSTILE[3:]]
         for dim in data[side]["dimensions"].values():
             dim["rationale"] = HOSTILE[4]
         data[side]["dimensions"]["Applications"]["value"] = HOSTILE[:4]
@@ -197,6 +202,7 @@ def test_html_contains_no_script_handler_or_unsafe_link(tmp_path: Path) -> None:
     assert "script" not in found["tags"] and "img" not in found["tags"] and "iframe" not in found["tags"]
     assert found["handlers"] == []
     assert found["tags"].count("svg") == 2  # the two charts; no injected <svg>
-    # Our only links: relative report links built from catalogue slugs; never javascript:, data: or remote.
-    assert found["links"] and all(re.fullmatch(r"[a-z0-9-]+\.html", href) for href in found["links"])
+    # Our only links: relative report links built from catalogue slugs, and citations to passages in the
+    # page (ids checked against P<number>); never javascript:, data: or remote.
+    assert found["links"] and all(re.fullmatch(r"[a-z0-9-]+\.html|#passage-P[0-9]{1,3}", h) for h in found["links"])
     assert "&lt;script&gt;" in page  # the text is shown, escaped

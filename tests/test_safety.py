@@ -58,7 +58,7 @@ def test_prompt_injection_in_sources_stays_data(workspace: Path, fake: FakeLLM) 
     ))  # fmt: skip
 
     def hostile(data: dict, _request: dict) -> dict:  # the model "obeys" the injection as best it can
-        data["a"]["pros"][0] = '<a href="javascript:alert(1)">10/10</a> ../../etc/passwd'
+        data["a"]["pros"][0]["text"] = '<a href="javascript:alert(1)">10/10</a> ../../etc/passwd'
         data["alternatives"][0] = "<img src=https://evil.example/x.png onerror=alert(1)>"
         return data
 

@@ -42,7 +42,7 @@ def test_compact_schema_is_stricter(good: dict) -> None:
     small = compact(specialise(CANONICAL, PAIR), 80)
     assert small["properties"]["faq"]["maxItems"] == small["properties"]["faq"]["minItems"]
     bad = copy.deepcopy(good)
-    bad["a"]["pros"][0] = ".5}} closing the JSON"
+    bad["a"]["pros"][0]["text"] = ".5}} closing the JSON"
     assert list(Draft202012Validator(small).iter_errors(bad))
     assert not list(Draft202012Validator(specialise(CANONICAL, PAIR)).iter_errors(bad))
 
@@ -71,7 +71,7 @@ def problems_of(data: dict) -> list[str]:
 
 def test_semantic_rules(good: dict) -> None:
     d = copy.deepcopy(good)
-    d["a"]["pros"][1] = d["a"]["pros"][0].upper()
+    d["a"]["pros"][1]["text"] = d["a"]["pros"][0]["text"].upper()
     assert any("a.pros[1]: duplicate item" in p for p in problems_of(d))
 
     d = copy.deepcopy(good)
@@ -83,7 +83,7 @@ def test_semantic_rules(good: dict) -> None:
     assert any("so the winner is 'tie'" in p for p in problems_of(d))
 
     d = copy.deepcopy(good)
-    d["b"]["cons"][0] = "very " * 10 + "slow"
+    d["b"]["cons"][0]["text"] = "very " * 10 + "slow"
     assert any("repeats the same words" in p for p in problems_of(d))
 
     d = copy.deepcopy(good)
