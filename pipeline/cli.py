@@ -90,13 +90,22 @@ def list_cmd(obj: Context) -> None:
 @click.option("--model", help="Model name (overrides the profile's).")
 @click.option("--force", is_flag=True, help="Call the model even when the cache has this generation.")
 @click.option("--cross-category", is_flag=True, help="Allow subjects from different categories.")
+@click.option("--offline", is_flag=True, help="Fetch nothing: URL sources come from their stored snapshots.")
 @click.pass_obj
 @handles_errors
 def run(
-    obj: Context, pair_ref: str, provider: str | None, model: str | None, force: bool, cross_category: bool
+    obj: Context,
+    pair_ref: str,
+    provider: str | None,
+    model: str | None,
+    force: bool,
+    cross_category: bool,
+    offline: bool,
 ) -> None:
     """Generate (or take from the cache) one comparison and write its reports."""
     ws = obj.open(f"pipeline run --pair {pair_ref}")
+    if offline:
+        ws.go_offline()
     pair = ws.pair(pair_ref, cross_category=cross_category)
     profile, why = ws.profile(provider, model)
     if not provider and ws.settings.default_provider == "auto":
@@ -164,11 +173,13 @@ def render(obj: Context) -> None:
 @click.option("--provider", help="Provider profile (overrides the batch file).")
 @click.option("--model", help="Model name (overrides the batch file and profile).")
 @click.option("--json", "json_path", help="Write a machine-readable run summary to this file ('-' for stdout).")
+@click.option("--offline", is_flag=True, help="Fetch nothing: URL sources come from their stored snapshots.")
 @click.pass_obj
 @handles_errors
 def batch(
     obj: Context, batch_file: Path | None, category: str | None, dry_run: bool, resume: bool, force: bool,
     max_cost: float | None, concurrency: int | None, provider: str | None, model: str | None, json_path: str | None,
+    offline: bool,
 ) -> None:  # fmt: skip
     """Generate or refresh many comparisons: a batch file's pairs and/or a whole category.
 
@@ -183,6 +194,8 @@ def batch(
     if batch_file is None and category is None:
         raise click.UsageError("give a batch file or --category")
     ws = obj.open(f"pipeline batch {batch_file or '--category ' + str(category)}")
+    if offline:
+        ws.go_offline()
     spec = b.load_batch(batch_file) if batch_file else b.BatchSpec(name=f"category-{category}")
     if category:
         spec = dataclasses.replace(spec, categories=(*spec.categories, category))

@@ -5,8 +5,8 @@ from jinja2 import UndefinedError
 
 from pipeline.catalogue import load_catalogue
 from pipeline.gather import gather
-from pipeline.models import SourceSpec
 from pipeline.grounding import passages
+from pipeline.models import SourceSpec
 from pipeline.prompt import PromptBuilder
 from tests.conftest import REPO
 
