@@ -11,14 +11,13 @@ run stopped before the item finished.
 from __future__ import annotations
 
 import calendar
-import contextlib
-import queue
 import re
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,21 +313,23 @@ def run_batch(
                 (ItemOutcome(i.pair.key, "fresh", generation_id=i.cached.generation_id), None, None, i.cached)
                 for i in items if i.action == "fresh"
             ])  # fmt: skip
-            # Every item is queued at once: a worker takes the next one the moment its call returns,
-            # without waiting for this (writer) thread to wake up. An item a worker takes after the
-            # budget is reached returns at once as skipped; Ctrl-C cancels what is still queued.
-            done: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
-            for item in items:
-                if item.action == "generate":
-                    future = pool.submit(work, item)
-                    running[future] = item
-                    future.add_done_callback(done.put)
-            while running:
-                with contextlib.suppress(queue.Empty):
-                    arrivals = [done.get(timeout=0.5)]  # a timeout keeps Ctrl-C responsive
-                    while not done.empty():
-                        arrivals.append(done.get_nowait())
-                    collect(arrivals)
+            queue = deque(i for i in items if i.action == "generate")
+
+            def top_up() -> None:
+                while queue and len(running) < workers and not budget_hit:
+                    item = queue.popleft()
+                    running[pool.submit(work, item)] = item
+
+            while queue or running:
+                top_up()
+                if budget_hit and queue:
+                    finish([skipped(item) for item in queue])
+                    queue.clear()
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                collect(done)
+                top_up()  # the freed workers call the model again before the writer's work below
                 finish(list(arrived.values()))  # everything that has arrived, in one transaction
         except KeyboardInterrupt:
             interrupted = True
