@@ -17,7 +17,7 @@ from functools import cached_property
 from typing import Any
 
 from pipeline.errors import OutputInvalidError, PipelineError, ProviderError, TransientProviderError
-from pipeline.grounding import Passage, passages, passages_by_source
+from pipeline.grounding import Passage, passages_by_source
 from pipeline.models import (
     AttemptRecord,
     Comparison,
@@ -54,11 +54,12 @@ class Job:
     params: GenerationParams
     provider_identity: dict[str, str]
     cache_key: str
+    passage_groups: tuple[tuple[Passage, ...], ...]  # each source's passages, as the prompt numbered them
 
     # Derived only when a job is generated: a fresh batch item never needs them.
     @cached_property
     def passages(self) -> tuple[Passage, ...]:
-        return passages(self.bundles)
+        return tuple(p for group in self.passage_groups for p in group)
 
     @cached_property
     def passage_ids(self) -> tuple[str, ...]:
@@ -92,7 +93,8 @@ def prepare(
     params: GenerationParams,
 ) -> Job:
     in_prompt = None
-    found = passages(bundles)
+    groups = tuple(tuple(group) for group in passages_by_source(bundles))
+    found = tuple(p for group in groups for p in group)
     if provider.dialect in ("json_object", "prompt"):
         in_prompt = _model_schema(canonical, pair, provider.compact_schema, tuple(p.id for p in found))
     messages = builder.build(pair, found, in_prompt)
@@ -106,7 +108,9 @@ def prepare(
             "schema": schema_sha256,
         }
     )
-    return Job(pair, bundles, messages, canonical, provider.compact_schema, schema_sha256, params, identity, key)
+    return Job(
+        pair, bundles, messages, canonical, provider.compact_schema, schema_sha256, params, identity, key, groups
+    )
 
 
 class _StageFailed(Exception):
@@ -333,7 +337,7 @@ def _comparison(
             **({"retrieved_at": s.retrieved_at} if s.retrieved_at else {}),
             "passages": [{"id": p.id, "text": p.text} for p in group],
         }
-        for s, group in zip(flat, passages_by_source(job.bundles), strict=True)
+        for s, group in zip(flat, job.passage_groups, strict=True)
     )
     generation_id = hashlib.sha256(f"{job.cache_key}|{answered_at}|{time.monotonic_ns()}".encode()).hexdigest()[:16]
     return Comparison(
