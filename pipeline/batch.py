@@ -11,12 +11,14 @@ run stopped before the item finished.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import re
+import signal
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,10 +259,13 @@ def run_batch(
         arrived: dict[str, Entry] = {}  # results that came back and are not committed yet
 
         def finish(entries: list[Entry]) -> None:
-            ledger.record(run_id, [(o.row(), g, f) for o, g, f, _c in entries])
-            for outcome, _g, _f, _c in entries:
-                outcomes[outcome.pair_key] = outcome
-                arrived.pop(outcome.pair_key, None)
+            # A Ctrl-C between the commit and the bookkeeping below would make the interrupt path
+            # commit the same items again (duplicate generation ids): it waits until both are done.
+            with _interrupts_deferred():
+                ledger.record(run_id, [(o.row(), g, f) for o, g, f, _c in entries])
+                for outcome, _g, _f, _c in entries:
+                    outcomes[outcome.pair_key] = outcome
+                    arrived.pop(outcome.pair_key, None)
             for outcome, _g, _f, comparison in entries:
                 if comparison is not None:
                     _write(ws, comparison, expected, before)
@@ -346,6 +351,26 @@ def run_batch(
             run_id, spec.name, ident["kind"], ident["model"], [outcomes[i.pair.key] for i in items],
             time.monotonic() - started, interrupted, budget_hit,
         )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """SIGINT/SIGTERM inside the block are raised as KeyboardInterrupt when it ends, not in its middle."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda number, _frame: caught.append(number)) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _write(ws: Any, comparison: Any, existing: frozenset[str], before: dict[str, Any]) -> None:
