@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import hashlib
 import re
 import signal
 import threading
@@ -87,6 +88,19 @@ def load_batch(path: Path) -> BatchSpec:
     if not (spec.pairs or spec.categories or spec.subjects):
         raise ConfigError(f"{path}: names no pairs; add `pairs = [...]` or [[select]] category/subject entries")
     return spec
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`i/n` (1 ≤ i ≤ n): this machine's share of a batch split n ways."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise ConfigError(f"--shard {text!r} must look like i/n with 1 ≤ i ≤ n, e.g. 2/4")
+    return int(match.group(1)), int(match.group(2))
+
+
+def shard_of(pair_key: str, shards: int) -> int:
+    """Which of `shards` shards (1-based) a pair belongs to: a stable hash of the pair, the same on every machine."""
+    return int.from_bytes(hashlib.sha256(pair_key.encode()).digest()[:8], "big") % shards + 1
 
 
 def resolve_pairs(spec: BatchSpec, catalogue: Catalogue) -> list[Pair]:
@@ -426,12 +440,15 @@ def _one_line(error: PipelineError | None) -> str:
 
 
 def prepare_batch(
-    ws: Any, spec: BatchSpec, provider: Any, *, force: bool, resume: bool
+    ws: Any, spec: BatchSpec, provider: Any, *, force: bool, resume: bool, shard: tuple[int, int] | None = None
 ) -> tuple[list[PlanItem], str | None]:
     """The plan for a batch; with `resume`, what the last run of this batch finished counts as fresh."""
     from pipeline.store import Ledger
 
     pairs = resolve_pairs(spec, ws.catalogue)
+    if shard is not None:
+        index, count = shard
+        pairs = [p for p in pairs if shard_of(p.key, count) == index]
     done_before: set[str] = set()
     resumed_from = None
     if resume:

@@ -174,23 +174,48 @@ def render(obj: Context) -> None:
 @click.option("--model", help="Model name (overrides the batch file and profile).")
 @click.option("--json", "json_path", help="Write a machine-readable run summary to this file ('-' for stdout).")
 @click.option("--offline", is_flag=True, help="Fetch nothing: URL sources come from their stored snapshots.")
+@click.option("--shard", help="Take share i of n (e.g. 2/4): a stable hash of each pair, the same on every machine.")
+@click.option(
+    "--via",
+    type=click.Choice(["threads", "openai-batch"]),
+    default="threads",
+    show_default=True,
+    help="threads: call the model now; openai-batch: submit to the provider's Batch API and return.",
+)
+@click.option(
+    "--reask",
+    type=click.Choice(["sync", "batch"]),
+    help="openai-batch: re-ask invalid/failed items at once (sync) or in a follow-up batch.",
+)
+@click.option("--collect", is_flag=True, help="Collect the answers of submitted Batch API runs; re-ask what failed.")
+@click.option("--cancel", is_flag=True, help="Cancel submitted Batch API runs (answers already made are collected).")
+@click.option("--run", "run_id", help="With --collect/--cancel: only this run (default: every open one).")
+@click.option("--wait", is_flag=True, help="With --collect: poll until every run is finished.")
+@click.option("--poll", type=click.FloatRange(0.01), help="With --wait: seconds between checks ([batch_api] poll_s).")
 @click.pass_obj
 @handles_errors
 def batch(
     obj: Context, batch_file: Path | None, category: str | None, dry_run: bool, resume: bool, force: bool,
     max_cost: float | None, concurrency: int | None, provider: str | None, model: str | None, json_path: str | None,
-    offline: bool,
+    offline: bool, shard: str | None, via: str, reask: str | None, collect: bool, cancel: bool, run_id: str | None,
+    wait: bool, poll: float | None,
 ) -> None:  # fmt: skip
     """Generate or refresh many comparisons: a batch file's pairs and/or a whole category.
 
     Exit codes: 0 every item generated or fresh, 1 some failed or were skipped,
-    2 usage error, 75 the store stayed busy, 130 interrupted (resume with --resume).
+    2 usage error, 75 the store stayed busy or (--collect) batches are still running,
+    130 interrupted (resume with --resume).
     """
     import dataclasses
     import json
 
     from pipeline import batch as b
 
+    if collect or cancel:
+        if batch_file or category or (collect and cancel):
+            raise click.UsageError("--collect and --cancel take no batch file or --category (pick a run with --run)")
+        _collect_or_cancel(obj, cancel, run_id, wait, poll, json_path)
+        return
     if batch_file is None and category is None:
         raise click.UsageError("give a batch file or --category")
     ws = obj.open(f"pipeline batch {batch_file or '--category ' + str(category)}")
@@ -201,23 +226,49 @@ def batch(
         spec = dataclasses.replace(spec, categories=(*spec.categories, category))
     if concurrency:
         spec = dataclasses.replace(spec, concurrency=concurrency)
+    shard_of = b.parse_shard(shard) if shard else None
+    if shard_of:
+        spec = dataclasses.replace(spec, name=f"{spec.name} (shard {shard_of[0]}/{shard_of[1]})")
     profile, why = ws.profile(provider or spec.provider, model or spec.model)
     if not (provider or spec.provider) and ws.settings.default_provider == "auto":
         click.echo(f"provider: {profile.name} ({why})", err=True)
     backend = ws.provider(profile)
-    items, resumed_from = b.prepare_batch(ws, spec, backend, force=force, resume=resume)
+    if via == "openai-batch":
+        from pipeline.batch_api import require_batchable
+
+        require_batchable(backend)
+    items, resumed_from = b.prepare_batch(ws, spec, backend, force=force, resume=resume, shard=shard_of)
     price = b.load_price(ws.settings.config_dir, backend.model)
     if price is None:
         log.warning("no price for model %s in config/prices.toml; costs are shown as 0", backend.model)
+    policy = ws.settings.batch_api
+    if reask:
+        policy = dataclasses.replace(policy, reask=reask)
     if dry_run:
         est = b.estimate(items, ws.settings.generation.max_tokens, price)
         for item in items:
             click.echo(f"{item.action:<9} {item.pair.key}  ({item.reason})")
+        if est["cost"] is not None and via == "openai-batch":
+            est["cost"] = round(est["cost"] * policy.discount, 4)
         cost = "unknown" if est["cost"] is None else f"${est['cost']:.4f}"
         click.echo(
             f"dry run: {est['generate']} to generate, {est['fresh']} fresh; estimated "
             f"{est['prompt_tokens']} prompt + {est['completion_tokens']} completion tokens, {cost}; nothing was called"
         )
+        return
+    if via == "openai-batch":
+        from pipeline.batch_api import submit
+
+        sub = submit(ws, spec, items, backend, policy=policy, resumed_from=resumed_from,
+                     concurrency=spec.concurrency)  # fmt: skip
+        click.echo(
+            f"run {sub.run_id} ({spec.name}, {profile.name}/{backend.model}): {sub.generate} submitted to the "
+            f"Batch API in {len(sub.batches)} batch(es) ({sub.bytes / 1e6:.1f} MB), {sub.fresh} fresh"
+        )
+        for batch_id, status in sub.batches:
+            click.echo(f"  {batch_id}  {status}")
+        if sub.generate:
+            click.echo("collect the answers with: pipeline batch --collect  (add --wait to wait for them)")
         return
     budget = max_cost if max_cost is not None else spec.max_cost
     from pipeline.progress import batch_progress
@@ -248,6 +299,63 @@ def batch(
         sys.stderr.flush()
         os._exit(130)  # in-flight calls are abandoned; their items stay pending for --resume
     sys.exit(summary.exit_code)
+
+
+def _collect_or_cancel(
+    obj: Context, cancel: bool, run_id: str | None, wait: bool, poll: float | None, json_path: str | None
+) -> None:
+    import json
+    import time
+
+    from pipeline import batch_api as api
+    from pipeline.batch import load_price
+
+    ws = obj.open("pipeline batch --cancel" if cancel else "pipeline batch --collect")
+    runs = api.open_runs(ws, run_id)
+    if not runs:
+        click.echo("no Batch API run is waiting to be collected")
+        return
+    if cancel:
+        for run in runs:
+            st = api.cancel(ws, run)
+            click.echo(f"run {st.run_id} ({st.name}): cancel requested; collect what was answered with "
+                       "pipeline batch --collect")  # fmt: skip
+        return
+    policy = ws.settings.batch_api
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    states: dict[str, Any] = {}
+    pending = list(runs)
+    try:
+        while True:
+            for run in pending:
+                price = load_price(ws.settings.config_dir, run["spec"]["model"])
+                states[run["run_id"]] = api.collect(ws, run, policy, price, lambda m: click.echo(m, err=True))
+            pending = [r for r in pending if states[r["run_id"]].open]
+            if not pending or not wait:
+                break
+            time.sleep(poll or policy.poll_s)
+    except KeyboardInterrupt:
+        click.echo("interrupted: everything collected so far is stored; run pipeline batch --collect again", err=True)
+        sys.exit(130)
+    for st in states.values():
+        c = st.counts
+        click.echo(
+            f"run {st.run_id} ({st.name}): {st.status}; {c.get('generated', 0)} generated, {c.get('fresh', 0)} fresh, "
+            f"{c.get('failed', 0)} failed, {c.get('pending', 0)} pending; "
+            f"{st.usage.prompt_tokens}+{st.usage.completion_tokens} tokens, ${st.cost:.4f}"
+        )
+    if json_path:
+        text = json.dumps([st.as_dict() for st in states.values()], indent=2, sort_keys=True) + "\n"
+        if json_path == "-":
+            click.echo(text, nl=False)
+        else:
+            Path(json_path).write_text(text, encoding="utf-8")
+    if any(st.open for st in states.values()):
+        click.echo("some batches are still running; run pipeline batch --collect again later", err=True)
+        sys.exit(75)
+    bad = any(st.counts.get(s, 0) for st in states.values() for s in ("failed", "pending", "skipped"))
+    sys.exit(1 if bad else 0)
 
 
 def _print_summary(summary: Any) -> None:
@@ -287,6 +395,38 @@ def runs(obj: Context, limit: int, run_id: str | None) -> None:
             f"{r['fresh']:>5} {r['failed']:>4} {r['skipped']:>4} {r['pending']:>4} {r['tokens']:>7} "
             f"{r['cost']:>9.4f}  {r['started_at']}"
         )
+
+
+@cli.group("store")
+def store_group() -> None:
+    """Move comparisons between stores: export as Parquet, import (merge) exports of other machines."""
+
+
+@store_group.command("export")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.pass_obj
+@handles_errors
+def store_export(obj: Context, folder: Path) -> None:
+    """Write the generations, attempts, schemas, snapshots and run ledger as Parquet files into FOLDER."""
+    from pipeline.exchange import export
+
+    done = export(obj.open("pipeline store export").store, folder)
+    counts = ", ".join(f"{n} {t}" for t, n in done.rows.items())
+    click.echo(f"exported {counts} into {folder} ({done.bytes / 1e6:.1f} MB)")
+
+
+@store_group.command("import")
+@click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.pass_obj
+@handles_errors
+def store_import(obj: Context, folders: tuple[Path, ...]) -> None:
+    """Merge exported FOLDERS into this store; rows it already has are skipped (importing twice adds nothing)."""
+    from pipeline.exchange import import_
+
+    done = import_(obj.open("pipeline store import").store, list(folders))
+    counts = ", ".join(f"{n} {t}" for t, n in done.added.items())
+    click.echo(f"imported {done.folders} export(s) in {done.seconds:.2f} s: added {counts}")
+    click.echo("write the reports with: pipeline render")
 
 
 @cli.command()

@@ -113,6 +113,18 @@ def prepare(
     )
 
 
+def judge(
+    completion: Completion, check: Callable[[dict[str, Any]], list[Problem]], max_tokens: int
+) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """An answer's data and its problems (none: accepted)."""
+    if completion.finish_reason == "length":
+        return None, [Problem("", f"the answer was cut off at {max_tokens} tokens; write less")]
+    data, problems = parse(completion.text)
+    if data is not None:
+        problems = check(data)
+    return data, problems
+
+
 class _StageFailed(Exception):
     def __init__(self, problems: list[Problem], last_raw: str):
         super().__init__("stage failed")
@@ -137,36 +149,17 @@ class _Asker:
         messages: list[dict[str, str]],
         schema: dict[str, Any],
         check: Callable[[dict[str, Any]], list[Problem]],
+        first: Completion | None = None,
     ) -> tuple[dict[str, Any], Completion, str]:
+        """`first`: an answer that has already come back (a Batch API result), judged as attempt 1."""
         base = messages
         problems: list[Problem] = []
         raw = ""
         for index in range(self.params.max_attempts):
-            # A re-ask with the same seed tends to reproduce the same mistake; vary it per attempt.
-            seed = None if self.params.seed is None else self.params.seed + index
-            params = replace(self.params, seed=seed)
-            if self.provider.compact_schema and index:
-                # A small model stuck in a loop needs more randomness, not just another seed.
-                params = replace(params, temperature=min(1.0, params.temperature + 0.3 * index))
-            completion = call_with_retries(
-                self.provider,
-                messages,
-                schema,
-                params,
-                self.transport,
-                on_failure=self._transport_failure,
-                progress=self.progress,
-                gate=self.gate,
-            )
+            completion = first if index == 0 and first is not None else self._call(messages, schema, index)
             answered_at = utc_now()
             raw = completion.text
-            data: dict[str, Any] | None = None
-            if completion.finish_reason == "length":
-                problems = [Problem("", f"the answer was cut off at {self.params.max_tokens} tokens; write less")]
-            else:
-                data, problems = parse(completion.text)
-                if data is not None:
-                    problems = check(data)
+            data, problems = judge(completion, check, self.params.max_tokens)
             self.records.append(
                 AttemptRecord(
                     number=len(self.records) + 1,
@@ -184,6 +177,24 @@ class _Asker:
                 base, completion.text, problems, show_previous=not self.provider.compact_schema
             )
         raise _StageFailed(problems, raw)
+
+    def _call(self, messages: list[dict[str, str]], schema: dict[str, Any], index: int) -> Completion:
+        # A re-ask with the same seed tends to reproduce the same mistake; vary it per attempt.
+        seed = None if self.params.seed is None else self.params.seed + index
+        params = replace(self.params, seed=seed)
+        if self.provider.compact_schema and index:
+            # A small model stuck in a loop needs more randomness, not just another seed.
+            params = replace(params, temperature=min(1.0, params.temperature + 0.3 * index))
+        return call_with_retries(
+            self.provider,
+            messages,
+            schema,
+            params,
+            self.transport,
+            on_failure=self._transport_failure,
+            progress=self.progress,
+            gate=self.gate,
+        )
 
     def _transport_failure(self, exc: TransientProviderError, latency_ms: int) -> None:
         self.records.append(
@@ -221,9 +232,15 @@ def produce(
     *,
     progress: ProgressFn | None = None,
     gate: RateGate | None = None,
+    first: Completion | None = None,
+    invocation: str | None = None,
 ) -> Produced:
-    """Call the model until the answer is valid; touches no store, so workers can run it in parallel."""
-    invocation = uuid.uuid4().hex
+    """Call the model until the answer is valid; touches no store, so workers can run it in parallel.
+
+    `first`: an answer already in hand (from the Batch API) that counts as the first attempt;
+    it is judged like any other and re-asked synchronously when it is wrong.
+    """
+    invocation = invocation or uuid.uuid4().hex
     asker = _Asker(provider, builder, job.params, transport, progress, [], gate)
     messages = job.messages.as_list()
     request = {"messages": messages, "params": job.params.for_cache(), "provider": job.provider_identity}
@@ -233,7 +250,9 @@ def produce(
             data, completion, answered_at = _staged(job, asker, builder, canonical)
         else:
             ids = job.passage_ids
-            data, completion, answered_at = asker.ask(messages, job.schema, lambda d: validate(d, pair, canonical, ids))
+            data, completion, answered_at = asker.ask(
+                messages, job.schema, lambda d: validate(d, pair, canonical, ids), first=first
+            )
     except ProviderError as exc:
         return Produced(job, invocation, tuple(asker.records), None, request, "", exc)
     except _StageFailed as failed:
@@ -248,7 +267,7 @@ def produce(
             last_raw=failed.last_raw,
         )
         return Produced(job, invocation, tuple(asker.records), None, request, failed.last_raw, error)
-    comparison = _comparison(job, data, answered_at, asker.records, completion.model)
+    comparison = comparison_from(job, data, answered_at, asker.records, completion.model)
     return Produced(job, invocation, tuple(asker.records), comparison, request, completion.text, None)
 
 
@@ -322,7 +341,7 @@ def _model_attempts(records: list[AttemptRecord]) -> int:
     return sum(1 for r in records if r.outcome != "transport_error")
 
 
-def _comparison(
+def comparison_from(
     job: Job, data: dict[str, Any], answered_at: str, records: list[AttemptRecord], answered_model: str
 ) -> Comparison:
     flat = [s for bundle in job.bundles for s in bundle.sources]

@@ -89,6 +89,18 @@ class TransportPolicy:
 
 
 @dataclass(frozen=True)
+class BatchAPIPolicy:
+    """`[batch_api]`: how `pipeline batch --via openai-batch` splits, waits and re-asks."""
+
+    max_requests: int = 50_000  # per batch (the provider's limit); more are split into several batches
+    max_bytes: int = 190_000_000  # per input file, under the provider's 200 MB limit
+    completion_window: str = "24h"
+    reask: str = "sync"  # invalid or failed items: "sync" (re-asked at once, full price) or "batch" (a follow-up batch)
+    discount: float = 0.5  # Batch API price as a share of the price table's
+    poll_s: float = 60.0  # --wait: seconds between status checks
+
+
+@dataclass(frozen=True)
 class Settings:
     workspace: Path
     store_path: Path
@@ -100,6 +112,7 @@ class Settings:
     generation: GenerationParams = field(default_factory=GenerationParams)
     transport: TransportPolicy = field(default_factory=TransportPolicy)
     fetch: Any = None  # pipeline.fetch.FetchPolicy, from [fetch]
+    batch_api: BatchAPIPolicy = field(default_factory=BatchAPIPolicy)
 
     @property
     def config_dir(self) -> Path:
@@ -142,7 +155,17 @@ def load_settings(workspace: Path, *, store: str | None = None) -> Settings:
         generation=_dataclass_from(GenerationParams, cfg.get("generation", {}), cfg_path, "generation"),
         transport=_dataclass_from(TransportPolicy, cfg.get("transport", {}), cfg_path, "transport"),
         fetch=_fetch_policy(cfg.get("fetch", {}), cfg_path),
+        batch_api=_batch_api_policy(cfg.get("batch_api", {}), cfg_path),
     )
+
+
+def _batch_api_policy(raw: dict[str, Any], cfg_path: Path) -> BatchAPIPolicy:
+    policy: BatchAPIPolicy = _dataclass_from(BatchAPIPolicy, raw, cfg_path, "batch_api")
+    if policy.reask not in ("sync", "batch"):
+        raise ConfigError(f'{cfg_path}: [batch_api] reask must be "sync" or "batch", not {policy.reask!r}')
+    if policy.max_requests < 1 or policy.max_bytes < 1024:
+        raise ConfigError(f"{cfg_path}: [batch_api] max_requests must be ≥ 1 and max_bytes ≥ 1024")
+    return policy
 
 
 def _fetch_policy(raw: dict[str, Any], cfg_path: Path) -> Any:

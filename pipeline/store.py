@@ -138,6 +138,47 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        "006_batch_api",
+        """
+        CREATE TABLE api_batches (
+            run_id VARCHAR NOT NULL,
+            round INTEGER NOT NULL,
+            part INTEGER NOT NULL,
+            path VARCHAR NOT NULL,
+            requests INTEGER NOT NULL,
+            bytes BIGINT NOT NULL,
+            input_file_id VARCHAR,
+            batch_id VARCHAR,
+            status VARCHAR NOT NULL,
+            output_file_id VARCHAR,
+            error_file_id VARCHAR,
+            completed INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0,
+            created_at VARCHAR NOT NULL,
+            updated_at VARCHAR NOT NULL,
+            collected_at VARCHAR,
+            PRIMARY KEY (run_id, round, part)
+        );
+        CREATE TABLE api_requests (
+            run_id VARCHAR NOT NULL,
+            custom_id VARCHAR NOT NULL,
+            round INTEGER NOT NULL,
+            part INTEGER NOT NULL,
+            pair_key VARCHAR NOT NULL,
+            cache_key VARCHAR NOT NULL,
+            invocation_id VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            records VARCHAR NOT NULL,
+            answer VARCHAR NOT NULL,
+            updated_at VARCHAR NOT NULL,
+            PRIMARY KEY (run_id, custom_id)
+        );
+        """,
+    )
+)
+
 _COLUMNS = (
     "id, pair_key, category, cache_key, provider, model, params, prompt_sha256, schema_sha256, "
     "sources, data, attempts, prompt_tokens, completion_tokens, generated_at"
@@ -484,17 +525,21 @@ class Ledger:
 
     def start(self, run_id: str, name: str, spec: dict[str, Any], provider: str, model: str,
               pair_keys: Sequence[str], resumed_from: str | None) -> None:  # fmt: skip
-        now = utc_now()
         with self.store.session() as con:
-            con.execute(
-                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, NULL, 'running', ?)",
-                [run_id, name, _dumps(spec), provider, model, now, resumed_from],
-            )
-            if pair_keys:
-                con.executemany(
-                    "INSERT INTO run_items (run_id, pair_key, status, updated_at) VALUES (?, ?, 'pending', ?)",
-                    [[run_id, key, now] for key in pair_keys],
-                )
+            self.start_in(con, run_id, name, spec, provider, model, pair_keys, resumed_from)
+
+    @staticmethod
+    def start_in(con: Any, run_id: str, name: str, spec: dict[str, Any], provider: str, model: str,
+                 pair_keys: Sequence[str], resumed_from: str | None, status: str = "running") -> None:  # fmt: skip
+        """`start` inside a transaction the caller holds."""
+        now = utc_now()
+        con.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+            [run_id, name, _dumps(spec), provider, model, now, status, resumed_from],
+        )
+        if pair_keys:
+            _insert_rows(con, "run_items (run_id, pair_key, status, updated_at)",
+                         [[run_id, key, "pending", now] for key in pair_keys])  # fmt: skip
 
     def record(
         self, run_id: str, entries: Sequence[tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]]
@@ -504,6 +549,15 @@ class Ledger:
         Each entry is (ledger row, generation arguments or None, failed-attempt arguments or None).
         Grouping matters: opening and closing the DuckDB file costs far more than the inserts.
         """
+        if entries:
+            with self.store.session() as con:
+                self.record_in(con, run_id, entries)
+
+    @staticmethod
+    def record_in(
+        con: Any, run_id: str, entries: Sequence[tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]]
+    ) -> None:
+        """`record` inside a transaction the caller holds."""
         if not entries:
             return
         now = utc_now()
@@ -525,14 +579,13 @@ class Ledger:
                 item["completion_tokens"], item["cost"], item["latency_ms"], item["error"],
                 item.get("generation_id"), now,
             ])  # fmt: skip
-        with self.store.session() as con:
-            _write_rows(con, generations, attempts, schemas)
-            keys = [[run_id, row[1]] for row in items]
-            con.execute(
-                "DELETE FROM run_items WHERE (run_id, pair_key) IN (SELECT (k[1], k[2]) FROM (SELECT unnest(?) AS k))",
-                [keys],
-            )
-            _insert_rows(con, "run_items", items)
+        _write_rows(con, generations, attempts, schemas)
+        keys = [[run_id, row[1]] for row in items]
+        con.execute(
+            "DELETE FROM run_items WHERE (run_id, pair_key) IN (SELECT (k[1], k[2]) FROM (SELECT unnest(?) AS k))",
+            [keys],
+        )
+        _insert_rows(con, "run_items", items)
 
     def finish(self, run_id: str, status: str) -> None:
         with self.store.session() as con:

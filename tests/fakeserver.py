@@ -73,6 +73,10 @@ class FakeLLM:
     lock: threading.Lock = field(default_factory=threading.Lock)
     port: int = 0
     server: ThreadingHTTPServer | None = None
+    api: FakeBatchAPI = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.api = FakeBatchAPI(self)
 
     @property
     def base_url(self) -> str:
@@ -100,6 +104,41 @@ class FakeLLM:
             data = self.mutate(copy.deepcopy(data), request)
         return data
 
+    def respond(self, body: dict[str, Any], b: Behaviour) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """The HTTP status, JSON body and headers of a chat-completions answer for behaviour `b`."""
+        kind = b["kind"]
+        if kind in ("status", "hang", "drop"):
+            payload = b.get(
+                "body", {"error": {"message": b.get("message", "error"), "type": "error", "code": b.get("code")}}
+            )
+            return b.get("status", 500), payload, b.get("headers", {})
+        finish = "length" if kind == "length" else "stop"
+        if kind == "invalid_json":
+            content = '{"a": {"subject": "broken'
+        elif kind == "content":
+            content = b["content"]
+        else:
+            data = self.answer(body)
+            if kind == "schema_invalid":
+                data.pop("verdict", None)
+            if "patch" in b:
+                data = b["patch"](data)
+            content = json.dumps(data)
+        choices = (
+            []
+            if kind == "empty_choices"
+            else [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}]
+        )
+        response = {
+            "id": f"chatcmpl-{self.calls}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "fake"),
+            "choices": choices,
+            "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150},
+        }
+        return 200, response, {}
+
     def start(self) -> FakeLLM:
         state = self
 
@@ -114,7 +153,11 @@ class FakeLLM:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
-                body = json.loads(self.rfile.read(length) or b"{}")
+                raw = self.rfile.read(length)
+                if self.path.rstrip("/").endswith(("/files", "/batches")) or "/batches/" in self.path:
+                    self._reply(state.api.post(self.path, raw, self.headers.get("content-type", "")))
+                    return
+                body = json.loads(raw or b"{}")
                 with state.lock:
                     state.requests.append(body)
                     state.headers.append(dict(self.headers))
@@ -128,40 +171,26 @@ class FakeLLM:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
-                if kind == "status":
-                    payload = b.get(
-                        "body",
-                        {"error": {"message": b.get("message", "error"), "type": "error", "code": b.get("code")}},
-                    )
-                    self._send(b["status"], json.dumps(payload).encode(), b.get("headers", {}))
-                    return
                 time.sleep(b.get("delay", 0))
-                finish = "length" if kind == "length" else "stop"
-                if kind == "invalid_json":
-                    content = '{"a": {"subject": "broken'
-                elif kind == "content":
-                    content = b["content"]
-                else:
-                    data = state.answer(body)
-                    if kind == "schema_invalid":
-                        data.pop("verdict", None)
-                    if "patch" in b:
-                        data = b["patch"](data)
-                    content = json.dumps(data)
-                choices = (
-                    []
-                    if kind == "empty_choices"
-                    else [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}]
-                )
-                response = {
-                    "id": f"chatcmpl-{state.calls}",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": body.get("model", "fake"),
-                    "choices": choices,
-                    "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150},
-                }
-                self._send(200, json.dumps(response).encode(), {})
+                status, payload, headers = state.respond(body, b)
+                self._send(status, json.dumps(payload).encode(), headers)
+
+            def do_GET(self) -> None:
+                self._reply(state.api.get(self.path))
+
+            def do_DELETE(self) -> None:
+                self._reply(state.api.delete(self.path))
+
+            def _reply(self, answer: tuple[int, Any]) -> None:
+                status, payload = answer
+                if isinstance(payload, bytes):
+                    self.send_response(status)
+                    self.send_header("content-type", "application/octet-stream")
+                    self.send_header("content-length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                self._send(status, json.dumps(payload).encode(), {})
 
             def _send(self, status: int, data: bytes, headers: dict[str, str]) -> None:
                 self.send_response(status)
@@ -182,6 +211,189 @@ class FakeLLM:
         if self.server:
             self.server.shutdown()
             self.server.server_close()
+
+
+class FakeBatchAPI:
+    """The Files and Batches endpoints, close enough for the `openai` SDK.
+
+    A batch is processed when it is first retrieved after creation, each line answered by the
+    chat behaviour of the owning FakeLLM (chooser, queue, default). `mode` decides its fate:
+    "complete"; "hold" (stays in_progress until cancelled, then `answer_before_cancel` lines are
+    answered); "expire" (the first `expire_after` lines answered, the rest `batch_expired`);
+    "fail" (the input is rejected: status failed with an error).
+    """
+
+    def __init__(self, llm: FakeLLM):
+        self.llm = llm
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.mode = "complete"
+        self.expire_after = 0
+        self.answer_before_cancel = 0
+        self.creates = 0
+        self.fail_creates = 0  # answer this many creates with HTTP 503
+        self.uploads = 0
+        self.downloads = 0
+        self.lock = threading.Lock()
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def post(self, path: str, raw: bytes, content_type: str) -> tuple[int, Any]:
+        path = path.split("?")[0].rstrip("/")
+        with self.lock:
+            if path.endswith("/files"):
+                return self._upload(raw, content_type)
+            if path.endswith("/batches"):
+                return self._create(json.loads(raw or b"{}"))
+            if path.endswith("/cancel"):
+                return self._cancel(path.split("/")[-2])
+        return 404, {"error": {"message": f"no route {path}"}}
+
+    def get(self, path: str) -> tuple[int, Any]:
+        route = path.partition("?")[0]
+        route = route.rstrip("/")
+        with self.lock:
+            if route.endswith("/batches"):
+                data = [self._public(b) for b in sorted(self.batches.values(), key=lambda b: -b["seq"])]
+                return 200, {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                             "last_id": data[-1]["id"] if data else None, "has_more": False}  # fmt: skip
+            if "/batches/" in route:
+                batch = self.batches.get(route.split("/")[-1])
+                if batch is None:
+                    return 404, {"error": {"message": "no such batch", "type": "invalid_request_error"}}
+                self._progress(batch)
+                return 200, self._public(batch)
+            if route.endswith("/content"):
+                file_id = route.split("/")[-2]
+                if file_id not in self.files:
+                    return 404, {"error": {"message": "no such file"}}
+                self.downloads += 1
+                return 200, self.files[file_id]
+        return 404, {"error": {"message": f"no route {route}"}}
+
+    def delete(self, path: str) -> tuple[int, Any]:
+        file_id = path.rstrip("/").split("/")[-1]
+        with self.lock:
+            self.files.pop(file_id, None)
+        return 200, {"id": file_id, "object": "file", "deleted": True}
+
+    # -- endpoints -----------------------------------------------------------------------------
+
+    def _upload(self, raw: bytes, content_type: str) -> tuple[int, Any]:
+        from email.parser import BytesParser
+        from email.policy import default
+
+        message = BytesParser(policy=default).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw)
+        fields: dict[str, Any] = {}
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            fields[str(name)] = part.get_payload(decode=True)
+        if fields.get("purpose") != b"batch" or "file" not in fields:
+            return 400, {"error": {"message": "purpose must be batch and a file is required"}}
+        self.uploads += 1
+        file_id = f"file-{len(self.files) + 1:04d}"
+        self.files[file_id] = fields["file"]
+        return 200, {"id": file_id, "object": "file", "bytes": len(fields["file"]), "created_at": int(time.time()),
+                     "filename": "input.jsonl", "purpose": "batch", "status": "processed"}  # fmt: skip
+
+    def _create(self, body: dict[str, Any]) -> tuple[int, Any]:
+        if self.fail_creates:
+            self.fail_creates -= 1
+            return 503, {"error": {"message": "the service is overloaded", "type": "server_error"}}
+        if body.get("input_file_id") not in self.files:
+            return 400, {"error": {"message": "input_file_id not found", "type": "invalid_request_error"}}
+        if body.get("endpoint") != "/v1/chat/completions" or body.get("completion_window") != "24h":
+            return 400, {"error": {"message": "unsupported endpoint or completion window"}}
+        self.creates += 1
+        batch_id = f"batch_{self.creates:04d}"
+        lines = [json.loads(line) for line in self.files[body["input_file_id"]].decode().splitlines() if line]
+        self.batches[batch_id] = {
+            "id": batch_id, "seq": self.creates, "input_file_id": body["input_file_id"], "status": "validating",
+            "metadata": body.get("metadata") or {}, "lines": lines, "answered": 0, "output": [], "errors": [],
+            "created_at": int(time.time()), "error_list": None,
+        }  # fmt: skip
+        return 200, self._public(self.batches[batch_id])
+
+    def _cancel(self, batch_id: str) -> tuple[int, Any]:
+        batch = self.batches.get(batch_id)
+        if batch is None:
+            return 404, {"error": {"message": "no such batch"}}
+        if batch["status"] in ("validating", "in_progress", "finalizing"):
+            batch["status"] = "cancelling"
+        return 200, self._public(batch)
+
+    # -- processing ----------------------------------------------------------------------------
+
+    def _progress(self, batch: dict[str, Any]) -> None:
+        status = batch["status"]
+        if status == "validating":
+            problem = self._invalid(batch["lines"])
+            if self.mode == "fail" or problem:
+                batch["status"] = "failed"
+                batch["error_list"] = [{"code": "invalid_request", "message": problem or "the input was rejected",
+                                        "line": 1, "param": None}]  # fmt: skip
+                return
+            batch["status"] = "in_progress"
+            if self.mode == "hold":
+                return
+            count = self.expire_after if self.mode == "expire" else len(batch["lines"])
+            self._answer(batch, batch["lines"][:count])
+            if self.mode == "expire":
+                for line in batch["lines"][count:]:
+                    batch["errors"].append({"id": f"batch_req_{line['custom_id']}", "custom_id": line["custom_id"],
+                                            "response": None, "error": {"code": "batch_expired", "message":
+                                            "This request could not be executed before the completion window "
+                                            "expired."}})  # fmt: skip
+            self._finish(batch, "expired" if self.mode == "expire" else "completed")
+        elif status == "cancelling":
+            self._answer(batch, batch["lines"][: self.answer_before_cancel])
+            self._finish(batch, "cancelled")
+
+    @staticmethod
+    def _invalid(lines: list[dict[str, Any]]) -> str:
+        seen = set()
+        for number, line in enumerate(lines, 1):
+            if line.get("method") != "POST" or line.get("url") != "/v1/chat/completions":
+                return f"line {number}: method must be POST and url /v1/chat/completions"
+            if line.get("custom_id") in seen:
+                return f"line {number}: duplicate custom_id {line.get('custom_id')}"
+            seen.add(line.get("custom_id"))
+        return ""
+
+    def _answer(self, batch: dict[str, Any], lines: list[dict[str, Any]]) -> None:
+        llm = self.llm
+        for line in lines:
+            body = line["body"]
+            with llm.lock:
+                llm.requests.append(body)
+                llm.times.append(time.monotonic())
+            b = (llm.chooser(body) if llm.chooser else None) or llm.next()
+            status, payload, _ = llm.respond(body, b)
+            response = {"status_code": status, "request_id": "req_1", "body": payload}
+            entry = {"id": f"batch_req_{line['custom_id']}", "custom_id": line["custom_id"], "response": response,
+                     "error": None}  # fmt: skip
+            (batch["output"] if status == 200 else batch["errors"]).append(entry)
+            batch["answered"] += 1
+
+    def _finish(self, batch: dict[str, Any], status: str) -> None:
+        for key, name in (("output", "output_file_id"), ("errors", "error_file_id")):
+            if batch[key]:
+                file_id = f"file-{len(self.files) + 1:04d}"
+                self.files[file_id] = "".join(json.dumps(e) + "\n" for e in batch[key]).encode()
+                batch[name] = file_id
+        batch["status"] = status
+
+    @staticmethod
+    def _public(batch: dict[str, Any]) -> dict[str, Any]:
+        failed = len(batch["errors"])
+        return {
+            "id": batch["id"], "object": "batch", "endpoint": "/v1/chat/completions",
+            "errors": {"object": "list", "data": batch["error_list"]} if batch["error_list"] else None,
+            "input_file_id": batch["input_file_id"], "completion_window": "24h", "status": batch["status"],
+            "output_file_id": batch.get("output_file_id"), "error_file_id": batch.get("error_file_id"),
+            "created_at": batch["created_at"], "metadata": batch["metadata"],
+            "request_counts": {"total": len(batch["lines"]), "completed": len(batch["output"]), "failed": failed},
+        }  # fmt: skip
 
 
 if __name__ == "__main__":  # a standalone server for manual runs and subprocess tests

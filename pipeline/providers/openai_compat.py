@@ -71,14 +71,11 @@ class OpenAICompatProvider:
             identity["presence_penalty"] = str(self.profile.presence_penalty)
         return identity
 
-    def complete(
-        self,
-        messages: list[dict[str, str]],
-        schema: dict[str, Any],
-        params: GenerationParams,
-        progress: ProgressFn | None = None,
-    ) -> Completion:
-        kwargs: dict[str, Any] = {
+    def request_body(
+        self, messages: list[dict[str, str]], schema: dict[str, Any], params: GenerationParams
+    ) -> dict[str, Any]:
+        """The chat-completions request body for these messages: sent as is, or as one Batch API line."""
+        body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
             "temperature": params.temperature,
@@ -86,20 +83,32 @@ class OpenAICompatProvider:
             "max_tokens": params.max_tokens,
         }
         if params.seed is not None:
-            kwargs["seed"] = params.seed
+            body["seed"] = params.seed
         if self.profile.presence_penalty:
-            kwargs["presence_penalty"] = self.profile.presence_penalty
+            body["presence_penalty"] = self.profile.presence_penalty
         shaped = for_dialect(schema, self.dialect)
         if self.dialect == "json_schema":
-            kwargs["response_format"] = {
+            body["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "comparison", "strict": True, "schema": shaped},
             }
         elif self.dialect == "json_object_schema":
-            kwargs["response_format"] = {"type": "json_object", "schema": shaped}
-            kwargs["extra_body"] = {"repeat_penalty": params.repeat_penalty}
+            body["response_format"] = {"type": "json_object", "schema": shaped}
+            body["repeat_penalty"] = params.repeat_penalty  # llama.cpp's server reads it from the body
         elif self.dialect == "json_object":
-            kwargs["response_format"] = {"type": "json_object"}
+            body["response_format"] = {"type": "json_object"}
+        return body
+
+    def complete(
+        self,
+        messages: list[dict[str, str]],
+        schema: dict[str, Any],
+        params: GenerationParams,
+        progress: ProgressFn | None = None,
+    ) -> Completion:
+        kwargs = self.request_body(messages, schema, params)
+        if "repeat_penalty" in kwargs:
+            kwargs["extra_body"] = {"repeat_penalty": kwargs.pop("repeat_penalty")}
         started = time.monotonic()
         try:
             # The raw body, parsed as plain JSON: building the SDK's typed models costs more CPU
@@ -110,22 +119,25 @@ class OpenAICompatProvider:
             raise self._map(exc) from None
         except ValueError:
             raise TransientProviderError(f"{self.endpoint} answered with a body that is not JSON", status=200) from None
-        latency = int((time.monotonic() - started) * 1000)
+        completion = self.completion_from(body, int((time.monotonic() - started) * 1000))
+        if progress:
+            progress(completion.usage.completion_tokens or len(completion.text) // 4)
+        return completion
+
+    def completion_from(self, body: Any, latency_ms: int = 0) -> Completion:
+        """A chat-completions response body (from a call or a Batch API output line) as a Completion."""
         choices = body.get("choices") if isinstance(body, dict) else None
         if not choices or not isinstance(choices[0], dict):
             raise TransientProviderError(f"{self.endpoint} answered with no choices", status=200)
         choice = choices[0]
         message = choice.get("message") or {}
         text = (message.get("content") or "") if isinstance(message, dict) else ""
-        usage = _usage(body.get("usage"))
-        if progress:
-            progress(usage.completion_tokens if usage.completion_tokens else len(text) // 4)
         return Completion(
             text=str(text),
             finish_reason=str(choice.get("finish_reason") or ""),
-            usage=usage,
+            usage=_usage(body.get("usage")),
             model=str(body.get("model") or self.model),
-            latency_ms=latency,
+            latency_ms=latency_ms,
         )
 
     def _map(self, exc: openai.APIError) -> Exception:

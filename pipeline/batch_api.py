@@ -1,0 +1,739 @@
+"""The provider's Batch API: submit a batch as JSONL files now, collect the answers later.
+
+`pipeline batch FILE --via openai-batch` plans the batch as usual (fresh items stay
+fresh), writes one request line per item to be generated, uploads the file(s) and
+creates the batch(es), and returns. `pipeline batch --collect` downloads what has
+finished, validates every answer like a direct call would, stores the valid ones with
+their usage and the discounted cost, and re-asks the rest (at once, or in a follow-up
+batch). `--cancel` asks the provider to stop.
+
+All state lives in the store (`api_batches`: one row per uploaded file and batch;
+`api_requests`: one row per request line), and every step commits what it learnt
+before the next one starts, so any command can be stopped and run again:
+- a batch created but whose id was not recorded yet is found again by its metadata
+  (`pipeline_run`, `pipeline_part`) before another is created;
+- a collected answer and the request's status change are one transaction, so an
+  answer is never stored twice and never lost.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.batch import BatchSpec, ItemOutcome, PlanItem, Price, _failed_args, _generation_args, _one_line
+from pipeline.errors import ConfigError, PipelineError, ProviderError
+from pipeline.models import AttemptRecord, Completion, Problem, Usage
+from pipeline.settings import BatchAPIPolicy
+from pipeline.store import Ledger, utc_now
+
+log = logging.getLogger("pipeline")
+
+ENDPOINT = "/v1/chat/completions"
+TERMINAL = ("completed", "expired", "cancelled", "failed")
+OPEN_RUN = ("submitted", "cancelling")
+Say = Callable[[str], None]
+
+
+def custom_id(pair_key: str, cache_key: str, round_: int) -> str:
+    """Stable across runs: the same pair with the same inputs gets the same id (plus the round)."""
+    digest = hashlib.sha256(f"{pair_key}|{cache_key}".encode()).hexdigest()[:24]
+    return f"cmp-{digest}-r{round_}"
+
+
+def require_batchable(provider: Any) -> None:
+    if provider.kind != "openai":
+        raise ConfigError(
+            f"--via openai-batch needs an OpenAI-compatible provider; {provider.profile.name!r} is "
+            f'{provider.kind!r}: pass --provider openai (or a profile of kind "openai")'
+        )
+    if provider.compact_schema:
+        raise ConfigError(
+            f"--via openai-batch asks for each comparison in one request; provider {provider.profile.name!r} "
+            "uses the staged compact schema (compact_schema > 0), which needs two dependent calls: "
+            "use the default --via threads for it"
+        )
+
+
+@dataclass
+class Part:
+    round: int
+    part: int
+    lines: list[tuple[str, str, str, str]] = field(default_factory=list)  # (custom_id, pair, cache key, line)
+    size: int = 0
+
+
+def split(lines: list[tuple[str, str, str, str]], round_: int, policy: BatchAPIPolicy, first: int = 1) -> list[Part]:
+    """Lines into files of at most `max_requests` lines and `max_bytes` bytes each."""
+    parts: list[Part] = []
+    for entry in lines:
+        size = len(entry[3].encode()) + 1
+        if not parts or len(parts[-1].lines) >= policy.max_requests or parts[-1].size + size > policy.max_bytes:
+            parts.append(Part(round_, first + len(parts)))
+        parts[-1].lines.append(entry)
+        parts[-1].size += size
+    return parts
+
+
+def _line(cid: str, body: dict[str, Any]) -> str:
+    return json.dumps({"custom_id": cid, "method": "POST", "url": ENDPOINT, "body": body}, ensure_ascii=False)
+
+
+def _folder(ws: Any, run_id: str) -> Path:
+    return ws.settings.store_path.parent / "batch-api" / run_id
+
+
+def _write_part(folder: Path, part: Part) -> Path:
+    """The JSONL file, written whole or not at all."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"requests-r{part.round}-p{part.part}.jsonl"
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        for *_, line in part.lines:
+            out.write(line + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _part_row(run_id: str, part: Part, path: Path, now: str) -> list[Any]:
+    return [run_id, part.round, part.part, str(path), len(part.lines), part.size, None, None, "prepared",
+            None, None, 0, 0, now, now, None]  # fmt: skip
+
+
+@dataclass
+class Submitted:
+    run_id: str
+    generate: int
+    fresh: int
+    batches: list[tuple[str, str]]  # (batch id, status)
+    files: int
+    bytes: int
+
+
+def submit(
+    ws: Any,
+    spec: BatchSpec,
+    items: list[PlanItem],
+    provider: Any,
+    *,
+    policy: BatchAPIPolicy,
+    resumed_from: str | None,
+    concurrency: int,
+) -> Submitted:
+    """Write, upload and create; returns once the provider has the batches (or nothing to do)."""
+    from pipeline.store import _insert_rows
+
+    require_batchable(provider)
+    run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+    ident = provider.identity()
+    todo = [i for i in items if i.action == "generate"]
+    lines = []
+    for item in todo:
+        job = item.job
+        cid = custom_id(item.pair.key, job.cache_key, 1)
+        lines.append((cid, item.pair.key, job.cache_key, _line(cid, provider.request_body(
+            job.messages.as_list(), job.schema, job.params))))  # fmt: skip
+    parts = split(lines, 1, policy)
+    folder = _folder(ws, run_id)
+    paths = [_write_part(folder, part) for part in parts]
+    spec_row = {**spec.as_dict(), "via": "openai-batch", "profile": provider.profile.name, "model": provider.model,
+                "reask": policy.reask, "concurrency": concurrency}  # fmt: skip
+    now = utc_now()
+    fresh = [(ItemOutcome(i.pair.key, "fresh", generation_id=i.cached.generation_id).row(), None, None)
+             for i in items if i.action == "fresh"]  # fmt: skip
+    with ws.store.session() as con:  # the run, its items and every request line: one transaction
+        status = "submitted" if todo else "finished"
+        Ledger.start_in(con, run_id, spec.name, spec_row, ident["kind"], ident["model"],
+                        [i.pair.key for i in items], resumed_from, status=status)  # fmt: skip
+        Ledger.record_in(con, run_id, fresh)
+        _insert_rows(con, "api_batches", [_part_row(run_id, p, f, now) for p, f in zip(parts, paths, strict=True)])
+        _insert_rows(con, "api_requests", [
+            [run_id, cid, 1, part.part, pair_key, cache_key, uuid.uuid4().hex, "submitted", "[]", "", now]
+            for part in parts for cid, pair_key, cache_key, _ in part.lines
+        ])  # fmt: skip
+        if not todo:
+            con.execute("UPDATE runs SET finished_at = ? WHERE id = ?", [now, run_id])
+    advance(ws, provider, run_id, policy)
+    batches = _batches(ws, run_id)
+    return Submitted(run_id, len(todo), len(fresh), [(b["batch_id"], b["status"]) for b in batches],
+                     len(parts), sum(p.size for p in parts))  # fmt: skip
+
+
+def _batches(ws: Any, run_id: str) -> list[dict[str, Any]]:
+    with ws.store.session() as con:
+        cur = con.execute("SELECT * FROM api_batches WHERE run_id = ? ORDER BY round, part", [run_id])
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _set_batch(ws: Any, run_id: str, round_: int, part: int, **values: Any) -> None:
+    values["updated_at"] = utc_now()
+    assignments = ", ".join(f"{k} = ?" for k in values)
+    with ws.store.session() as con:
+        con.execute(
+            f"UPDATE api_batches SET {assignments} WHERE run_id = ? AND round = ? AND part = ?",
+            [*values.values(), run_id, round_, part],
+        )
+
+
+def advance(ws: Any, provider: Any, run_id: str, policy: BatchAPIPolicy) -> None:
+    """Upload and create every batch of the run that the provider does not have yet (idempotent)."""
+    client = provider.client
+    for row in _batches(ws, run_id):
+        if row["batch_id"] or row["status"] not in ("prepared", "uploaded"):
+            continue
+        key = (run_id, row["round"], row["part"])
+        tag = f"{row['round']}.{row['part']}"
+        # Uploaded but no batch id recorded: the last process may have created the batch and stopped
+        # before writing its id down. Creating another would pay for every request twice.
+        existing = _find_batch(provider, run_id, tag, row["created_at"]) if row["input_file_id"] else None
+        if existing is not None:
+            log.warning("batch %s of run %s was created before the last stop; adopting it", existing["id"], run_id)
+            _set_batch(ws, *key, input_file_id=existing.get("input_file_id"), batch_id=existing["id"],
+                       status=existing["status"])  # fmt: skip
+            continue
+        if not row["input_file_id"]:
+            path = Path(row["path"])
+            if not path.is_file():
+                raise ConfigError(f"the request file {path} of run {run_id} is gone; cancel the run with "
+                                  f"`pipeline batch --cancel --run {run_id}` and submit again")  # fmt: skip
+            uploaded = _call(provider, client.files.create, file=path, purpose="batch")
+            _set_batch(ws, *key, input_file_id=uploaded.id, status="uploaded")
+            row["input_file_id"] = uploaded.id
+        created = _call(provider, client.batches.create, input_file_id=row["input_file_id"], endpoint=ENDPOINT,
+                        completion_window=policy.completion_window,
+                        metadata={"pipeline_run": run_id, "pipeline_part": tag})  # fmt: skip
+        _set_batch(ws, *key, batch_id=created.id, status=created.status)
+
+
+def _find_batch(provider: Any, run_id: str, tag: str, created_at: str) -> dict[str, Any] | None:
+    """A batch this run created whose id was not recorded (the process stopped right after creating it)."""
+    since = calendar.timegm(time.strptime(created_at, "%Y-%m-%dT%H:%M:%SZ")) - 60
+    for batch in _call(provider, provider.client.batches.list, limit=100):
+        meta = batch.metadata or {}
+        if meta.get("pipeline_run") == run_id and meta.get("pipeline_part") == tag:
+            return {"id": batch.id, "status": batch.status, "input_file_id": batch.input_file_id}
+        if batch.created_at and batch.created_at < since:  # the list is newest first
+            break
+    return None
+
+
+def _call(provider: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    import openai
+
+    try:
+        return fn(*args, **kwargs)
+    except openai.APIError as exc:
+        raise provider._map(exc) from None
+
+
+# -- collect -----------------------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    run_id: str
+    name: str
+    status: str  # submitted | cancelling | finished | cancelled
+    counts: dict[str, int]  # run_items by status
+    batches: list[dict[str, Any]]
+    cost: float = 0.0
+    usage: Usage = field(default_factory=Usage)
+
+    @property
+    def open(self) -> bool:
+        return self.status in OPEN_RUN
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "name": self.name, "status": self.status, "counts": self.counts,
+            "cost": round(self.cost, 6), "tokens": {"prompt": self.usage.prompt_tokens,
+                                                    "completion": self.usage.completion_tokens},
+            "batches": [{k: b[k] for k in ("round", "part", "batch_id", "status", "requests", "completed", "failed")}
+                        for b in self.batches],
+        }  # fmt: skip
+
+
+def open_runs(ws: Any, run_id: str | None = None) -> list[dict[str, Any]]:
+    """Batch API runs still waiting for answers (or the one named)."""
+    with ws.store.session() as con:
+        if run_id:
+            rows = con.execute("SELECT id, name, spec, status FROM runs WHERE id = ?", [run_id]).fetchall()
+            if not rows:
+                raise ConfigError(f"no run {run_id!r} in the store; `pipeline runs` lists them")
+        else:
+            rows = con.execute(
+                "SELECT id, name, spec, status FROM runs WHERE status IN ('submitted', 'cancelling') "
+                "ORDER BY started_at, id"
+            ).fetchall()
+    out = []
+    for rid, name, spec, status in rows:
+        spec = json.loads(spec)
+        if spec.get("via") != "openai-batch":
+            raise ConfigError(f"run {rid} was not submitted to the Batch API; nothing to collect")
+        out.append({"run_id": rid, "name": name, "spec": spec, "status": status})
+    return out
+
+
+def provider_for(ws: Any, run: dict[str, Any]) -> Any:
+    profile, _ = ws.profile(run["spec"]["profile"], run["spec"]["model"])
+    return ws.provider(profile)
+
+
+def state(ws: Any, run: dict[str, Any]) -> RunState:
+    with ws.store.session() as con:
+        status = con.execute("SELECT status FROM runs WHERE id = ?", [run["run_id"]]).fetchone()[0]
+        counts = dict(con.execute(
+            "SELECT status, count(*) FROM run_items WHERE run_id = ? GROUP BY status", [run["run_id"]]
+        ).fetchall())  # fmt: skip
+        p, c, cost = con.execute(
+            "SELECT coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), coalesce(sum(cost), 0) "
+            "FROM run_items WHERE run_id = ?", [run["run_id"]]
+        ).fetchone()  # fmt: skip
+    return RunState(run["run_id"], run["name"], status, counts, _batches(ws, run["run_id"]), float(cost),
+                    Usage(int(p), int(c)))  # fmt: skip
+
+
+def cancel(ws: Any, run: dict[str, Any]) -> RunState:
+    """Ask the provider to stop every batch of the run; what it already answered is still collected."""
+    provider = provider_for(ws, run)
+    with ws.store.session() as con:
+        con.execute("UPDATE runs SET status = 'cancelling' WHERE id = ? AND status = 'submitted'", [run["run_id"]])
+    for row in _batches(ws, run["run_id"]):
+        key = (run["run_id"], row["round"], row["part"])
+        if row["collected_at"] or row["status"] in TERMINAL:
+            continue
+        if not row["batch_id"]:
+            _set_batch(ws, *key, status="cancelled")  # never created: nothing to stop
+            continue
+        done = _call(provider, provider.client.batches.cancel, row["batch_id"])
+        _set_batch(ws, *key, status=done.status)
+    return state(ws, {**run, "status": "cancelling"})
+
+
+def collect(ws: Any, run: dict[str, Any], policy: BatchAPIPolicy, price: Price | None, say: Say) -> RunState:
+    """One pass: finish any interrupted submission, download what has finished, store, re-ask."""
+    provider = provider_for(ws, run)
+    run_id = run["run_id"]
+    cancelling = _run_status(ws, run_id) == "cancelling"
+    if not cancelling:
+        advance(ws, provider, run_id, policy)
+    collector = _Collector(ws, run, provider, policy, price)
+    for row in _batches(ws, run_id):
+        if row["collected_at"]:
+            continue
+        key = (run_id, row["round"], row["part"])
+        if row["batch_id"]:
+            batch = _call(provider, provider.client.batches.retrieve, row["batch_id"])
+            counts = batch.request_counts
+            row.update(status=batch.status, output_file_id=batch.output_file_id, error_file_id=batch.error_file_id,
+                       completed=counts.completed if counts else 0, failed=counts.failed if counts else 0)  # fmt: skip
+            _set_batch(ws, *key, **{k: row[k] for k in ("status", "output_file_id", "error_file_id", "completed",
+                                                         "failed")})  # fmt: skip
+            if batch.status not in TERMINAL:
+                say(f"{run_id}: batch {batch.id} {batch.status}, {row['completed'] + row['failed']} of "
+                    f"{row['requests']} answered")  # fmt: skip
+                continue
+            errors = "; ".join(e.message or e.code or "" for e in (batch.errors.data or [])) if batch.errors else ""
+            collector.batch(row, errors)
+        elif row["status"] == "cancelled":
+            collector.batch(row, "")
+    collector.reask_now()
+    _maybe_finish(ws, run_id, collector, provider, policy)
+    return state(ws, run)
+
+
+def _run_status(ws: Any, run_id: str) -> str:
+    with ws.store.session() as con:
+        return str(con.execute("SELECT status FROM runs WHERE id = ?", [run_id]).fetchone()[0])
+
+
+def _maybe_finish(ws: Any, run_id: str, collector: _Collector, provider: Any, policy: BatchAPIPolicy) -> None:
+    rows = _batches(ws, run_id)
+    if any(not r["collected_at"] for r in rows):
+        if _run_status(ws, run_id) != "cancelling":
+            advance(ws, provider, run_id, policy)  # a follow-up round written by this pass
+        return
+    status = "cancelled" if _run_status(ws, run_id) == "cancelling" else "finished"
+    with ws.store.session() as con:
+        waiting = con.execute(
+            "SELECT count(*) FROM api_requests WHERE run_id = ? AND status IN ('submitted', 'reask')", [run_id]
+        ).fetchone()[0]
+        if waiting:
+            return
+        con.execute("UPDATE runs SET status = ?, finished_at = ? WHERE id = ?", [status, utc_now(), run_id])
+    collector.settle()
+    folder = _folder(ws, run_id)
+    for path in folder.glob("*.jsonl"):
+        path.unlink()  # the request and answer files are in the store now (or no longer needed)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def _download(provider: Any, file_id: str | None, path: Path) -> Iterator[dict[str, Any]]:
+    """The file's JSON lines, streamed to disk first (answer files can be hundreds of MB)."""
+    if not file_id:
+        return
+    tmp = path.with_suffix(".part")
+    streamed = _call(provider, provider.client.files.with_streaming_response.content, file_id)
+    with streamed as response, tmp.open("wb") as out:
+        for chunk in response.iter_bytes():
+            out.write(chunk)
+    os.replace(tmp, path)
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError:
+                log.warning("%s line %d is not JSON; skipped (its request counts as unanswered)", path.name, number)
+                continue
+            if isinstance(value, dict):
+                yield value
+
+
+@dataclass
+class _Request:
+    custom_id: str
+    round: int
+    pair_key: str
+    cache_key: str
+    invocation_id: str
+    records: list[dict[str, Any]]
+    answer: dict[str, Any] | None = None
+
+
+class _Collector:
+    """Turns downloaded answers into generations, failures, re-asks; commits per batch file."""
+
+    def __init__(self, ws: Any, run: dict[str, Any], provider: Any, policy: BatchAPIPolicy, price: Price | None):
+        self.ws, self.run, self.provider, self.policy, self.price = ws, run, provider, policy, price
+        self.run_id = run["run_id"]
+        self.reask_mode = run["spec"].get("reask", policy.reask)
+        self.concurrency = int(run["spec"].get("concurrency") or 4)
+        self.canonical = ws.canonical[0]
+        self.max_attempts = ws.settings.generation.max_attempts
+        self.jobs: dict[str, Any] = {}
+        self._carry: dict[str, tuple[str, str]] = {}  # follow-up custom id -> (invocation id, records so far)
+        self.written: dict[str, Any] = {}
+        before = {c.pair_key: (c, prev) for c, prev in ws.store.latest_with_previous()}
+        self.before = before
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def job(self, pair_key: str, cache_key: str) -> Any:
+        """The job as it was submitted: rebuilt from the catalogue and stored snapshots (no fetching)."""
+        if pair_key not in self.jobs:
+            if not self.ws.settings.fetch.offline:
+                self.ws.go_offline()
+            pair = self.ws.pair(pair_key, cross_category=True)
+            self.jobs[pair_key] = self.ws.prepare(pair, self.provider)
+        job = self.jobs[pair_key]
+        if job.cache_key != cache_key:
+            raise ConfigError(
+                f"{pair_key}: its inputs changed since the batch was submitted (catalogue, sources, prompts, "
+                "schema or settings); its answer no longer matches them — submit the pair again"
+            )
+        return job
+
+    def _check(self, job: Any) -> Callable[[dict[str, Any]], list[Problem]]:
+        from pipeline.validate import validate
+
+        return lambda data: validate(data, job.pair, self.canonical, job.passage_ids)
+
+    def cost(self, usage: Usage, discounted: bool) -> float:
+        if self.price is None:
+            return 0.0
+        return self.price.cost(usage) * (self.policy.discount if discounted else 1.0)
+
+    def requests(self, round_: int, part: int) -> dict[str, _Request]:
+        with self.ws.store.session() as con:
+            rows = con.execute(
+                "SELECT custom_id, round, pair_key, cache_key, invocation_id, records FROM api_requests "
+                "WHERE run_id = ? AND round = ? AND part = ? AND status = 'submitted'",
+                [self.run_id, round_, part],
+            ).fetchall()
+        return {r[0]: _Request(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows}
+
+    # -- one batch file ------------------------------------------------------------------------
+
+    def batch(self, row: dict[str, Any], batch_errors: str) -> None:
+        from pipeline.generate import comparison_from, judge
+
+        round_, part = row["round"], row["part"]
+        waiting = self.requests(round_, part)
+        folder = _folder(self.ws, self.run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        answers: dict[str, dict[str, Any]] = {}
+        check = self._check
+        for name, file_id in (("output", row["output_file_id"]), ("errors", row["error_file_id"])):
+            for line in _download(self.provider, file_id, folder / f"{name}-r{round_}-p{part}.jsonl"):
+                cid = line.get("custom_id")
+                if isinstance(cid, str) and cid in waiting and cid not in answers:
+                    answers[cid] = line
+                elif cid not in waiting:
+                    log.warning("run %s: answer for unknown or already collected request %r ignored", self.run_id,
+                                str(cid)[:80])  # fmt: skip
+        cancelled = row["status"] == "cancelled" or _run_status(self.ws, self.run_id) == "cancelling"
+        done: list[tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]] = []
+        comparisons: list[Any] = []
+        statuses: list[tuple[str, str, str, str]] = []  # (custom_id, status, records, answer)
+        follow: list[tuple[str, str, str, str]] = []  # next round's lines
+        next_round = round_ + 1
+        for cid, req in waiting.items():
+            answered = answers.get(cid)
+            number = len(req.records) + 1
+            try:
+                job = self.job(req.pair_key, req.cache_key)
+            except PipelineError as exc:
+                done.append(self._failed(req, number, str(exc)))
+                statuses.append((cid, "done", "[]", ""))
+                continue
+            if row["status"] == "failed":  # the provider rejected the whole file: asking again one by one won't help
+                reason = batch_errors or "no reason given"
+                done.append(self._failed(req, number, f"the provider rejected batch {row['batch_id']}: {reason}"))
+                statuses.append((cid, "done", "[]", ""))
+                continue
+            completion, error = self._completion(answered, row["status"], batch_errors)
+            if completion is None:
+                record = AttemptRecord(number, "transport_error", "", (), Usage(), 0, error=error)
+                problems: list[Problem] = []
+            else:
+                data, problems = judge(completion, check(job), job.params.max_tokens)
+                record = AttemptRecord(number, "invalid" if problems else "accepted", completion.text,
+                                       tuple(problems), completion.usage, 0, completion.finish_reason)  # fmt: skip
+                if data is not None and not problems:
+                    records = [*map(_record_from, req.records), record]
+                    comparison = comparison_from(job, data, utc_now(), records, completion.model)
+                    done.append(self._generated(req, job, comparison, records, completion))
+                    comparisons.append(comparison)
+                    statuses.append((cid, "done", "[]", ""))
+                    continue
+            records_json = json.dumps([*req.records, _record_dict(record)])
+            if cancelled:
+                statuses.append((cid, "cancelled", records_json, ""))
+                continue
+            if self.reask_mode == "sync":
+                answer = {"completion": asdict(completion) if completion else None, "error": error}
+                statuses.append((cid, "reask", records_json, json.dumps(answer)))
+            elif number < self.max_attempts:
+                messages = job.messages.as_list()
+                if completion is not None:
+                    messages = self.ws.prompts.reask(messages, completion.text, problems)
+                from dataclasses import replace
+
+                params = replace(job.params, seed=None if job.params.seed is None else job.params.seed + number)
+                new_id = custom_id(req.pair_key, req.cache_key, next_round)
+                follow.append((new_id, req.pair_key, req.cache_key,
+                               _line(new_id, self.provider.request_body(messages, job.schema, params))))  # fmt: skip
+                statuses.append((cid, "done", "[]", ""))
+                self._carry[new_id] = (req.invocation_id, records_json)
+            else:
+                reason = error or "; ".join(str(p) for p in problems[:3])
+                records = [*map(_record_from, req.records), record]
+                done.append(self._failed(req, number, f"{req.pair_key}: still invalid after {number} attempts "
+                                                      f"(Batch API): {reason}", records))  # fmt: skip
+                statuses.append((cid, "done", "[]", ""))
+        self._commit(row, done, statuses, follow, next_round)
+        for comparison in comparisons:
+            self.write(comparison)
+
+    def _completion(self, line: dict[str, Any] | None, batch_status: str, batch_errors: str
+                    ) -> tuple[Completion | None, str]:  # fmt: skip
+        if line is None:
+            why = f"batch {batch_status}" + (f": {batch_errors}" if batch_errors else "")
+            return None, f"no answer from the Batch API ({why})"
+        error = line.get("error")
+        response: dict[str, Any] = line["response"] if isinstance(line.get("response"), dict) else {}
+        status = response.get("status_code")
+        if error or status != 200:
+            detail = ""
+            if isinstance(error, dict):
+                detail = f"{error.get('code') or ''}: {error.get('message') or ''}"
+            elif isinstance(response.get("body"), dict):
+                inner = response["body"].get("error")
+                detail = str(inner.get("message") if isinstance(inner, dict) else inner)
+            return None, " ".join(f"Batch API request failed (HTTP {status}) {detail}".split())[:300]
+        try:
+            return self.provider.completion_from(response.get("body")), ""
+        except ProviderError as exc:
+            return None, str(exc)
+
+    def _generated(self, req: _Request, job: Any, comparison: Any, records: list[AttemptRecord],
+                   completion: Completion) -> tuple[dict[str, Any], dict[str, Any], None]:  # fmt: skip
+        usage = sum((r.usage for r in records), Usage())
+        outcome = ItemOutcome(req.pair_key, "generated", sum(1 for r in records if r.outcome != "transport_error"),
+                              usage, self.cost(usage, True), 0, generation_id=comparison.generation_id)  # fmt: skip
+        args = {"c": comparison, "request": {"messages": job.messages.as_list(), "params": job.params.for_cache(),
+                                             "provider": job.provider_identity, "via": "openai-batch"},
+                "raw_response": completion.text, "latency_ms": 0, "invocation_id": req.invocation_id,
+                "attempts": records, "schema_body": job.canonical_schema}  # fmt: skip
+        return outcome.row(), args, None
+
+    def _failed(self, req: _Request, number: int, error: str, records: list[AttemptRecord] | None = None
+                ) -> tuple[dict[str, Any], None, dict[str, Any]]:  # fmt: skip
+        records = records or [*map(_record_from, req.records)]
+        usage = sum((r.usage for r in records), Usage())
+        tries = sum(1 for r in records if r.outcome != "transport_error")
+        outcome = ItemOutcome(req.pair_key, "failed", tries, usage, self.cost(usage, True),
+                              error=" ".join(error.split())[:500])  # fmt: skip
+        args = {"invocation_id": req.invocation_id, "generation_id": None, "pair_key": req.pair_key,
+                "cache_key": req.cache_key, "attempts": records}  # fmt: skip
+        return outcome.row(), None, args
+
+    def _commit(self, row: dict[str, Any], done: list[Any], statuses: list[tuple[str, str, str, str]],
+                follow: list[tuple[str, str, str, str]], next_round: int) -> None:  # fmt: skip
+        """The batch's answers, the requests' new states and any follow-up round: one transaction."""
+        from pipeline.store import _insert_rows
+
+        now = utc_now()
+        parts = split(follow, next_round, self.policy, first=self._next_part(next_round)) if follow else []
+        paths = [_write_part(_folder(self.ws, self.run_id), p) for p in parts]
+        with self.ws.store.session() as con:
+            Ledger.record_in(con, self.run_id, done)
+            if statuses:
+                con.execute("CREATE TEMP TABLE IF NOT EXISTS _status (custom_id VARCHAR, status VARCHAR, "
+                            "records VARCHAR, answer VARCHAR)")  # fmt: skip
+                con.execute("DELETE FROM _status")
+                _insert_rows(con, "_status", [list(s) for s in statuses])
+                con.execute(
+                    "UPDATE api_requests SET status = s.status, records = CASE WHEN s.records = '[]' "
+                    "THEN api_requests.records ELSE s.records END, answer = s.answer, updated_at = ? "
+                    "FROM _status s WHERE api_requests.run_id = ? AND api_requests.custom_id = s.custom_id",
+                    [now, self.run_id],
+                )
+            for part, path in zip(parts, paths, strict=True):
+                _insert_rows(con, "api_batches", [_part_row(self.run_id, part, path, now)])
+                _insert_rows(con, "api_requests", [
+                    [self.run_id, cid, next_round, part.part, pair_key, cache_key, self._carry[cid][0], "submitted",
+                     self._carry[cid][1], "", now]
+                    for cid, pair_key, cache_key, _ in part.lines
+                ])  # fmt: skip
+            con.execute(
+                "UPDATE api_batches SET collected_at = ?, updated_at = ? WHERE run_id = ? AND round = ? AND part = ?",
+                [now, now, self.run_id, row["round"], row["part"]],
+            )
+            self._pending_cancelled(con)
+
+    def _pending_cancelled(self, con: Any) -> None:
+        """Items whose request was cancelled stay `pending` in the ledger (resume with --resume)."""
+        con.execute(
+            "UPDATE run_items SET status = 'pending', error = 'Batch API run cancelled before it was answered', "
+            "updated_at = ? WHERE run_id = ? AND pair_key IN (SELECT pair_key FROM api_requests "
+            "WHERE run_id = ? AND status = 'cancelled')",
+            [utc_now(), self.run_id, self.run_id],
+        )
+
+    def _next_part(self, round_: int) -> int:
+        with self.ws.store.session() as con:
+            n = con.execute("SELECT coalesce(max(part), 0) FROM api_batches WHERE run_id = ? AND round = ?",
+                            [self.run_id, round_]).fetchone()[0]  # fmt: skip
+        return int(n) + 1
+
+    # -- synchronous re-asks -------------------------------------------------------------------
+
+    def reask_now(self) -> None:
+        """Items whose batch answer was invalid or missing, asked again directly (full price)."""
+        from pipeline.generate import produce
+        from pipeline.providers.retry import RateGate
+
+        with self.ws.store.session() as con:
+            rows = con.execute(
+                "SELECT custom_id, round, pair_key, cache_key, invocation_id, records, answer FROM api_requests "
+                "WHERE run_id = ? AND status = 'reask' ORDER BY custom_id",
+                [self.run_id],
+            ).fetchall()
+        if not rows:
+            return
+        if _run_status(self.ws, self.run_id) == "cancelling":
+            with self.ws.store.session() as con:
+                con.execute("UPDATE api_requests SET status = 'cancelled' WHERE run_id = ? AND status = 'reask'",
+                            [self.run_id])  # fmt: skip
+                self._pending_cancelled(con)
+            return
+        spec = self.run["spec"]
+        gate = RateGate(spec.get("requests_per_minute") or None, spec.get("tokens_per_minute") or None)
+        transport = self.ws.settings.transport
+
+        def work(req: _Request) -> Any:
+            job = self.job(req.pair_key, req.cache_key)
+            answer = req.answer or {}
+            first = Completion(**{**answer["completion"], "usage": Usage(**answer["completion"]["usage"])}) \
+                if answer.get("completion") else None  # fmt: skip
+            return produce(job, self.provider, self.ws.prompts, self.canonical, transport, gate=gate, first=first,
+                           invocation=req.invocation_id)  # fmt: skip
+
+        requests = [_Request(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), json.loads(r[6] or "{}")) for r in rows]
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="reask") as pool:
+            futures = {pool.submit(work, req): req for req in requests}
+            for future in as_completed(futures):
+                req = futures[future]
+                try:
+                    produced = future.result()
+                except PipelineError as exc:
+                    entry = self._failed(req, len(req.records), str(exc))
+                    self._commit_one(req, entry, None)
+                    continue
+                self._commit_one(req, self._produced_entry(req, produced), produced.comparison)
+
+    def _produced_entry(self, req: _Request, produced: Any) -> tuple[dict[str, Any], Any, Any]:
+        # The batch answer is attempt 1 when there was one; a missing answer is kept as a failed attempt.
+        prior = [] if (req.answer or {}).get("completion") else [*map(_record_from, req.records)]
+        records = [AttemptRecord(**{**asdict(r), "number": i, "problems": r.problems, "usage": r.usage})
+                   for i, r in enumerate([*prior, *produced.records], 1)]  # fmt: skip
+        usage = sum((r.usage for r in records), Usage())
+        later = sum((r.usage for r in produced.records[0 if prior else 1 :]), Usage())  # direct calls: full price
+        cost = self.cost(usage, True) + self.cost(later, False) - self.cost(later, True)
+        model_attempts = sum(1 for r in records if r.outcome != "transport_error")
+        outcome = ItemOutcome(req.pair_key, "generated" if produced.comparison else "failed", model_attempts, usage,
+                              cost, sum(r.latency_ms for r in records))  # fmt: skip
+        if produced.comparison is not None:
+            outcome.generation_id = produced.comparison.generation_id
+            args = {**_generation_args(produced), "attempts": records}
+            return outcome.row(), args, None
+        outcome.error = _one_line(produced.error)
+        return outcome.row(), None, {**_failed_args(produced), "attempts": records}
+
+    def _commit_one(self, req: _Request, entry: Any, comparison: Any) -> None:
+        with self.ws.store.session() as con:
+            Ledger.record_in(con, self.run_id, [entry])
+            con.execute("UPDATE api_requests SET status = 'done', updated_at = ? WHERE run_id = ? AND custom_id = ?",
+                        [utc_now(), self.run_id, req.custom_id])  # fmt: skip
+        if comparison is not None:
+            self.write(comparison)
+
+    # -- reports -------------------------------------------------------------------------------
+
+    def write(self, comparison: Any) -> None:
+        from pipeline.batch import _write
+
+        expected = frozenset(self.before) | {comparison.pair_key}
+        _write(self.ws, comparison, expected, self.before)
+        self.written[comparison.pair_key] = comparison
+
+    def settle(self) -> None:
+        from pipeline.batch import _settle
+
+        _settle(self.ws, self.written, frozenset(self.before) | frozenset(self.written), self.before)
+
+
+def _record_dict(record: AttemptRecord) -> dict[str, Any]:
+    return asdict(record)
+
+
+def _record_from(value: dict[str, Any] | AttemptRecord) -> AttemptRecord:
+    if isinstance(value, AttemptRecord):
+        return value
+    problems = tuple(Problem(**p) for p in value.get("problems", ()))
+    return AttemptRecord(**{**value, "problems": problems, "usage": Usage(**value["usage"])})

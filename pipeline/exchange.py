@@ -1,0 +1,138 @@
+"""Moving a store's contents between machines: export as Parquet, import (merge) idempotently.
+
+`pipeline store export DIR` writes one Parquet file per table plus `manifest.json`;
+`pipeline store import DIR...` merges any number of such folders (shards of one batch,
+nightly runs of several hosts) into this store. Every table has a natural key, and a row
+whose key is already present is left alone, so importing the same folder twice adds
+nothing; ledger rows (runs, run items) are state, so the newer row (by its timestamp) wins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError, StoreError
+from pipeline.store import MIGRATIONS, utc_now
+
+FORMAT = "comparison-store-export/1"
+
+# table -> (natural key columns, how a row with a known key is merged)
+TABLES: dict[str, tuple[tuple[str, ...], str]] = {
+    "schemas": (("sha256",), "keep"),
+    "generations": (("id",), "keep"),
+    "attempts": (("invocation_id", "number"), "keep"),
+    "snapshots": (("url", "sha256"), "newer:checked_at"),
+    "runs": (("id",), "newer:finished_at"),
+    "run_items": (("run_id", "pair_key"), "newer:updated_at"),
+}
+
+
+@dataclass(frozen=True)
+class Exported:
+    folder: Path
+    rows: dict[str, int]
+    bytes: int
+
+
+def export(store: Any, folder: Path) -> Exported:
+    """Every table as `<table>.parquet` and a manifest, written to a temporary folder and renamed."""
+    if folder.exists() and any(folder.iterdir()):
+        raise ConfigError(f"{folder} exists and is not empty; export into a new folder")
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    rows: dict[str, int] = {}
+    try:
+        with store.session() as con:
+            for table, (key, _) in TABLES.items():
+                path = tmp / f"{table}.parquet"
+                order = ", ".join(key)
+                con.execute(f"COPY (SELECT * FROM {table} ORDER BY {order}) TO '{_sql_path(path)}' (FORMAT parquet)")
+                rows[table] = int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        manifest = {
+            "format": FORMAT,
+            "exported_at": utc_now(),
+            "store": str(store.path.name),
+            "migrations": [name for name, _ in MIGRATIONS],
+            "rows": rows,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if folder.exists():
+            folder.rmdir()
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    size = sum(p.stat().st_size for p in folder.iterdir())
+    return Exported(folder, rows, size)
+
+
+@dataclass(frozen=True)
+class Imported:
+    folders: int
+    added: dict[str, int]
+    seconds: float
+
+
+def import_(store: Any, folders: list[Path]) -> Imported:
+    """Merge export folders into the store, all in one transaction (all of them or nothing)."""
+    known = {name for name, _ in MIGRATIONS}
+    for folder in folders:
+        manifest_path = folder / "manifest.json"
+        if not manifest_path.is_file():
+            raise ConfigError(
+                f"{folder} is not a store export (no manifest.json); make one with `pipeline store export`"
+            )
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ConfigError(f"{manifest_path} is not valid JSON ({exc}); export the store again") from None
+        if manifest.get("format") != FORMAT:
+            raise ConfigError(f"{folder}: unknown export format {manifest.get('format')!r}; expected {FORMAT}")
+        newer = [m for m in manifest.get("migrations", []) if m not in known]
+        if newer:
+            raise ConfigError(
+                f"{folder} was exported by a newer pipeline (store migrations {', '.join(newer)}); upgrade this one"
+            )
+        missing = [t for t in TABLES if not (folder / f"{t}.parquet").is_file()]
+        if missing:
+            raise ConfigError(f"{folder} lacks {', '.join(t + '.parquet' for t in missing)}; export the store again")
+    started = time.monotonic()
+    added = dict.fromkeys(TABLES, 0)
+    try:
+        with store.session() as con:
+            for folder in folders:
+                for table, (key, rule) in TABLES.items():
+                    added[table] += _merge(con, table, key, rule, folder / f"{table}.parquet")
+    except StoreError as exc:
+        raise StoreError(f"{exc}; nothing was imported") from None
+    return Imported(len(folders), added, time.monotonic() - started)
+
+
+def _merge(con: Any, table: str, key: tuple[str, ...], rule: str, path: Path) -> int:
+    """Insert the file's rows whose key is new; for `newer:<col>` rules, replace rows the file has newer."""
+    source = f"read_parquet('{_sql_path(path)}')"
+    match = " AND ".join(f"t.{k} IS NOT DISTINCT FROM s.{k}" for k in key)
+    before = int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    if rule.startswith("newer:"):
+        column = rule.split(":", 1)[1]
+        con.execute(
+            f"DELETE FROM {table} t USING {source} s WHERE {match} "
+            f"AND coalesce(s.{column}, '') > coalesce(t.{column}, '')"
+        )
+    con.execute(
+        f"INSERT INTO {table} BY NAME SELECT DISTINCT ON ({', '.join(key)}) * FROM {source} s "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {match})"
+    )
+    return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]) - before
+
+
+def _sql_path(path: Path) -> str:
+    """A path inside a SQL string literal (paths come from the command line, never from model output)."""
+    return str(path.resolve()).replace("'", "''")

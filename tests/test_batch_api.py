@@ -1,0 +1,238 @@
+"""`pipeline batch --via openai-batch`: submit, collect, re-ask, split, cancel and restart, against a
+local server speaking the Files and Batches endpoints to the real `openai` SDK."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipeline.batch_api import custom_id
+from tests.fakeserver import FakeLLM
+from tests.test_batch import add_category, cli, db
+
+PAIRS = 15  # 6 subjects
+
+
+@pytest.fixture
+def ws(workspace: Path) -> Path:
+    add_category(workspace, 6)
+    with (workspace / "config/prices.toml").open("a") as prices:
+        prices.write('\n[models."fake-model"]\ninput_per_mtok = 1.0\noutput_per_mtok = 2.0\n')
+    return workspace
+
+
+def batch_settings(ws: Path, text: str) -> None:
+    with (ws / "config/pipeline.toml").open("a") as cfg:
+        cfg.write(f"\n[batch_api]\n{text}\n")
+
+
+def submit(ws: Path, *extra: str) -> str:
+    done = cli(ws, "batch", "--category", "widgets", "--via", "openai-batch", *extra)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def lines_of(fake: FakeLLM, file_id: str) -> list[dict]:
+    return [json.loads(line) for line in fake.api.files[file_id].decode().splitlines()]
+
+
+def statuses(ws: Path) -> dict[str, int]:
+    return dict(db(ws, "SELECT status, count(*) FROM run_items GROUP BY status"))
+
+
+# A batch answer costs half of 100 prompt + 50 completion tokens at $1 / $2 per million.
+BATCH_COST = (100 * 1.0 + 50 * 2.0) / 1e6 * 0.5
+DIRECT_COST = (100 * 1.0 + 50 * 2.0) / 1e6
+
+
+def test_submit_then_collect_stores_every_answer_at_the_discounted_price(ws: Path, fake: FakeLLM) -> None:
+    out = submit(ws)
+    assert "15 submitted to the Batch API in 1 batch(es)" in out
+    assert fake.calls == 0  # nothing answered yet: the provider has the batch
+    (file_id,) = [f for f in fake.api.files]
+    lines = lines_of(fake, file_id)
+    assert len(lines) == PAIRS
+    cache_keys = dict(db(ws, "SELECT pair_key, cache_key FROM api_requests"))
+    for line in lines:
+        assert line["method"] == "POST" and line["url"] == "/v1/chat/completions"
+        assert line["body"]["model"] == "fake-model" and line["body"]["response_format"]["type"] == "json_schema"
+    assert sorted(line["custom_id"] for line in lines) == sorted(custom_id(p, k, 1) for p, k in cache_keys.items())
+    assert db(ws, "SELECT status FROM runs") == [("submitted",)]
+    (batch_id,) = db(ws, "SELECT batch_id FROM api_batches")[0]
+    assert fake.api.batches[batch_id]["metadata"]["pipeline_run"]
+
+    done = cli(ws, "batch", "--collect", "--json", "-")
+    assert done.returncode == 0, done.stderr
+    assert "finished; 15 generated, 0 fresh, 0 failed, 0 pending" in done.stdout
+    assert fake.calls == PAIRS  # each request answered once, inside the batch; no direct call
+    assert db(ws, "SELECT count(*) FROM generations") == [(PAIRS,)]
+    costs = {round(c, 9) for (c,) in db(ws, "SELECT cost FROM run_items")}
+    assert costs == {round(BATCH_COST, 9)}
+    assert db(ws, "SELECT DISTINCT status FROM runs") == [("finished",)]
+    assert len(list((ws / "reports/widgets").glob("*.html"))) == PAIRS
+    assert not list((ws / ".pipeline/batch-api").glob("*/*.jsonl"))  # answer files cleaned up once stored
+
+    again = cli(ws, "batch", "--collect")
+    assert again.returncode == 0 and "no Batch API run is waiting" in again.stdout
+    out = submit(ws)  # the same batch again: everything is fresh, nothing is uploaded
+    assert "0 submitted" in out and "15 fresh" in out
+    assert fake.api.creates == 1 and fake.api.uploads == 1
+
+
+def test_large_input_is_split_into_several_batches(ws: Path, fake: FakeLLM) -> None:
+    batch_settings(ws, "max_requests = 4")
+    out = submit(ws)
+    assert "in 4 batch(es)" in out
+    assert fake.api.creates == 4
+    sizes = sorted(len(lines_of(fake, b["input_file_id"])) for b in fake.api.batches.values())
+    assert sizes == [3, 4, 4, 4]
+    done = cli(ws, "batch", "--collect")
+    assert done.returncode == 0, done.stderr
+    assert statuses(ws) == {"generated": PAIRS}
+
+
+def test_expired_batch_keeps_partial_results_and_reasks_the_rest_directly(ws: Path, fake: FakeLLM) -> None:
+    fake.api.mode, fake.api.expire_after = "expire", 5
+    seen: dict[str, int] = {}
+
+    def chooser(request: dict) -> dict | None:  # one pair's first answer fails validation
+        text = request["messages"][1]["content"]
+        if "Widget 00" in text and "Widget 01" in text:
+            seen["00-01"] = seen.get("00-01", 0) + 1
+            return {"kind": "schema_invalid"} if seen["00-01"] == 1 else None
+        return None
+
+    fake.chooser = chooser
+    submit(ws)
+    done = cli(ws, "batch", "--collect")
+    assert done.returncode == 0, done.stderr
+    assert statuses(ws) == {"generated": PAIRS}
+    in_batch = fake.api.batches["batch_0001"]["answered"]
+    assert in_batch == 5
+    assert fake.calls == PAIRS + 1  # 5 in the batch, 10 expired asked directly, 1 re-ask of the invalid one
+    costs = sorted(round(c, 9) for (c,) in db(ws, "SELECT cost FROM run_items"))
+    invalid_in_batch = seen["00-01"] == 2 and any(
+        "Widget 00" in line["body"]["messages"][1]["content"] and "Widget 01" in line["body"]["messages"][1]["content"]
+        for line in fake.api.batches["batch_0001"]["lines"][:5]
+    )
+    batch_answered = 5 - (1 if invalid_in_batch else 0)
+    assert costs.count(round(BATCH_COST, 9)) == batch_answered
+    expired = db(ws, "SELECT count(*) FROM attempts WHERE error LIKE '%batch_expired%'")[0][0]
+    assert expired == PAIRS - 5  # the expired answer is kept as a failed attempt
+    attempts = db(ws, "SELECT attempts FROM generations WHERE pair_key = 'widget-00,widget-01'")
+    assert attempts == [(2,)]
+
+
+def test_error_file_and_invalid_answers_go_to_a_follow_up_batch(ws: Path, fake: FakeLLM) -> None:
+    batch_settings(ws, 'reask = "batch"')
+    counts: dict[str, int] = {}
+
+    def chooser(request: dict) -> dict | None:
+        text = request["messages"][1]["content"]
+        for key, first in (("Widget 02", {"kind": "status", "status": 500, "message": "overloaded"}),
+                           ("Widget 03", {"kind": "schema_invalid"})):  # fmt: skip
+            if key in text and "Widget 05" in text:
+                counts[key] = counts.get(key, 0) + 1
+                return first if counts[key] == 1 else None
+        return None
+
+    fake.chooser = chooser
+    submit(ws)
+    first = cli(ws, "batch", "--collect")
+    assert first.returncode == 75, first.stderr  # a follow-up batch is running
+    assert "still running" in first.stderr
+    assert fake.api.creates == 2
+    follow = fake.api.batches["batch_0002"]
+    assert len(follow["lines"]) == 2
+    assert {line["custom_id"].rsplit("-", 1)[1] for line in follow["lines"]} == {"r2"}
+    reasked = [line["body"]["messages"] for line in follow["lines"] if len(line["body"]["messages"]) > 2]
+    assert len(reasked) == 1  # the invalid answer is shown back with its problems; the failed call is repeated
+    assert reasked[0][-2]["role"] == "assistant" and "verdict" in reasked[0][-1]["content"]
+    assert statuses(ws) == {"generated": PAIRS - 2, "pending": 2}
+
+    second = cli(ws, "batch", "--collect")
+    assert second.returncode == 0, second.stderr
+    assert statuses(ws) == {"generated": PAIRS}
+    assert db(ws, "SELECT attempts FROM generations WHERE pair_key = 'widget-03,widget-05'") == [(2,)]
+    errors = db(ws, "SELECT error FROM attempts WHERE pair_key = 'widget-02,widget-05' AND outcome = 'transport_error'")
+    assert len(errors) == 1 and "overloaded" in errors[0][0]
+
+
+def test_restart_between_submit_and_collect_creates_no_second_batch(ws: Path, fake: FakeLLM) -> None:
+    submit(ws)
+    # As if the submitting process had died after the provider created the batch and before the
+    # batch id was written down: collect must find that batch again, not pay for a second one.
+    con = duckdb.connect(str(ws / ".pipeline/store.duckdb"))
+    con.execute("UPDATE api_batches SET batch_id = NULL, status = 'uploaded'")
+    con.close()
+    done = cli(ws, "batch", "--collect")
+    assert done.returncode == 0, done.stderr
+    assert "adopting it" in done.stderr
+    assert fake.api.creates == 1
+    assert statuses(ws) == {"generated": PAIRS}
+
+
+def test_submission_that_stopped_before_the_batch_existed_is_finished_by_collect(ws: Path, fake: FakeLLM) -> None:
+    fake.api.fail_creates = 1  # the provider refuses the first create (HTTP 503)
+    failed = cli(ws, "batch", "--category", "widgets", "--via", "openai-batch")
+    assert failed.returncode != 0
+    assert failed.stderr.count("\n") == 1 and "503" in failed.stderr
+    assert db(ws, "SELECT status, batch_id IS NULL, input_file_id IS NOT NULL FROM api_batches") == [
+        ("uploaded", True, True)
+    ]
+    done = cli(ws, "batch", "--collect")
+    assert done.returncode == 0, done.stderr
+    assert fake.api.uploads == 1 and fake.api.creates == 1
+    assert statuses(ws) == {"generated": PAIRS}
+
+
+def test_cancel_keeps_what_was_answered_and_resume_submits_the_rest(ws: Path, fake: FakeLLM) -> None:
+    fake.api.mode, fake.api.answer_before_cancel = "hold", 3
+    submit(ws)
+    waiting = cli(ws, "batch", "--collect")
+    assert waiting.returncode == 75 and "in_progress, 0 of 15 answered" in waiting.stderr
+    cancelled = cli(ws, "batch", "--cancel")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert fake.api.batches["batch_0001"]["status"] == "cancelling"
+    done = cli(ws, "batch", "--collect")
+    assert done.returncode == 1, done.stderr
+    assert "cancelled; 3 generated" in done.stdout
+    assert statuses(ws) == {"generated": 3, "pending": PAIRS - 3}
+    assert db(ws, "SELECT count(*) FROM generations") == [(3,)]
+
+    fake.api.mode = "complete"
+    out = submit(ws, "--resume")
+    assert "12 submitted" in out and "3 fresh" in out
+    assert cli(ws, "batch", "--collect").returncode == 0
+    assert db(ws, "SELECT count(DISTINCT pair_key) FROM generations") == [(PAIRS,)]
+
+
+def test_rejected_batch_fails_its_items_with_the_providers_reason(ws: Path, fake: FakeLLM) -> None:
+    fake.api.mode = "fail"
+    submit(ws)
+    done = cli(ws, "batch", "--collect")
+    assert done.returncode == 1
+    assert statuses(ws) == {"failed": PAIRS}
+    errors = {e for (e,) in db(ws, "SELECT error FROM run_items")}
+    assert len(errors) == 1 and "the input was rejected" in errors.pop()
+    assert fake.calls == 0  # a rejected input is not re-asked one by one
+
+
+def test_inputs_changed_since_submission_fail_that_item_only(ws: Path, fake: FakeLLM) -> None:
+    submit(ws)
+    widgets = ws / "config/catalogue/widgets.toml"
+    widgets.write_text(widgets.read_text().replace("Widget number 4 is", "Widget number 4, rebuilt, is"))
+    done = cli(ws, "batch", "--collect")
+    assert done.returncode == 1
+    assert statuses(ws) == {"generated": 10, "failed": 5}
+    errors = {e for (e,) in db(ws, "SELECT error FROM run_items WHERE status = 'failed'")}
+    assert all("inputs changed since the batch was submitted" in e for e in errors)
+
+
+def test_batch_api_refuses_the_staged_local_model(ws: Path) -> None:
+    done = cli(ws, "batch", "--category", "widgets", "--via", "openai-batch", "--provider", "local")
+    assert done.returncode == 2
+    assert "needs an OpenAI-compatible provider" in done.stderr and done.stderr.count("\n") == 1
