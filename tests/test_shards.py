@@ -1,0 +1,125 @@
+"""`--shard i/n` splits a batch without coordination; `store export` / `store import` merge the shards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipeline.batch import shard_of
+from tests.fakeserver import FakeLLM
+from tests.test_batch import add_category, cli
+
+SUBJECTS = 11  # 55 pairs
+
+
+def planned(out: str) -> list[str]:
+    return [line.split()[1] for line in out.splitlines() if line.startswith(("generate ", "fresh "))]
+
+
+@pytest.mark.parametrize("n", [1, 3, 4])
+def test_shards_cover_every_pair_exactly_once(workspace: Path, n: int) -> None:
+    add_category(workspace, SUBJECTS)
+    everything = planned(cli(workspace, "batch", "--category", "widgets", "--dry-run").stdout)
+    assert len(everything) == 55
+    shares = [planned(cli(workspace, "batch", "--category", "widgets", "--dry-run", "--shard", f"{i}/{n}").stdout)
+              for i in range(1, n + 1)]  # fmt: skip
+    assert sorted(p for share in shares for p in share) == sorted(everything)  # all of them, none twice
+    assert all(share for share in shares)  # 55 pairs over at most 4 shards: none is empty
+
+
+def test_shard_hash_is_stable_and_spreads_evenly() -> None:
+    keys = [f"widget-{a:03d},widget-{b:03d}" for a in range(60) for b in range(a + 1, 60)]  # 1770 pairs
+    counts = [0] * 4
+    for key in keys:
+        counts[shard_of(key, 4) - 1] += 1
+    assert all(abs(c - len(keys) / 4) < len(keys) * 0.05 for c in counts), counts
+    # Pinned values: a change here would send pairs to other machines after an upgrade.
+    assert [shard_of(k, 4) for k in keys[:8]] == [1, 2, 3, 1, 2, 1, 4, 2]
+    assert shard_of("image-classification,image-segmentation", 4) == 1
+
+
+@pytest.mark.parametrize("bad", ["0/4", "5/4", "2", "a/b", "2/0"])
+def test_bad_shard_is_a_usage_error(workspace: Path, bad: str) -> None:
+    done = cli(workspace, "batch", "--category", "databases", "--dry-run", "--shard", bad)
+    assert done.returncode == 2
+    assert "must look like i/n" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_four_shards_run_apart_and_merge_into_one_store_without_duplicates(
+    workspace: Path, fake: FakeLLM, tmp_path: Path
+) -> None:
+    add_category(workspace, SUBJECTS)
+    exports = []
+    for i in range(1, 5):  # four "machines": each its own store, nothing shared
+        store = tmp_path / f"shard-{i}.duckdb"
+        done = cli(workspace, "--store", str(store), "batch", "--category", "widgets", "--shard", f"{i}/4")
+        assert done.returncode == 0, done.stderr
+        folder = tmp_path / f"export-{i}"
+        out = cli(workspace, "--store", str(store), "store", "export", str(folder))
+        assert out.returncode == 0, out.stderr
+        assert json.loads((folder / "manifest.json").read_text())["rows"]["runs"] == 1
+        exports.append(str(folder))
+    assert fake.calls == 55
+
+    merged = tmp_path / "merged.duckdb"
+    first = cli(workspace, "--store", str(merged), "store", "import", *exports)
+    assert first.returncode == 0, first.stderr
+    assert "added 1 schemas, 55 generations, 55 attempts, 0 snapshots, 4 runs, 55 run_items" in first.stdout
+    con = duckdb.connect(str(merged), read_only=True)
+    try:
+        assert con.execute("SELECT count(*), count(DISTINCT pair_key) FROM generations").fetchone() == (55, 55)
+        assert con.execute("SELECT count(*) FROM runs").fetchone() == (4,)
+        assert con.execute("SELECT count(*), count(DISTINCT pair_key) FROM run_items").fetchone() == (55, 55)
+        names = sorted(n for (n,) in con.execute("SELECT name FROM runs").fetchall())
+        assert names == [f"category-widgets (shard {i}/4)" for i in range(1, 5)]
+        tables = ("generations", "attempts", "schemas", "runs", "run_items", "snapshots")
+        before = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone() for t in tables}
+    finally:
+        con.close()
+
+    again = cli(workspace, "--store", str(merged), "store", "import", *exports)  # importing twice adds nothing
+    assert again.returncode == 0, again.stderr
+    assert "added 0 schemas, 0 generations, 0 attempts, 0 snapshots, 0 runs, 0 run_items" in again.stdout
+    con = duckdb.connect(str(merged), read_only=True)
+    try:
+        assert {t: con.execute(f"SELECT count(*) FROM {t}").fetchone() for t in before} == before
+    finally:
+        con.close()
+
+    rendered = cli(workspace, "--store", str(merged), "render")
+    assert rendered.returncode == 0, rendered.stderr
+    assert "rendered 55 comparison(s)" in rendered.stdout
+    # A re-run against the merged store finds every pair fresh: no model call.
+    rerun = cli(workspace, "--store", str(merged), "batch", "--category", "widgets")
+    assert rerun.returncode == 0 and "0 generated, 55 fresh" in rerun.stdout
+    assert fake.calls == 55
+
+
+def test_export_and_import_refuse_bad_folders(workspace: Path, fake: FakeLLM, tmp_path: Path) -> None:
+    assert cli(workspace, "run", "--pair", "duckdb,mysql").returncode == 0
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    busy = cli(workspace, "store", "export", str(folder))
+    assert busy.returncode == 2 and "not empty" in busy.stderr
+    assert (folder / "keep.txt").read_text() == "mine"
+
+    good = tmp_path / "good"
+    assert cli(workspace, "store", "export", str(good)).returncode == 0
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{")
+    target = tmp_path / "target.duckdb"
+    for bad, message in ((tmp_path / "missing", "no manifest.json"), (broken, "not valid JSON")):
+        done = cli(workspace, "--store", str(target), "store", "import", str(good), str(bad))
+        assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1
+    # the good folder before the bad one was not imported either: all or nothing
+    if target.exists():
+        con = duckdb.connect(str(target), read_only=True)
+        try:
+            assert con.execute("SELECT count(*) FROM generations").fetchone() == (0,)
+        finally:
+            con.close()
