@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ log = logging.getLogger("pipeline")
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("completed", "expired", "cancelled", "failed")
 OPEN_RUN = ("submitted", "cancelling")
+CHUNK = 1000  # answers judged and committed together
 Say = Callable[[str], None]
 
 
@@ -69,20 +70,46 @@ def require_batchable(provider: Any) -> None:
 class Part:
     round: int
     part: int
-    lines: list[tuple[str, str, str, str]] = field(default_factory=list)  # (custom_id, pair, cache key, line)
+    path: Path
+    keys: list[tuple[str, str, str]] = field(default_factory=list)  # (custom id, pair key, cache key)
     size: int = 0
 
 
-def split(lines: list[tuple[str, str, str, str]], round_: int, policy: BatchAPIPolicy, first: int = 1) -> list[Part]:
-    """Lines into files of at most `max_requests` lines and `max_bytes` bytes each."""
-    parts: list[Part] = []
-    for entry in lines:
-        size = len(entry[3].encode()) + 1
-        if not parts or len(parts[-1].lines) >= policy.max_requests or parts[-1].size + size > policy.max_bytes:
-            parts.append(Part(round_, first + len(parts)))
-        parts[-1].lines.append(entry)
-        parts[-1].size += size
-    return parts
+class PartWriter:
+    """Request lines streamed into JSONL files of at most `max_requests` lines and `max_bytes` bytes each.
+
+    Nothing is held in memory but the ids; each file is written under a temporary name and renamed
+    when complete, so a file that exists is whole.
+    """
+
+    def __init__(self, folder: Path, round_: int, policy: BatchAPIPolicy, first: int = 1):
+        self.folder, self.round, self.policy, self.first = folder, round_, policy, first
+        self.parts: list[Part] = []
+        self._out: Any = None
+
+    def add(self, cid: str, pair_key: str, cache_key: str, line: str) -> None:
+        size = len(line.encode()) + 1
+        last = self.parts[-1] if self.parts else None
+        if last is None or len(last.keys) >= self.policy.max_requests or last.size + size > self.policy.max_bytes:
+            self._close_file()
+            self.folder.mkdir(parents=True, exist_ok=True)
+            number = self.first + len(self.parts)
+            last = Part(self.round, number, self.folder / f"requests-r{self.round}-p{number}.jsonl")
+            self.parts.append(last)
+            self._out = last.path.with_suffix(".tmp").open("w", encoding="utf-8")
+        self._out.write(line + "\n")
+        last.keys.append((cid, pair_key, cache_key))
+        last.size += size
+
+    def close(self) -> list[Part]:
+        self._close_file()
+        return self.parts
+
+    def _close_file(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            os.replace(self.parts[-1].path.with_suffix(".tmp"), self.parts[-1].path)
+            self._out = None
 
 
 def _line(cid: str, body: dict[str, Any]) -> str:
@@ -93,20 +120,8 @@ def _folder(ws: Any, run_id: str) -> Path:
     return ws.settings.store_path.parent / "batch-api" / run_id
 
 
-def _write_part(folder: Path, part: Part) -> Path:
-    """The JSONL file, written whole or not at all."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"requests-r{part.round}-p{part.part}.jsonl"
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as out:
-        for *_, line in part.lines:
-            out.write(line + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def _part_row(run_id: str, part: Part, path: Path, now: str) -> list[Any]:
-    return [run_id, part.round, part.part, str(path), len(part.lines), part.size, None, None, "prepared",
+def _part_row(run_id: str, part: Part, now: str) -> list[Any]:
+    return [run_id, part.round, part.part, str(part.path), len(part.keys), part.size, None, None, "prepared",
             None, None, 0, 0, now, now, None]  # fmt: skip
 
 
@@ -137,15 +152,14 @@ def submit(
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
     ident = provider.identity()
     todo = [i for i in items if i.action == "generate"]
-    lines = []
+    writer = PartWriter(_folder(ws, run_id), 1, policy)
     for item in todo:
         job = item.job
         cid = custom_id(item.pair.key, job.cache_key, 1)
-        lines.append((cid, item.pair.key, job.cache_key, _line(cid, provider.request_body(
-            job.messages.as_list(), job.schema, job.params))))  # fmt: skip
-    parts = split(lines, 1, policy)
-    folder = _folder(ws, run_id)
-    paths = [_write_part(folder, part) for part in parts]
+        writer.add(cid, item.pair.key, job.cache_key,
+                   _line(cid, provider.request_body(job.messages.as_list(), job.schema, job.params)))  # fmt: skip
+        job.__dict__.pop("schema", None)  # computed once for the line; 10,000 of them need not stay in memory
+    parts = writer.close()
     spec_row = {**spec.as_dict(), "via": "openai-batch", "profile": provider.profile.name, "model": provider.model,
                 "reask": policy.reask, "concurrency": concurrency}  # fmt: skip
     now = utc_now()
@@ -156,10 +170,10 @@ def submit(
         Ledger.start_in(con, run_id, spec.name, spec_row, ident["kind"], ident["model"],
                         [i.pair.key for i in items], resumed_from, status=status)  # fmt: skip
         Ledger.record_in(con, run_id, fresh)
-        _insert_rows(con, "api_batches", [_part_row(run_id, p, f, now) for p, f in zip(parts, paths, strict=True)])
+        _insert_rows(con, "api_batches", [_part_row(run_id, p, now) for p in parts])
         _insert_rows(con, "api_requests", [
             [run_id, cid, 1, part.part, pair_key, cache_key, uuid.uuid4().hex, "submitted", "[]", "", now]
-            for part in parts for cid, pair_key, cache_key, _ in part.lines
+            for part in parts for cid, pair_key, cache_key in part.keys
         ])  # fmt: skip
         if not todo:
             con.execute("UPDATE runs SET finished_at = ? WHERE id = ?", [now, run_id])
@@ -380,27 +394,35 @@ def _maybe_finish(ws: Any, run_id: str, collector: _Collector, provider: Any, po
         folder.rmdir()
 
 
-def _download(provider: Any, file_id: str | None, path: Path) -> Iterator[dict[str, Any]]:
-    """The file's JSON lines, streamed to disk first (answer files can be hundreds of MB)."""
+def _download(provider: Any, file_id: str | None, path: Path) -> Path | None:
+    """The file streamed to disk (answer files can be hundreds of MB); None when there is no such file."""
     if not file_id:
-        return
+        return None
     tmp = path.with_suffix(".part")
     streamed = _call(provider, provider.client.files.with_streaming_response.content, file_id)
     with streamed as response, tmp.open("wb") as out:
         for chunk in response.iter_bytes():
             out.write(chunk)
     os.replace(tmp, path)
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except ValueError:
-                log.warning("%s line %d is not JSON; skipped (its request counts as unanswered)", path.name, number)
-                continue
-            if isinstance(value, dict):
-                yield value
+    return path
+
+
+def _lines(paths: list[Path | None]) -> Iterator[dict[str, Any]]:
+    """The JSON objects of JSONL files, one at a time."""
+    for path in paths:
+        if path is None:
+            continue
+        with path.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except ValueError:
+                    log.warning("%s line %d is not JSON; skipped (its request counts as unanswered)", path.name, number)
+                    continue
+                if isinstance(value, dict):
+                    yield value
 
 
 @dataclass
@@ -425,10 +447,12 @@ class _Collector:
         self.canonical = ws.canonical[0]
         self.max_attempts = ws.settings.generation.max_attempts
         self.jobs: dict[str, Any] = {}
-        self._carry: dict[str, tuple[str, str]] = {}  # follow-up custom id -> (invocation id, records so far)
-        self.written: dict[str, Any] = {}
-        before = {c.pair_key: (c, prev) for c, prev in ws.store.latest_with_previous()}
-        self.before = before
+        self.written: set[str] = set()
+        # Pairs whose reports exist or will: links to them are kept ("people also compare").
+        with ws.store.session() as con:
+            self.expected = frozenset(k for (k,) in con.execute(
+                "SELECT DISTINCT pair_key FROM generations UNION SELECT pair_key FROM run_items WHERE run_id = ?",
+                [self.run_id]).fetchall())  # fmt: skip
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -469,48 +493,62 @@ class _Collector:
     # -- one batch file ------------------------------------------------------------------------
 
     def batch(self, row: dict[str, Any], batch_errors: str) -> None:
-        from pipeline.generate import comparison_from, judge
-
+        """Judge, store and route every request of one finished batch, in chunks (a batch may be 50,000)."""
         round_, part = row["round"], row["part"]
         waiting = self.requests(round_, part)
         folder = _folder(self.ws, self.run_id)
         folder.mkdir(parents=True, exist_ok=True)
-        answers: dict[str, dict[str, Any]] = {}
-        check = self._check
-        for name, file_id in (("output", row["output_file_id"]), ("errors", row["error_file_id"])):
-            for line in _download(self.provider, file_id, folder / f"{name}-r{round_}-p{part}.jsonl"):
-                cid = line.get("custom_id")
-                if isinstance(cid, str) and cid in waiting and cid not in answers:
-                    answers[cid] = line
-                elif cid not in waiting:
-                    log.warning("run %s: answer for unknown or already collected request %r ignored", self.run_id,
-                                str(cid)[:80])  # fmt: skip
+        files = [
+            _download(self.provider, file_id, folder / f"{name}-r{round_}-p{part}.jsonl")
+            for name, file_id in (("output", row["output_file_id"]), ("errors", row["error_file_id"]))
+        ]
         cancelled = row["status"] == "cancelled" or _run_status(self.ws, self.run_id) == "cancelling"
+        seen: set[str] = set()
+        chunk: list[tuple[_Request, dict[str, Any] | None]] = []
+        for line in _lines(files):
+            cid = line.get("custom_id")
+            if not isinstance(cid, str) or cid not in waiting or cid in seen:
+                log.warning("run %s: answer for unknown or already collected request %r ignored", self.run_id,
+                            str(cid)[:80])  # fmt: skip
+                continue
+            seen.add(cid)
+            chunk.append((waiting[cid], line))
+            if len(chunk) >= CHUNK:
+                self._chunk(row, chunk, batch_errors, cancelled)
+                chunk = []
+        chunk += [(req, None) for cid, req in waiting.items() if cid not in seen]  # never answered
+        for i in range(0, len(chunk), CHUNK):
+            self._chunk(row, chunk[i : i + CHUNK], batch_errors, cancelled)
+        self._close(row)
+
+    def _chunk(self, row: dict[str, Any], chunk: list[tuple[_Request, dict[str, Any] | None]], batch_errors: str,
+               cancelled: bool) -> None:  # fmt: skip
+        from pipeline.generate import comparison_from, judge
+
         done: list[tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]] = []
         comparisons: list[Any] = []
         statuses: list[tuple[str, str, str, str]] = []  # (custom_id, status, records, answer)
-        follow: list[tuple[str, str, str, str]] = []  # next round's lines
-        next_round = round_ + 1
-        for cid, req in waiting.items():
-            answered = answers.get(cid)
+        next_round = row["round"] + 1
+        for req, answered in chunk:
+            cid = req.custom_id
             number = len(req.records) + 1
             try:
                 job = self.job(req.pair_key, req.cache_key)
             except PipelineError as exc:
-                done.append(self._failed(req, number, str(exc)))
+                done.append(self._failed(req, str(exc)))
                 statuses.append((cid, "done", "[]", ""))
                 continue
             if row["status"] == "failed":  # the provider rejected the whole file: asking again one by one won't help
                 reason = batch_errors or "no reason given"
-                done.append(self._failed(req, number, f"the provider rejected batch {row['batch_id']}: {reason}"))
+                done.append(self._failed(req, f"the provider rejected batch {row['batch_id']}: {reason}"))
                 statuses.append((cid, "done", "[]", ""))
                 continue
             completion, error = self._completion(answered, row["status"], batch_errors)
+            problems: list[Problem] = []
             if completion is None:
                 record = AttemptRecord(number, "transport_error", "", (), Usage(), 0, error=error)
-                problems: list[Problem] = []
             else:
-                data, problems = judge(completion, check(job), job.params.max_tokens)
+                data, problems = judge(completion, self._check(job), job.params.max_tokens)
                 record = AttemptRecord(number, "invalid" if problems else "accepted", completion.text,
                                        tuple(problems), completion.usage, 0, completion.finish_reason)  # fmt: skip
                 if data is not None and not problems:
@@ -520,34 +558,87 @@ class _Collector:
                     comparisons.append(comparison)
                     statuses.append((cid, "done", "[]", ""))
                     continue
-            records_json = json.dumps([*req.records, _record_dict(record)])
+            records_json = json.dumps([*req.records, asdict(record)])
             if cancelled:
                 statuses.append((cid, "cancelled", records_json, ""))
-                continue
-            if self.reask_mode == "sync":
+            elif self.reask_mode == "sync":
                 answer = {"completion": asdict(completion) if completion else None, "error": error}
                 statuses.append((cid, "reask", records_json, json.dumps(answer)))
-            elif number < self.max_attempts:
+            elif number < self.max_attempts:  # a follow-up batch: the line is written when the batch is closed
                 messages = job.messages.as_list()
                 if completion is not None:
                     messages = self.ws.prompts.reask(messages, completion.text, problems)
-                from dataclasses import replace
-
                 params = replace(job.params, seed=None if job.params.seed is None else job.params.seed + number)
                 new_id = custom_id(req.pair_key, req.cache_key, next_round)
-                follow.append((new_id, req.pair_key, req.cache_key,
-                               _line(new_id, self.provider.request_body(messages, job.schema, params))))  # fmt: skip
-                statuses.append((cid, "done", "[]", ""))
-                self._carry[new_id] = (req.invocation_id, records_json)
+                line = _line(new_id, self.provider.request_body(messages, job.schema, params))
+                statuses.append((cid, "follow", records_json, line))
             else:
                 reason = error or "; ".join(str(p) for p in problems[:3])
                 records = [*map(_record_from, req.records), record]
-                done.append(self._failed(req, number, f"{req.pair_key}: still invalid after {number} attempts "
-                                                      f"(Batch API): {reason}", records))  # fmt: skip
+                done.append(self._failed(req, f"{req.pair_key}: still invalid after {number} attempts (Batch API): "
+                                              f"{reason}", records))  # fmt: skip
                 statuses.append((cid, "done", "[]", ""))
-        self._commit(row, done, statuses, follow, next_round)
+        self.jobs.clear()
+        previous = self.ws.store.latest_for_pairs([c.pair_key for c in comparisons])
+        with self.ws.store.session() as con:  # the answers and the requests' new states: one transaction
+            Ledger.record_in(con, self.run_id, done)
+            self._set_statuses(con, statuses)
         for comparison in comparisons:
-            self.write(comparison)
+            self.write(comparison, previous.get(comparison.pair_key))
+
+    def _set_statuses(self, con: Any, statuses: list[tuple[str, str, str, str]]) -> None:
+        from pipeline.store import _insert_rows
+
+        if not statuses:
+            return
+        con.execute("CREATE TEMP TABLE IF NOT EXISTS _status (custom_id VARCHAR, status VARCHAR, records VARCHAR, "
+                    "answer VARCHAR)")  # fmt: skip
+        con.execute("DELETE FROM _status")
+        _insert_rows(con, "_status", [list(s) for s in statuses])
+        con.execute(
+            "UPDATE api_requests SET status = s.status, records = CASE WHEN s.records = '[]' "
+            "THEN api_requests.records ELSE s.records END, answer = s.answer, updated_at = ? "
+            "FROM _status s WHERE api_requests.run_id = ? AND api_requests.custom_id = s.custom_id",
+            [utc_now(), self.run_id],
+        )
+
+    def _close(self, row: dict[str, Any]) -> None:
+        """The batch is collected: its follow-up round (if any) is written and recorded in one transaction."""
+        from pipeline.store import _insert_rows
+
+        round_, next_round = row["round"], row["round"] + 1
+        with self.ws.store.session() as con:
+            rows = con.execute(
+                "SELECT custom_id, pair_key, cache_key, invocation_id, records, answer FROM api_requests "
+                "WHERE run_id = ? AND round = ? AND part = ? AND status = 'follow' ORDER BY custom_id",
+                [self.run_id, round_, row["part"]],
+            ).fetchall()
+        carry = {}
+        writer = PartWriter(_folder(self.ws, self.run_id), next_round, self.policy, first=self._next_part(next_round))
+        for _cid, pair_key, cache_key, invocation, records, line in rows:
+            new_id = custom_id(pair_key, cache_key, next_round)
+            carry[new_id] = (invocation, records)
+            writer.add(new_id, pair_key, cache_key, line)
+        parts = writer.close()
+        now = utc_now()
+        with self.ws.store.session() as con:
+            for part in parts:
+                _insert_rows(con, "api_batches", [_part_row(self.run_id, part, now)])
+                _insert_rows(con, "api_requests", [
+                    [self.run_id, cid, next_round, part.part, pair_key, cache_key, carry[cid][0], "submitted",
+                     carry[cid][1], "", now]
+                    for cid, pair_key, cache_key in part.keys
+                ])  # fmt: skip
+            con.execute(
+                "UPDATE api_requests SET status = 'done', answer = '', updated_at = ? "
+                "WHERE run_id = ? AND round = ? AND part = ? AND status = 'follow'",
+                [now, self.run_id, round_, row["part"]],
+            )
+            con.execute(
+                "UPDATE api_batches SET collected_at = ?, updated_at = ? WHERE run_id = ? AND round = ? AND part = ?",
+                [now, now, self.run_id, round_, row["part"]],
+            )
+            self._pending_cancelled(con)
 
     def _completion(self, line: dict[str, Any] | None, batch_status: str, batch_errors: str
                     ) -> tuple[Completion | None, str]:  # fmt: skip
@@ -581,7 +672,7 @@ class _Collector:
                 "attempts": records, "schema_body": job.canonical_schema}  # fmt: skip
         return outcome.row(), args, None
 
-    def _failed(self, req: _Request, number: int, error: str, records: list[AttemptRecord] | None = None
+    def _failed(self, req: _Request, error: str, records: list[AttemptRecord] | None = None
                 ) -> tuple[dict[str, Any], None, dict[str, Any]]:  # fmt: skip
         records = records or [*map(_record_from, req.records)]
         usage = sum((r.usage for r in records), Usage())
@@ -591,40 +682,6 @@ class _Collector:
         args = {"invocation_id": req.invocation_id, "generation_id": None, "pair_key": req.pair_key,
                 "cache_key": req.cache_key, "attempts": records}  # fmt: skip
         return outcome.row(), None, args
-
-    def _commit(self, row: dict[str, Any], done: list[Any], statuses: list[tuple[str, str, str, str]],
-                follow: list[tuple[str, str, str, str]], next_round: int) -> None:  # fmt: skip
-        """The batch's answers, the requests' new states and any follow-up round: one transaction."""
-        from pipeline.store import _insert_rows
-
-        now = utc_now()
-        parts = split(follow, next_round, self.policy, first=self._next_part(next_round)) if follow else []
-        paths = [_write_part(_folder(self.ws, self.run_id), p) for p in parts]
-        with self.ws.store.session() as con:
-            Ledger.record_in(con, self.run_id, done)
-            if statuses:
-                con.execute("CREATE TEMP TABLE IF NOT EXISTS _status (custom_id VARCHAR, status VARCHAR, "
-                            "records VARCHAR, answer VARCHAR)")  # fmt: skip
-                con.execute("DELETE FROM _status")
-                _insert_rows(con, "_status", [list(s) for s in statuses])
-                con.execute(
-                    "UPDATE api_requests SET status = s.status, records = CASE WHEN s.records = '[]' "
-                    "THEN api_requests.records ELSE s.records END, answer = s.answer, updated_at = ? "
-                    "FROM _status s WHERE api_requests.run_id = ? AND api_requests.custom_id = s.custom_id",
-                    [now, self.run_id],
-                )
-            for part, path in zip(parts, paths, strict=True):
-                _insert_rows(con, "api_batches", [_part_row(self.run_id, part, path, now)])
-                _insert_rows(con, "api_requests", [
-                    [self.run_id, cid, next_round, part.part, pair_key, cache_key, self._carry[cid][0], "submitted",
-                     self._carry[cid][1], "", now]
-                    for cid, pair_key, cache_key, _ in part.lines
-                ])  # fmt: skip
-            con.execute(
-                "UPDATE api_batches SET collected_at = ?, updated_at = ? WHERE run_id = ? AND round = ? AND part = ?",
-                [now, now, self.run_id, row["round"], row["part"]],
-            )
-            self._pending_cancelled(con)
 
     def _pending_cancelled(self, con: Any) -> None:
         """Items whose request was cancelled stay `pending` in the ledger (resume with --resume)."""
@@ -682,7 +739,7 @@ class _Collector:
                 try:
                     produced = future.result()
                 except PipelineError as exc:
-                    entry = self._failed(req, len(req.records), str(exc))
+                    entry = self._failed(req, str(exc))
                     self._commit_one(req, entry, None)
                     continue
                 self._commit_one(req, self._produced_entry(req, produced), produced.comparison)
@@ -706,30 +763,34 @@ class _Collector:
         return outcome.row(), None, {**_failed_args(produced), "attempts": records}
 
     def _commit_one(self, req: _Request, entry: Any, comparison: Any) -> None:
+        previous = self.ws.store.latest_for_pairs([comparison.pair_key] if comparison is not None else [])
         with self.ws.store.session() as con:
             Ledger.record_in(con, self.run_id, [entry])
             con.execute("UPDATE api_requests SET status = 'done', updated_at = ? WHERE run_id = ? AND custom_id = ?",
                         [utc_now(), self.run_id, req.custom_id])  # fmt: skip
         if comparison is not None:
-            self.write(comparison)
+            self.write(comparison, previous.get(comparison.pair_key))
 
     # -- reports -------------------------------------------------------------------------------
 
-    def write(self, comparison: Any) -> None:
-        from pipeline.batch import _write
-
-        expected = frozenset(self.before) | {comparison.pair_key}
-        _write(self.ws, comparison, expected, self.before)
-        self.written[comparison.pair_key] = comparison
+    def write(self, comparison: Any, previous: Any) -> None:
+        """A new generation's reports; `previous` is the pair's latest generation before it was stored."""
+        self.ws.renderer.write(comparison, self.expected, previous)
+        self.written.add(comparison.pair_key)
 
     def settle(self) -> None:
-        from pipeline.batch import _settle
-
-        _settle(self.ws, self.written, frozenset(self.before) | frozenset(self.written), self.before)
-
-
-def _record_dict(record: AttemptRecord) -> dict[str, Any]:
-    return asdict(record)
+        """Rewrite the reports that linked to a pair which did not arrive after all; then the index."""
+        latest = self.ws.store.latest_all()
+        present = frozenset(c.pair_key for c in latest)
+        missing = self.expected - present
+        for c in latest if missing else ():
+            if c.pair_key in self.written:
+                related = {
+                    p.key for p in self.ws.catalogue.related_pairs(self.ws.pair(c.pair_key, cross_category=True))
+                }
+                if related & missing:
+                    self.ws.renderer.write(c, present, self.ws.previous_of(c))
+        self.ws.renderer.write_index(latest)
 
 
 def _record_from(value: dict[str, Any] | AttemptRecord) -> AttemptRecord:

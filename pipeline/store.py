@@ -357,6 +357,18 @@ class Store:
             ).fetchall()
         return {c.cache_key: c for c in map(_comparison, rows)}
 
+    def latest_for_pairs(self, pair_keys: Sequence[str]) -> dict[str, Comparison]:
+        """Each of these pairs' latest generation, if it has one (one query)."""
+        if not pair_keys:
+            return {}
+        with self.session() as con:
+            rows = con.execute(
+                f"SELECT {_COLUMNS} FROM generations WHERE pair_key IN (SELECT unnest(?)) "
+                "QUALIFY row_number() OVER (PARTITION BY pair_key ORDER BY generated_at DESC, rowid DESC) = 1",
+                [list(pair_keys)],
+            ).fetchall()
+        return {c.pair_key: c for c in map(_comparison, rows)}
+
     def attempts(self, pair_key: str) -> list[dict[str, Any]]:
         with self.session() as con:
             cur = con.execute(
