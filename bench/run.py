@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -173,6 +174,21 @@ def prompt_tokens() -> dict[str, float]:
     return {"system": n_system, "user": n_user, "total": n_system + n_user, "shared": n_system + len(shared_user) // 4}
 
 
+def local_overhead(seeds: int) -> dict[str, Any] | None:
+    """bench/local_overhead.py in its own process (it loads the bundled model)."""
+    python = ROOT / ".venv/bin/python"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "lo.json"
+        command = [str(python if python.exists() else sys.executable), str(ROOT / "bench/local_overhead.py"),
+                   "--seeds", str(seeds), "--json", str(out)]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0 or not out.exists():
+            print(done.stderr[-2000:], file=sys.stderr)
+            return None
+        result: dict[str, Any] = json.loads(out.read_text())
+        return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -222,6 +238,18 @@ def main() -> int:
     row("prompt tokens, reference pair (bundled model's tokenizer)",
         f"{pt['total']} ({pt['system']} system + {pt['user']} user); shared prefix ≈ {pt['shared'] / pt['total']:.0%}",
         "instructions first, pair-specific last", None)  # fmt: skip
+
+    lo = local_overhead(1 if args.quick else 3)
+    if lo is None:
+        row("local model: pipeline tokens/s vs raw llama-cpp-python, same grammar", "not measured (no bundled model)",
+            "overhead ≤ 10%", False)  # fmt: skip
+    else:
+        row("local model: pipeline tokens/s vs raw llama-cpp-python, same requests and grammar (median of "
+            f"{len(lo['rows'])} seeds)", f"{lo['pipeline_tps']:.1f} vs {lo['raw_tps']:.1f} tok/s: overhead "
+            f"{lo['overhead']:+.1%}", "≤ 10%", lo["overhead"] <= 0.10)  # fmt: skip
+        row("local model: grammar cost (constrained vs unconstrained tokens/s, same count)",
+            f"{lo['raw_tps']:.1f} vs {lo['free_tps']:.1f} tok/s: {lo['grammar_cost']:.0%} slower",
+            "report", None)  # fmt: skip
 
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True

@@ -18,7 +18,6 @@ import signal
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -332,23 +331,15 @@ def run_batch(
                 (ItemOutcome(i.pair.key, "fresh", generation_id=i.cached.generation_id), None, None, i.cached)
                 for i in items if i.action == "fresh"
             ])  # fmt: skip
-            queue = deque(i for i in items if i.action == "generate")
-
-            def top_up() -> None:
-                while queue and len(running) < workers and not budget_hit:
-                    item = queue.popleft()
+            # Every item is queued in the pool at once: a worker takes the next one the moment its call
+            # returns, without waiting for the writer (which commits and renders meanwhile). Once the
+            # budget is reached, the items not started yet come back as skipped without a call.
+            for item in items:
+                if item.action == "generate":
                     running[pool.submit(work, item)] = item
-
-            while queue or running:
-                top_up()
-                if budget_hit and queue:
-                    finish([skipped(item) for item in queue])
-                    queue.clear()
-                if not running:
-                    break
+            while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 collect(done)
-                top_up()  # the freed workers call the model again before the writer's work below
                 finish(list(arrived.values()))  # everything that has arrived, in one transaction
         except KeyboardInterrupt:
             interrupted = True
