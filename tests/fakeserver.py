@@ -233,6 +233,7 @@ class FakeBatchAPI:
         self.answer_before_cancel = 0
         self.creates = 0
         self.fail_creates = 0  # answer this many creates with HTTP 503
+        self.polls_before_done = 0  # a batch stays in_progress for this many retrieves
         self.uploads = 0
         self.downloads = 0
         self.lock = threading.Lock()
@@ -335,7 +336,10 @@ class FakeBatchAPI:
                                         "line": 1, "param": None}]  # fmt: skip
                 return
             batch["status"] = "in_progress"
-            if self.mode == "hold":
+            batch["polls"] = 0
+        if batch["status"] == "in_progress":
+            batch["polls"] += 1
+            if self.mode == "hold" or batch["polls"] <= self.polls_before_done:
                 return
             count = self.expire_after if self.mode == "expire" else len(batch["lines"])
             self._answer(batch, batch["lines"][:count])

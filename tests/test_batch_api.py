@@ -64,8 +64,13 @@ def test_submit_then_collect_stores_every_answer_at_the_discounted_price(ws: Pat
     (batch_id,) = db(ws, "SELECT batch_id FROM api_batches")[0]
     assert fake.api.batches[batch_id]["metadata"]["pipeline_run"]
 
-    done = cli(ws, "batch", "--collect", "--json", "-")
+    summary = ws / "collect.json"
+    done = cli(ws, "batch", "--collect", "--json", str(summary))
     assert done.returncode == 0, done.stderr
+    (run,) = json.loads(summary.read_text())
+    assert run["status"] == "finished" and run["counts"] == {"generated": PAIRS}
+    assert run["batches"][0]["batch_id"] == batch_id and run["batches"][0]["completed"] == PAIRS
+    assert round(run["cost"], 9) == round(PAIRS * BATCH_COST, 9)
     assert "finished; 15 generated, 0 fresh, 0 failed, 0 pending" in done.stdout
     assert fake.calls == PAIRS  # each request answered once, inside the batch; no direct call
     assert db(ws, "SELECT count(*) FROM generations") == [(PAIRS,)]
@@ -236,3 +241,12 @@ def test_batch_api_refuses_the_staged_local_model(ws: Path) -> None:
     done = cli(ws, "batch", "--category", "widgets", "--via", "openai-batch", "--provider", "local")
     assert done.returncode == 2
     assert "needs an OpenAI-compatible provider" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_collect_wait_polls_until_the_batch_is_done(ws: Path, fake: FakeLLM) -> None:
+    fake.api.polls_before_done = 2
+    submit(ws)
+    done = cli(ws, "batch", "--collect", "--wait", "--poll", "0.05")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("in_progress, 0 of 15 answered") == 2
+    assert statuses(ws) == {"generated": PAIRS}
