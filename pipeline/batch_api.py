@@ -337,6 +337,11 @@ def cancel(ws: Any, run: dict[str, Any]) -> RunState:
 
 def collect(ws: Any, run: dict[str, Any], policy: BatchAPIPolicy, price: Price | None, say: Say) -> RunState:
     """One pass: finish any interrupted submission, download what has finished, store, re-ask."""
+    with ws.store.holding():  # many short transactions: keep the file open between them
+        return _collect(ws, run, policy, price, say)
+
+
+def _collect(ws: Any, run: dict[str, Any], policy: BatchAPIPolicy, price: Price | None, say: Say) -> RunState:
     provider = provider_for(ws, run)
     run_id = run["run_id"]
     cancelling = _run_status(ws, run_id) == "cancelling"
@@ -389,7 +394,7 @@ def _maybe_finish(ws: Any, run_id: str, collector: _Collector, provider: Any, po
     collector.settle()
     folder = _folder(ws, run_id)
     for path in folder.glob("*.jsonl"):
-        path.unlink()  # the request and answer files are in the store now (or no longer needed)
+        path.unlink()  # every answer is stored and no request will be sent again
     if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
-from pipeline.errors import PipelineError, StoreError
+from pipeline.errors import ConfigError, PipelineError, StoreError
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("pipeline")
@@ -256,9 +256,16 @@ def batch(
             f"{est['prompt_tokens']} prompt + {est['completion_tokens']} completion tokens, {cost}; nothing was called"
         )
         return
+    budget = max_cost if max_cost is not None else spec.max_cost
     if via == "openai-batch":
         from pipeline.batch_api import submit
 
+        est = b.estimate(items, ws.settings.generation.max_tokens, price)
+        if budget and price is not None and est["cost"] * policy.discount > budget:
+            raise ConfigError(
+                f"the batch would cost about ${est['cost'] * policy.discount:.2f} at Batch API prices, over the "
+                f"budget of ${budget:g}; raise --max-cost (or [limits] max_cost) or submit fewer pairs (--shard)"
+            )
         sub = submit(ws, spec, items, backend, policy=policy, resumed_from=resumed_from,
                      concurrency=spec.concurrency)  # fmt: skip
         click.echo(
@@ -270,7 +277,6 @@ def batch(
         if sub.generate:
             click.echo("collect the answers with: pipeline batch --collect  (add --wait to wait for them)")
         return
-    budget = max_cost if max_cost is not None else spec.max_cost
     from pipeline.progress import batch_progress
 
     # Ctrl-C and a scheduler's SIGTERM both stop the batch the same careful way, even when the

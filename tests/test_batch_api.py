@@ -250,3 +250,11 @@ def test_collect_wait_polls_until_the_batch_is_done(ws: Path, fake: FakeLLM) -> 
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("in_progress, 0 of 15 answered") == 2
     assert statuses(ws) == {"generated": PAIRS}
+
+
+def test_budget_refuses_to_submit_a_batch_estimated_above_it(ws: Path, fake: FakeLLM) -> None:
+    done = cli(ws, "batch", "--category", "widgets", "--via", "openai-batch", "--max-cost", "0.001")
+    assert done.returncode == 2
+    assert "over the budget of $0.001" in done.stderr and done.stderr.count("\n") == 1
+    assert fake.api.uploads == 0 and fake.api.creates == 0
+    assert not (ws / ".pipeline/batch-api").exists()
