@@ -279,12 +279,13 @@ def run_batch(
                 for outcome, _g, _f, _c in entries:
                     outcomes[outcome.pair_key] = outcome
                     arrived.pop(outcome.pair_key, None)
-            for outcome, _g, _f, comparison in entries:
+            first = len(outcomes) - len(entries)
+            for number, (outcome, _g, _f, comparison) in enumerate(entries, first + 1):
                 if comparison is not None:
                     _write(ws, comparison, expected, before)
                     rendered[outcome.pair_key] = comparison
                 if on_item:
-                    on_item(outcome, len(outcomes), total)
+                    on_item(outcome, number, total)
 
         spend_lock = threading.Lock()
 

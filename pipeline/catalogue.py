@@ -64,14 +64,19 @@ class Catalogue:
 
     def related_pairs(self, pair: Pair, limit: int = 6) -> list[Pair]:
         """Other pairs of the same category that share a subject with `pair` ("people also compare")."""
-        members = self._members(pair.category.id)
-        found = {}
+        cache: dict[tuple[str, int], list[Pair]] = self.__dict__.setdefault("_related_cache", {})
+        if (pair.key, limit) not in cache:
+            cache[(pair.key, limit)] = self._related(pair, limit)
+        return cache[(pair.key, limit)]
+
+    def _related(self, pair: Pair, limit: int) -> list[Pair]:
+        found: dict[str, tuple[Subject, Subject]] = {}
         for own in (pair.a, pair.b):
-            for other in members:
-                if other.id not in (pair.a.id, pair.b.id):
-                    a, b = sorted((own, other), key=lambda s: s.id)
-                    found[f"{a.id},{b.id}"] = Pair(a, b, pair.category)
-        return [found[k] for k in sorted(found)[:limit]]
+            for other in self._members(pair.category.id):
+                if other.id != pair.a.id and other.id != pair.b.id:
+                    a, b = (own, other) if own.id < other.id else (other, own)
+                    found[f"{a.id},{b.id}"] = (a, b)
+        return [Pair(*found[k], pair.category) for k in sorted(found)[:limit]]
 
     def _members(self, category_id: str) -> list[Subject]:
         cache: dict[str, list[Subject]] = self.__dict__.setdefault("_members_cache", {})

@@ -81,7 +81,12 @@ def load_overrides(config_dir: Path, catalogue: Any) -> dict[str, list[Override]
 def apply(
     data: dict[str, Any], overrides: list[Override], pair: Pair
 ) -> tuple[dict[str, Any], list[Override], list[Override]]:
-    """The data with overrides applied, the overrides applied and those whose target is gone."""
+    """The data with overrides applied, the overrides applied and those whose target is gone.
+
+    The caller's data is never changed: with overrides it gets a copy; without, the same object.
+    """
+    if not overrides:
+        return data, [], []
     data = copy.deepcopy(data)
     applied, unresolved = [], []
     for o in overrides:

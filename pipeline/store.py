@@ -470,12 +470,15 @@ def _attempt_rows(
     ]  # fmt: skip
 
 
-def _insert_rows(con: Any, table: str, rows: Sequence[Sequence[Any]], chunk: int = 100) -> None:
-    """Multi-row INSERTs: one statement per chunk instead of one per row (DuckDB's per-statement cost dominates)."""
-    for i in range(0, len(rows), chunk):
-        part = rows[i : i + chunk]
-        marks = ", ".join("(" + ", ".join("?" * len(r)) + ")" for r in part)
-        con.execute(f"INSERT INTO {table} VALUES {marks}", [v for r in part for v in r])
+def _insert_rows(con: Any, table: str, rows: Sequence[Sequence[Any]]) -> None:
+    """All rows in one statement, passed column by column (`unnest` of one list per column).
+
+    Binding thousands of single values is what costs in DuckDB: a list per column is bound once.
+    """
+    if not rows:
+        return
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    con.execute(f"INSERT INTO {table} SELECT {', '.join('unnest(?)' for _ in columns)}", columns)
 
 
 def _comparison(row: Sequence[Any]) -> Comparison:

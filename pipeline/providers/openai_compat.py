@@ -12,10 +12,9 @@ import email.utils
 import json
 import os
 import time
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
-
-import openai
 
 from pipeline.errors import (
     AuthenticationError,
@@ -29,6 +28,9 @@ from pipeline.models import Completion, Usage
 from pipeline.providers.base import ProgressFn
 from pipeline.schema import for_dialect
 from pipeline.settings import GenerationParams, ProviderProfile, TransportPolicy
+
+if TYPE_CHECKING:
+    import openai
 
 _FORMAT_WORDS = ("response_format", "json_schema", "json_object", "grammar", "structured output")
 
@@ -55,8 +57,16 @@ class OpenAICompatProvider:
         self._secret = key
         base_url = profile.base_url or os.environ.get("OPENAI_BASE_URL") or None
         self.endpoint = _safe_url(base_url or "https://api.openai.com/v1")
-        self.client = openai.OpenAI(
-            api_key=key or "not-needed",
+        self._client_args = (base_url, transport, http_client)
+
+    @cached_property
+    def client(self) -> openai.OpenAI:
+        """The SDK client, made on first use: a batch that finds every item fresh never imports `openai`."""
+        import openai
+
+        base_url, transport, http_client = self._client_args
+        return openai.OpenAI(
+            api_key=self._secret or "not-needed",
             base_url=base_url,
             max_retries=0,
             timeout=openai.Timeout(transport.timeout_s, connect=transport.connect_timeout_s),
@@ -106,6 +116,8 @@ class OpenAICompatProvider:
         params: GenerationParams,
         progress: ProgressFn | None = None,
     ) -> Completion:
+        import openai
+
         kwargs = self.request_body(messages, schema, params)
         if "repeat_penalty" in kwargs:
             kwargs["extra_body"] = {"repeat_penalty": kwargs.pop("repeat_penalty")}
@@ -141,6 +153,8 @@ class OpenAICompatProvider:
         )
 
     def _map(self, exc: openai.APIError) -> Exception:
+        import openai
+
         where = self.endpoint
         if isinstance(exc, openai.APITimeoutError):
             return TransientProviderError(f"{where} did not answer in time")
