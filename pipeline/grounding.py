@@ -13,6 +13,7 @@ the passages it cites; *unsupported* when it cites passages that share no conten
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -88,10 +89,15 @@ def split(text: str) -> list[str]:
     return chunks
 
 
-def content_words(text: str, ignore: frozenset[str] = frozenset()) -> set[str]:
-    return {_stem(w) for w in _WORD.findall(text.casefold()) if w not in STOP and w not in ignore and len(w) > 2}
+@functools.lru_cache(maxsize=8192)
+def content_words(text: str, ignore: frozenset[str] = frozenset()) -> frozenset[str]:
+    """Cached: a report checks each passage against every claim that cites it."""
+    return frozenset(
+        _stem(w) for w in _WORD.findall(text.casefold()) if w not in STOP and w not in ignore and len(w) > 2
+    )
 
 
+@functools.lru_cache(maxsize=65536)
 def _stem(word: str) -> str:
     """Enough stemming for overlap: plural and common suffixes off."""
     for suffix in ("ations", "ation", "ings", "ing", "ies", "es", "ed", "ly", "s"):
