@@ -4,14 +4,14 @@
 
 1. One machine: `pipeline batch FILE --via openai-batch` (write, upload, create) then
    `pipeline batch --collect` (download, validate, store, write reports), timed separately,
-   with the store's size after.
+   with each command's peak RSS and the store's size after.
 2. n machines: the same pairs as n shards (`--shard i/n`), each submitted and collected into
    its own store and exported (`pipeline store export`), then `pipeline store import` of all
-   the exports into one store, timed, and checked to hold every pair once.
+   the exports into one store, timed, and checked to hold every pair once; then imported again.
 
 The server answers every request at once (no provider queueing time is simulated): what is
 measured is this pipeline's own cost of a run of that size. The server runs in this process
-and shares the machine's CPU with the pipeline processes.
+and shares the machine's CPU with the pipeline processes. Prices: gpt-4o-mini's.
 """
 
 from __future__ import annotations
@@ -19,58 +19,22 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
-import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from run import batch_file, pipeline, timed, workspace  # noqa: E402
 
 from tests.fakeserver import FakeLLM  # noqa: E402
 
 
-def workspace(root: Path, base_url: str, pairs: int) -> Path:
-    for name in ("config", "prompts", "schemas"):
-        shutil.copytree(ROOT / name, root / name)
-    (root / "config/pipeline.toml").write_text(
-        f'provider = "fake"\n\n[providers.fake]\nkind = "openai"\nbase_url = "{base_url}"\nmodel = "gpt-4o-mini"\n'
-        'dialect = "json_schema"\napi_key_env = ""\n',
-        encoding="utf-8",
-    )
-    subjects = math.ceil((1 + math.sqrt(1 + 8 * pairs)) / 2)
-    lines = ['[category]\nid = "widgets"\nname = "Widgets"\n',
-             '[[category.dimensions]]\nname = "Speed"\nkind = "level"\nlevels = ["Slow", "Fast"]\n',
-             '[[category.dimensions]]\nname = "Notes"\nkind = "text"\n']  # fmt: skip
-    for i in range(subjects):
-        lines.append(
-            f'[[subjects]]\nid = "widget-{i:04d}"\nname = "Widget {i:04d}"\nvendor = "Acme"\n'
-            f'description = "Widget number {i} is a test subject. It has a speed and notes about its design."\n'
-        )
-    (root / "config/catalogue/widgets.toml").write_text("\n".join(lines), encoding="utf-8")
-    chosen = [f"widget-{a:04d},widget-{b:04d}" for a in range(subjects) for b in range(a + 1, subjects)][:pairs]
-    (root / "config/batches/big.toml").write_text(
-        'name = "big"\npairs = [\n' + "".join(f'  "{p}",\n' for p in chosen) + "]\n", encoding="utf-8"
-    )
-    return root
-
-
-def cli(ws: Path, *args: str) -> tuple[float, str]:
-    started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "pipeline", "--workspace", str(ws), *args],
-                          capture_output=True, text=True, check=False)  # fmt: skip
-    wall = time.monotonic() - started
-    if done.returncode != 0:
-        raise SystemExit(f"pipeline {' '.join(args)} exited {done.returncode}: {done.stderr.strip()[-500:]}")
-    return wall, done.stdout
-
-
-def size_mb(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file()) / 1e6
+def size_mb(store: Path) -> float:
+    return sum(p.stat().st_size for p in store.parent.glob(store.name + "*") if p.is_file()) / 1e6
 
 
 def count(store: Path, sql: str) -> Any:
@@ -83,6 +47,13 @@ def count(store: Path, sql: str) -> Any:
         con.close()
 
 
+def step(ws: Path, store: Path, *args: str) -> tuple[float, int, str]:
+    wall, rss, out = timed(pipeline("--store", str(store), *args), ws)
+    print(f"{' '.join(args)[:60]}: {wall:.1f} s, {rss} MB; {out.strip().splitlines()[0] if out.strip() else ''}",
+          flush=True)  # fmt: skip
+    return wall, rss, out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, default=10_000)
@@ -93,45 +64,38 @@ def main() -> int:
     out: dict[str, Any] = {"pairs": args.pairs, "shards": args.shards}
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            ws = workspace(Path(tmp) / "ws", server.base_url, args.pairs)
+            subjects = math.ceil((1 + math.sqrt(1 + 8 * args.pairs)) / 2)
+            ws = workspace(Path(tmp), server.base_url, subjects, model="gpt-4o-mini")
+            path = str(batch_file(ws, args.pairs, "big"))
             store = Path(tmp) / "one.duckdb"
-            out["submit_s"], text = cli(ws, "--store", str(store), "batch", str(ws / "config/batches/big.toml"),
-                                        "--via", "openai-batch")  # fmt: skip
-            print(text.strip().splitlines()[0], flush=True)
+            out["submit_s"], out["submit_rss_mb"], _ = step(ws, store, "batch", path, "--via", "openai-batch")
             uploads = [server.api.files[b["input_file_id"]] for b in server.api.batches.values()]
             out["uploaded_mb"] = sum(len(u) for u in uploads) / 1e6
             out["batches"] = len(server.api.batches)
-            out["collect_s"], text = cli(ws, "--store", str(store), "batch", "--collect")
-            print(text.strip(), flush=True)
+            out["collect_s"], out["collect_rss_mb"], _ = step(ws, store, "batch", "--collect")
             out["generations"] = count(store, "SELECT count(DISTINCT pair_key) FROM generations")[0]
             out["store_mb"] = size_mb(store)
-            out["reports"] = len(list((ws / "reports/widgets").glob("*.html")))
-            out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # submit and collect
-            print(json.dumps(out), flush=True)
+            out["reports"] = len(list((ws / "reports/bench").glob("*.html")))
 
             exports = []
-            shard_total = 0.0
             for i in range(1, args.shards + 1):
                 shard_store = Path(tmp) / f"shard-{i}.duckdb"
-                shutil.rmtree(ws / "reports", ignore_errors=True)
-                t1, _ = cli(ws, "--store", str(shard_store), "batch", str(ws / "config/batches/big.toml"), "--via",
-                            "openai-batch", "--shard", f"{i}/{args.shards}")  # fmt: skip
-                t2, _ = cli(ws, "--store", str(shard_store), "batch", "--collect")
+                t1, _, _ = step(
+                    ws, shard_store, "batch", path, "--via", "openai-batch", "--shard", f"{i}/{args.shards}"
+                )
+                t2, _, _ = step(ws, shard_store, "batch", "--collect")
                 folder = Path(tmp) / f"export-{i}"
-                t3, _ = cli(ws, "--store", str(shard_store), "store", "export", str(folder))
-                shard_total += t1 + t2
+                t3, _, _ = step(ws, shard_store, "store", "export", str(folder))
                 out[f"shard_{i}"] = {"submit_s": t1, "collect_s": t2, "export_s": t3, "store_mb": size_mb(shard_store),
                                      "export_mb": sum(p.stat().st_size for p in folder.iterdir()) / 1e6}  # fmt: skip
                 exports.append(str(folder))
-                print(json.dumps(out[f"shard_{i}"]), flush=True)
             merged = Path(tmp) / "merged.duckdb"
-            out["merge_s"], text = cli(ws, "--store", str(merged), "store", "import", *exports)
-            print(text.strip(), flush=True)
-            out["merge_again_s"], text = cli(ws, "--store", str(merged), "store", "import", *exports)
+            out["merge_s"], out["merge_rss_mb"], text = step(ws, merged, "store", "import", *exports)
+            out["merge_output"] = text.strip().splitlines()[0]
+            out["merge_again_s"], _, text = step(ws, merged, "store", "import", *exports)
             out["merge_again_output"] = text.strip().splitlines()[0]
             out["merged_generations"] = count(merged, "SELECT count(*), count(DISTINCT pair_key) FROM generations")
             out["merged_store_mb"] = size_mb(merged)
-            out["shards_submit_collect_s"] = shard_total
     finally:
         server.stop()
     print(json.dumps(out, indent=2))

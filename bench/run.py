@@ -32,12 +32,12 @@ PY = sys.executable
 REFERENCE = "image-classification,image-segmentation"
 
 
-def workspace(tmp: Path, base_url: str, subjects: int) -> Path:
+def workspace(tmp: Path, base_url: str, subjects: int, model: str = "fake-model") -> Path:
     ws = tmp / "ws"
     for name in ("config", "prompts", "schemas"):
         shutil.copytree(ROOT / name, ws / name)
     (ws / "config/pipeline.toml").write_text(
-        f'provider = "fake"\n[providers.fake]\nkind = "openai"\nbase_url = "{base_url}"\nmodel = "fake-model"\n'
+        f'provider = "fake"\n[providers.fake]\nkind = "openai"\nbase_url = "{base_url}"\nmodel = "{model}"\n'
         'dialect = "json_schema"\napi_key_env = ""\n[store]\nlock_timeout_s = 120\n',
         encoding="utf-8",
     )
