@@ -135,7 +135,7 @@ class ItemOutcome:
         return {
             "pair_key": self.pair_key, "status": self.status, "attempts": self.attempts,
             "prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens,
-            "cost": round(self.cost, 6), "latency_ms": self.latency_ms, "error": self.error,
+            "cost": round(self.cost, 10), "latency_ms": self.latency_ms, "error": self.error,
             "generation_id": self.generation_id,
         }  # fmt: skip
 
