@@ -250,7 +250,7 @@ def run_batch(
 
     with ws.store.holding():  # one open store for the whole run, yielded to any waiting process
         ledger = Ledger(ws.store)
-        run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+        run_id = new_run_id()
         ident = provider.identity()
         ledger.start(run_id, spec.name, spec.as_dict(), ident["kind"], ident["model"],
                      [i.pair.key for i in items], resumed_from)  # fmt: skip
@@ -357,6 +357,11 @@ def run_batch(
             run_id, spec.name, ident["kind"], ident["model"], [outcomes[i.pair.key] for i in items],
             time.monotonic() - started, interrupted, budget_hit,
         )  # fmt: skip
+
+
+def new_run_id() -> str:
+    """Sortable by start time, unique across machines (shards merge their ledgers)."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
 
 
 @contextlib.contextmanager

@@ -31,7 +31,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.batch import BatchSpec, ItemOutcome, PlanItem, Price, _failed_args, _generation_args, _one_line
+from pipeline.batch import (
+    BatchSpec,
+    ItemOutcome,
+    PlanItem,
+    Price,
+    _failed_args,
+    _generation_args,
+    _one_line,
+    new_run_id,
+)
 from pipeline.errors import ConfigError, PipelineError, ProviderError
 from pipeline.models import AttemptRecord, Completion, Problem, Usage
 from pipeline.settings import BatchAPIPolicy
@@ -149,7 +158,7 @@ def submit(
     from pipeline.store import _insert_rows
 
     require_batchable(provider)
-    run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+    run_id = new_run_id()
     ident = provider.identity()
     todo = [i for i in items if i.action == "generate"]
     writer = PartWriter(_folder(ws, run_id), 1, policy)
@@ -728,8 +737,7 @@ class _Collector:
         gate = RateGate(spec.get("requests_per_minute") or None, spec.get("tokens_per_minute") or None)
         transport = self.ws.settings.transport
 
-        def work(req: _Request) -> Any:
-            job = self.job(req.pair_key, req.cache_key)
+        def work(req: _Request, job: Any) -> Any:  # calls the model only: the store stays on this thread
             answer = req.answer or {}
             first = Completion(**{**answer["completion"], "usage": Usage(**answer["completion"]["usage"])}) \
                 if answer.get("completion") else None  # fmt: skip
@@ -738,14 +746,21 @@ class _Collector:
 
         requests = [_Request(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), json.loads(r[6] or "{}")) for r in rows]
         with ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="reask") as pool:
-            futures = {pool.submit(work, req): req for req in requests}
+            futures = {}
+            for req in requests:
+                try:
+                    job = self.job(req.pair_key, req.cache_key)  # sources come from the store: prepared here
+                except PipelineError as exc:
+                    self._commit_one(req, self._failed(req, str(exc)), None)
+                    continue
+                futures[pool.submit(work, req, job)] = req
+            self.jobs.clear()
             for future in as_completed(futures):
                 req = futures[future]
                 try:
                     produced = future.result()
                 except PipelineError as exc:
-                    entry = self._failed(req, str(exc))
-                    self._commit_one(req, entry, None)
+                    self._commit_one(req, self._failed(req, str(exc)), None)
                     continue
                 self._commit_one(req, self._produced_entry(req, produced), produced.comparison)
 
