@@ -258,6 +258,8 @@ def run_batch(
         canonical = ws.canonical[0]
         transport = ws.settings.transport
         outcomes: dict[str, ItemOutcome] = {}
+        if any(i.action == "generate" for i in items) and hasattr(provider, "warm_up"):
+            provider.warm_up()  # the first import of the SDK would otherwise stall every worker at once
         started = time.monotonic()
         spent = 0.0
         budget_hit = False

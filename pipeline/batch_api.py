@@ -745,6 +745,7 @@ class _Collector:
                            invocation=req.invocation_id)  # fmt: skip
 
         requests = [_Request(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), json.loads(r[6] or "{}")) for r in rows]
+        self.provider.warm_up()
         with ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="reask") as pool:
             futures = {}
             for req in requests:

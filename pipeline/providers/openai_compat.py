@@ -59,6 +59,10 @@ class OpenAICompatProvider:
         self.endpoint = _safe_url(base_url or "https://api.openai.com/v1")
         self._client_args = (base_url, transport, http_client)
 
+    def warm_up(self) -> None:
+        """Import the SDK and make the client now, on this thread, not inside the first call of many workers."""
+        _ = self.client
+
     @cached_property
     def client(self) -> openai.OpenAI:
         """The SDK client, made on first use: a batch that finds every item fresh never imports `openai`."""
