@@ -89,6 +89,21 @@ def test_four_shards_run_apart_and_merge_into_one_store_without_duplicates(
     finally:
         con.close()
 
+    # A ledger row imported while its run was still going is replaced by the finished one.
+    con = duckdb.connect(str(merged))
+    con.execute("UPDATE runs SET status = 'running', finished_at = NULL WHERE name LIKE '%shard 2/4%'")
+    con.execute("UPDATE run_items SET status = 'pending', updated_at = '2000-01-01T00:00:00Z' "
+                "WHERE run_id IN (SELECT id FROM runs WHERE name LIKE '%shard 2/4%')")  # fmt: skip
+    con.close()
+    assert cli(workspace, "--store", str(merged), "store", "import", exports[1]).returncode == 0
+    con = duckdb.connect(str(merged), read_only=True)
+    try:
+        assert con.execute("SELECT status FROM runs WHERE name LIKE '%shard 2/4%'").fetchall() == [("finished",)]
+        assert con.execute("SELECT DISTINCT status FROM run_items").fetchall() == [("generated",)]
+        assert {t: con.execute(f"SELECT count(*) FROM {t}").fetchone() for t in before} == before
+    finally:
+        con.close()
+
     rendered = cli(workspace, "--store", str(merged), "render")
     assert rendered.returncode == 0, rendered.stderr
     assert "rendered 55 comparison(s)" in rendered.stdout
