@@ -268,7 +268,7 @@ def run_batch(
         # the few whose links change because an item failed are rewritten at the end.
         before = {c.pair_key: (c, prev) for c, prev in ws.store.latest_with_previous()}
         expected = frozenset(before) | {i.pair.key for i in items}
-        rendered: dict[str, Any] = {}
+        rendered: dict[str, str] = {}  # pair -> generation whose report was written (ids only: memory stays flat)
 
         Entry = tuple[ItemOutcome, dict[str, Any] | None, dict[str, Any] | None, Any]
         arrived: dict[str, Entry] = {}  # results that came back and are not committed yet
@@ -285,7 +285,7 @@ def run_batch(
             for number, (outcome, _g, _f, comparison) in enumerate(entries, first + 1):
                 if comparison is not None:
                     _write(ws, comparison, expected, before)
-                    rendered[outcome.pair_key] = comparison
+                    rendered[outcome.pair_key] = comparison.generation_id
                 if on_item:
                     on_item(outcome, number, total)
 
@@ -296,6 +296,7 @@ def run_batch(
             if budget_hit:
                 return None
             produced = produce(item.job, provider, ws.prompts, canonical, transport, gate=gate)
+            item.job.__dict__.pop("schema", None)  # the pair's schema: large, and not needed after its calls
             with spend_lock:  # counted here, so the next item a worker takes already sees the spend
                 spent += price.cost(produced.usage) if price else 0.0
                 budget_hit = budget_hit or bool(max_cost and spent >= max_cost)
@@ -399,15 +400,19 @@ def _write(ws: Any, comparison: Any, existing: frozenset[str], before: dict[str,
     ws.renderer.write(comparison, existing, previous)
 
 
-def _settle(ws: Any, rendered: dict[str, Any], expected: frozenset[str], before: dict[str, Any]) -> None:
+def _settle(ws: Any, rendered: dict[str, str], expected: frozenset[str], before: dict[str, Any]) -> None:
     """Rewrite the reports whose "people also compare" links assumed an item that did not arrive; the index."""
     latest = ws.store.latest_all()
     existing = frozenset(c.pair_key for c in latest)
     missing = expected - existing
     if missing:
-        for key, comparison in rendered.items():
+        by_key = {c.pair_key: c for c in latest}
+        for key, generation_id in rendered.items():
             related = {p.key for p in ws.catalogue.related_pairs(ws.pair(key, cross_category=True))}
             if related & missing:
+                comparison = by_key[key]
+                if comparison.generation_id != generation_id:  # a fresh item that is not its pair's latest
+                    comparison = next(c for c in ws.store.history(key) if c.generation_id == generation_id)
                 _write(ws, comparison, existing, before)
     ws.renderer.write_index(latest)
 

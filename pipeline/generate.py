@@ -70,10 +70,15 @@ class Job:
         """The schema the model is asked to follow: specialised to the pair (and compact for small models)."""
         return _model_schema(self.canonical, self.pair, self.compact_chars, self.passage_ids)
 
-    @cached_property
+    @property
     def canonical_schema(self) -> str:
-        """The canonical schema's JSON, kept in the store beside its sha256."""
-        return canonical_json(self.canonical)
+        """The canonical schema's JSON, kept in the store beside its sha256 (one copy for every job)."""
+        if self.schema_sha256 not in _SCHEMA_TEXTS:
+            _SCHEMA_TEXTS[self.schema_sha256] = canonical_json(self.canonical)
+        return _SCHEMA_TEXTS[self.schema_sha256]
+
+
+_SCHEMA_TEXTS: dict[str, str] = {}
 
 
 def _model_schema(
