@@ -109,10 +109,14 @@ def _validator(schema_json: str) -> Any:
     return Draft202012Validator(json.loads(schema_json))
 
 
-@lru_cache(maxsize=256)  # a batch validates each pair's attempts against the same pair schema
+# Re-asks of a pair reuse its validator; a batch has at most `concurrency` pairs in flight. Bounded so
+# that memory does not grow with the batch (each validator holds its pair's schema, ~70 KB).
+@lru_cache(maxsize=64)
 def _pair_validator(canonical_text: str, pair: Pair, partial: bool, passage_ids: tuple[str, ...] | None) -> Any:
+    from jsonschema import Draft202012Validator
+
     schema = specialise(json.loads(canonical_text), pair, passage_ids)
-    return _validator(canonical_json(without_verdict(schema) if partial else schema))
+    return Draft202012Validator(without_verdict(schema) if partial else schema)
 
 
 def _problems(validator: Any, data: dict[str, Any]) -> list[Problem]:
