@@ -42,6 +42,7 @@ from pipeline.batch import (
     new_run_id,
 )
 from pipeline.errors import ConfigError, PipelineError, ProviderError
+from pipeline.generate import model_attempts
 from pipeline.models import AttemptRecord, Completion, Problem, Usage
 from pipeline.settings import BatchAPIPolicy
 from pipeline.store import Ledger, utc_now
@@ -678,8 +679,8 @@ class _Collector:
     def _generated(self, req: _Request, job: Any, comparison: Any, records: list[AttemptRecord],
                    completion: Completion) -> tuple[dict[str, Any], dict[str, Any], None]:  # fmt: skip
         usage = sum((r.usage for r in records), Usage())
-        outcome = ItemOutcome(req.pair_key, "generated", sum(1 for r in records if r.outcome != "transport_error"),
-                              usage, self.cost(usage, True), 0, generation_id=comparison.generation_id)  # fmt: skip
+        outcome = ItemOutcome(req.pair_key, "generated", model_attempts(records), usage, self.cost(usage, True), 0,
+                              generation_id=comparison.generation_id)  # fmt: skip
         args = {"c": comparison, "request": {"messages": job.messages.as_list(), "params": job.params.for_cache(),
                                              "provider": job.provider_identity, "via": "openai-batch"},
                 "raw_response": completion.text, "latency_ms": 0, "invocation_id": req.invocation_id,
@@ -690,8 +691,7 @@ class _Collector:
                 ) -> tuple[dict[str, Any], None, dict[str, Any]]:  # fmt: skip
         records = records or [*map(_record_from, req.records)]
         usage = sum((r.usage for r in records), Usage())
-        tries = sum(1 for r in records if r.outcome != "transport_error")
-        outcome = ItemOutcome(req.pair_key, "failed", tries, usage, self.cost(usage, True),
+        outcome = ItemOutcome(req.pair_key, "failed", model_attempts(records), usage, self.cost(usage, True),
                               error=" ".join(error.split())[:500])  # fmt: skip
         args = {"invocation_id": req.invocation_id, "generation_id": None, "pair_key": req.pair_key,
                 "cache_key": req.cache_key, "attempts": records}  # fmt: skip
@@ -768,14 +768,12 @@ class _Collector:
     def _produced_entry(self, req: _Request, produced: Any) -> tuple[dict[str, Any], Any, Any]:
         # The batch answer is attempt 1 when there was one; a missing answer is kept as a failed attempt.
         prior = [] if (req.answer or {}).get("completion") else [*map(_record_from, req.records)]
-        records = [AttemptRecord(**{**asdict(r), "number": i, "problems": r.problems, "usage": r.usage})
-                   for i, r in enumerate([*prior, *produced.records], 1)]  # fmt: skip
+        records = [replace(r, number=i) for i, r in enumerate([*prior, *produced.records], 1)]
         usage = sum((r.usage for r in records), Usage())
         later = sum((r.usage for r in produced.records[0 if prior else 1 :]), Usage())  # direct calls: full price
         cost = self.cost(usage, True) + self.cost(later, False) - self.cost(later, True)
-        model_attempts = sum(1 for r in records if r.outcome != "transport_error")
-        outcome = ItemOutcome(req.pair_key, "generated" if produced.comparison else "failed", model_attempts, usage,
-                              cost, sum(r.latency_ms for r in records))  # fmt: skip
+        outcome = ItemOutcome(req.pair_key, "generated" if produced.comparison else "failed", model_attempts(records),
+                              usage, cost, sum(r.latency_ms for r in records))  # fmt: skip
         if produced.comparison is not None:
             outcome.generation_id = produced.comparison.generation_id
             args = {**_generation_args(produced), "attempts": records}
@@ -814,8 +812,7 @@ class _Collector:
         self.ws.renderer.write_index(latest)
 
 
-def _record_from(value: dict[str, Any] | AttemptRecord) -> AttemptRecord:
-    if isinstance(value, AttemptRecord):
-        return value
+def _record_from(value: dict[str, Any]) -> AttemptRecord:
+    """An attempt record kept as JSON in `api_requests.records`."""
     problems = tuple(Problem(**p) for p in value.get("problems", ()))
     return AttemptRecord(**{**value, "problems": problems, "usage": Usage(**value["usage"])})

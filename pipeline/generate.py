@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
@@ -225,7 +225,7 @@ class Produced:
 
     @property
     def attempts(self) -> int:
-        return _model_attempts(list(self.records))
+        return model_attempts(list(self.records))
 
 
 def produce(
@@ -342,7 +342,8 @@ def _staged(
     return {**first, "verdict": second["verdict"]}, completion, answered_at
 
 
-def _model_attempts(records: list[AttemptRecord]) -> int:
+def model_attempts(records: Sequence[AttemptRecord]) -> int:
+    """Attempts that reached the model (transport failures do not count)."""
     return sum(1 for r in records if r.outcome != "transport_error")
 
 
@@ -376,7 +377,7 @@ def comparison_from(
         prompt_sha256=job.messages.sha256,
         schema_sha256=job.schema_sha256,
         sources=sources,
-        attempts=_model_attempts(records),
+        attempts=model_attempts(records),
         usage=sum((r.usage for r in records), Usage()),
         params={
             **job.params.for_cache(),
