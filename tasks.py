@@ -5,9 +5,15 @@
     python3 tasks.py check    # install, then formatting, lint, type check and the tests
     python3 tasks.py bench    # install, then the performance suite (writes bench/RESULTS.md)
 
-The first install builds llama-cpp-python from source (4-5 minutes on 2 cores);
-pip caches the wheel, so later installs take seconds. Re-installs happen only
-when pyproject.toml changes.
+The first install builds llama-cpp-python from source (4-5 minutes on 2 cores)
+into a wheelhouse of its own, keyed by the version and the build flags, so later
+installs (and fresh clones) take seconds. Re-installs happen only when
+pyproject.toml changes.
+
+The build is portable (AVX2, no -march=native): a native build on CPUs with AMX
+(Sapphire Rapids and later) crashes inside ggml's AMX kernels where the kernel
+does not grant the AMX tile state, as in some sandboxes. Set CMAKE_ARGS to build
+otherwise; the wheelhouse keeps one wheel per set of flags.
 """
 
 from __future__ import annotations
@@ -24,13 +30,32 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".installed"
 REFERENCE = "image-classification,image-segmentation"
+LLAMA = "llama-cpp-python==0.3.36"  # keep in step with pyproject.toml's `local` extra
+PORTABLE = "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+WHEELHOUSE = Path(os.environ.get("PIPELINE_WHEELHOUSE", Path.home() / ".cache" / "comparison-pipeline" / "wheels"))
 
 
-def sh(*args: str | os.PathLike[str]) -> None:
+def sh(*args: str | os.PathLike[str], env: dict[str, str] | None = None) -> None:
     print("+", " ".join(str(a) for a in args), flush=True)
-    code = subprocess.call([str(a) for a in args], cwd=ROOT)
+    code = subprocess.call([str(a) for a in args], cwd=ROOT, env=env)
     if code:
         sys.exit(code)
+
+
+def llama_wheels() -> Path:
+    """A folder holding a llama-cpp-python wheel built with our flags (built once, then reused).
+
+    pip's own cache is keyed by the source archive, not by CMAKE_ARGS, so a wheel built there
+    natively would be reused whatever the flags; this folder is keyed by both.
+    """
+    flags = os.environ.get("CMAKE_ARGS", PORTABLE)
+    folder = WHEELHOUSE / hashlib.sha256(f"{LLAMA}|{flags}".encode()).hexdigest()[:16]
+    if not any(folder.glob("llama_cpp_python-*.whl")):
+        print(f"building {LLAMA} (4-5 minutes the first time) with CMAKE_ARGS={flags!r}", flush=True)
+        env = {**os.environ, "CMAKE_ARGS": flags}
+        sh(BIN / "python", "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-cache-dir",
+           "--wheel-dir", folder, LLAMA, env=env)  # fmt: skip
+    return folder
 
 
 def install() -> None:
@@ -41,8 +66,11 @@ def install() -> None:
         print(f"creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     sh(BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-    print("installing the project (the first time, llama-cpp-python compiles: 4-5 minutes)", flush=True)
-    sh(BIN / "python", "-m", "pip", "install", "--quiet", "-e", ".[local,dev]")
+    wheels = llama_wheels()
+    print("installing the project", flush=True)
+    # A venv may already hold a llama-cpp-python built otherwise (pip would keep it): replace it.
+    sh(BIN / "python", "-m", "pip", "install", "--quiet", "--no-deps", "--force-reinstall", *wheels.glob("*.whl"))
+    sh(BIN / "python", "-m", "pip", "install", "--quiet", "--find-links", wheels, "-e", ".[local,dev]")
     STAMP.write_text(wanted)
 
 
