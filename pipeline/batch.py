@@ -255,7 +255,6 @@ def run_batch(
         ledger.start(run_id, spec.name, spec.as_dict(), ident["kind"], ident["model"],
                      [i.pair.key for i in items], resumed_from)  # fmt: skip
         gate = RateGate(spec.requests_per_minute or None, spec.tokens_per_minute or None)
-        canonical = ws.canonical[0]
         transport = ws.settings.transport
         outcomes: dict[str, ItemOutcome] = {}
         if any(i.action == "generate" for i in items) and hasattr(provider, "warm_up"):
@@ -295,7 +294,7 @@ def run_batch(
             nonlocal spent, budget_hit
             if budget_hit:
                 return None
-            produced = produce(item.job, provider, ws.prompts, canonical, transport, gate=gate)
+            produced = produce(item.job, provider, ws.prompts, transport, gate=gate)
             item.job.__dict__.pop("schema", None)  # the pair's schema: large, and not needed after its calls
             with spend_lock:  # counted here, so the next item a worker takes already sees the spend
                 spent += price.cost(produced.usage) if price else 0.0

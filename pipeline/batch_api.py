@@ -68,12 +68,6 @@ def require_batchable(provider: Any) -> None:
             f"--via openai-batch needs an OpenAI-compatible provider; {provider.profile.name!r} is "
             f'{provider.kind!r}: pass --provider openai (or a profile of kind "openai")'
         )
-    if provider.compact_schema:
-        raise ConfigError(
-            f"--via openai-batch asks for each comparison in one request; provider {provider.profile.name!r} "
-            "uses the staged compact schema (compact_schema > 0), which needs two dependent calls: "
-            "use the default --via threads for it"
-        )
 
 
 @dataclass
@@ -459,7 +453,6 @@ class _Collector:
         self.run_id = run["run_id"]
         self.reask_mode = run["spec"].get("reask", policy.reask)
         self.concurrency = int(run["spec"].get("concurrency") or 4)
-        self.canonical = ws.canonical[0]
         self.max_attempts = ws.settings.generation.max_attempts
         self.jobs: dict[str, Any] = {}
         self.written: set[str] = set()
@@ -485,11 +478,6 @@ class _Collector:
                 "schema or settings); its answer no longer matches them — submit the pair again"
             )
         return job
-
-    def _check(self, job: Any) -> Callable[[dict[str, Any]], list[Problem]]:
-        from pipeline.validate import validate
-
-        return lambda data: validate(data, job.pair, self.canonical, job.passage_ids)
 
     def cost(self, usage: Usage, discounted: bool) -> float:
         if self.price is None:
@@ -563,7 +551,7 @@ class _Collector:
             if completion is None:
                 record = AttemptRecord(number, "transport_error", "", (), Usage(), 0, error=error)
             else:
-                data, problems = judge(completion, self._check(job), job.params.max_tokens)
+                data, problems = judge(completion, job.accept, job.params.max_tokens)
                 record = AttemptRecord(number, "invalid" if problems else "accepted", completion.text,
                                        tuple(problems), completion.usage, 0, completion.finish_reason)  # fmt: skip
                 if data is not None and not problems:
@@ -741,7 +729,7 @@ class _Collector:
             answer = req.answer or {}
             first = Completion(**{**answer["completion"], "usage": Usage(**answer["completion"]["usage"])}) \
                 if answer.get("completion") else None  # fmt: skip
-            return produce(job, self.provider, self.ws.prompts, self.canonical, transport, gate=gate, first=first,
+            return produce(job, self.provider, self.ws.prompts, transport, gate=gate, first=first,
                            invocation=req.invocation_id)  # fmt: skip
 
         requests = [_Request(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), json.loads(r[6] or "{}")) for r in rows]

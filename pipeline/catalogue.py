@@ -60,7 +60,7 @@ class Catalogue:
     def pairs_in_category(self, category_id: str) -> list[Pair]:
         if category_id not in self.categories:
             raise CatalogueError(f"unknown category {category_id!r}; known: {', '.join(sorted(self.categories))}")
-        return [Pair(a, b, self.categories[category_id]) for a, b in combinations(self._members(category_id), 2)]
+        return [Pair(a, b, self.categories[category_id]) for a, b in combinations(self.members(category_id), 2)]
 
     def related_pairs(self, pair: Pair, limit: int = 6) -> list[Pair]:
         """Other pairs of the same category that share a subject with `pair` ("people also compare")."""
@@ -72,13 +72,14 @@ class Catalogue:
     def _related(self, pair: Pair, limit: int) -> list[Pair]:
         found: dict[str, tuple[Subject, Subject]] = {}
         for own in (pair.a, pair.b):
-            for other in self._members(pair.category.id):
+            for other in self.members(pair.category.id):
                 if other.id != pair.a.id and other.id != pair.b.id:
                     a, b = (own, other) if own.id < other.id else (other, own)
                     found[f"{a.id},{b.id}"] = (a, b)
         return [Pair(*found[k], pair.category) for k in sorted(found)[:limit]]
 
-    def _members(self, category_id: str) -> list[Subject]:
+    def members(self, category_id: str) -> list[Subject]:
+        """The subjects of a category, by id."""
         cache: dict[str, list[Subject]] = self.__dict__.setdefault("_members_cache", {})
         if category_id not in cache:
             cache[category_id] = sorted(
@@ -212,6 +213,7 @@ def _subject(raw: dict[str, Any], category: str, path: Path, index: int) -> Subj
             sources.append(SourceSpec(kind="url", label=s.get("label", safe_url(url)), path=url))
         else:
             raise CatalogueError(f"{where}: sources[{j}] needs `text`, `path` or `url`")
+    brief = _brief(raw.get("brief", ""), path.parent.parent, where)
     return Subject(
         id=sid,
         name=_text(raw, "name", where),
@@ -221,4 +223,22 @@ def _subject(raw: dict[str, Any], category: str, path: Path, index: int) -> Subj
         sources=tuple(sources),
         aliases=tuple(str(a) for a in raw.get("aliases", ())),
         defined_in=str(path),
+        brief=brief,
     )
+
+
+def _brief(value: object, config_dir: Path, where: str) -> str:
+    """A brief's path relative to config/ (e.g. "sources/kafka.md"), checked to exist inside it."""
+    if value == "":
+        return ""
+    if not isinstance(value, str) or not value.endswith(".md") or Path(value).is_absolute() or "\x00" in value:
+        raise CatalogueError(f'{where}: `brief` must be a .md file relative to config/, e.g. "sources/<id>.md"')
+    root = config_dir.resolve()
+    target = (root / value).resolve()
+    if not target.is_relative_to(root):
+        raise CatalogueError(f"{where}: brief {value!r} points outside {root}; keep briefs under config/")
+    if not target.is_file():
+        raise CatalogueError(
+            f"{where}: brief {value!r} does not exist (looked for {target}); write it or remove `brief`"
+        )
+    return value

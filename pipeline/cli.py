@@ -74,14 +74,15 @@ def cli(ctx: click.Context, workspace: str | None, store: str | None, verbose: b
 @click.pass_obj
 @handles_errors
 def list_cmd(obj: Context) -> None:
-    """List the catalogue's categories, their dimensions and subjects."""
+    """List the catalogue's categories, their dimensions and subjects (and which have a brief)."""
     cat = obj.open("pipeline list").catalogue
     for category in sorted(cat.categories.values(), key=lambda c: c.id):
         dims = ", ".join(d.name for d in category.dimensions)
         click.echo(f"{category.id}  {category.name}  [{dims}]")
         for s in sorted((s for s in cat.subjects.values() if s.category == category.id), key=lambda s: s.id):
             aliases = f"  (aliases: {', '.join(s.aliases)})" if s.aliases else ""
-            click.echo(f"  {s.id:<32} {s.name}, by {s.vendor}{aliases}")
+            brief = f"  [brief: config/{s.brief}]" if s.brief else "  [no brief]"
+            click.echo(f"  {s.id:<32} {s.name}, by {s.vendor}{aliases}{brief}")
 
 
 @cli.command()
@@ -522,6 +523,43 @@ def doctor(obj: Context) -> None:
     state = "ok" if report.ok else f"{len(report.findings)} problem(s)"
     click.echo(f"checked {report.checked_generations} generation(s) and {report.checked_files} report file(s): {state}")
     sys.exit(0 if report.ok else 1)
+
+
+@cli.command()
+@click.option("--json", "json_path", help="Write the findings as JSON to this file ('-' for stdout).")
+@click.pass_obj
+@handles_errors
+def quality(obj: Context, json_path: str | None) -> None:
+    """How every published report fares: content gates passed, claims supported, weak, unsupported.
+
+    Exits 1 when a report made under the gates fails one (reports made before the gates
+    were enforced are listed, not failed), 0 otherwise.
+    """
+    import json
+
+    from pipeline.quality import survey
+
+    found = survey(obj.open("pipeline quality"))
+    for e in found.entries:
+        mark = "FAIL" if e.quality.fails else ("old " if not e.quality.gated else "ok  ")
+        click.echo(f"{mark} {e.pair_key}  {e.generated_at}  {e.model}: {e.quality.line()}")
+        for gate in e.quality.failed:
+            for problem in e.quality.problems[gate][:3]:
+                click.echo(f"       {problem}")
+    t = found.totals()
+    c = t["claims"]
+    click.echo(
+        f"{t['reports']} report(s): {t['passing']} pass every gate, {t['failing']} fail one, "
+        f"{t['made_before_gates']} made before the gates; claims: {c['supported']} supported "
+        f"({100 * t['supported_share']:.0f}%), {c['weak']} weak, {c['unsupported']} unsupported, {c['uncited']} uncited"
+    )
+    if json_path:
+        text = json.dumps(found.as_dict(), indent=2, sort_keys=True) + "\n"
+        if json_path == "-":
+            click.echo(text, nl=False)
+        else:
+            Path(json_path).write_text(text, encoding="utf-8")
+    sys.exit(1 if found.failing else 0)
 
 
 def _rel(path: Any, root: Any) -> str:

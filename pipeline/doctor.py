@@ -2,7 +2,8 @@
 
 - every migration is applied;
 - every stored generation parses and validates against the schema it was made
-  with (kept in the store by sha256) and the semantic rules;
+  with (kept in the store by sha256) and the content gates (generations made
+  before the gates were enforced: the consistency rules they were made under);
 - every report file on disk matches what its latest stored generation renders to.
 """
 
@@ -35,6 +36,7 @@ class Report:
 def check(ws: Any) -> Report:
     from jsonschema import Draft202012Validator
 
+    from pipeline import gates
     from pipeline.store import MIGRATIONS
     from pipeline.validate import semantic_problems
 
@@ -43,7 +45,9 @@ def check(ws: Any) -> Report:
     with ws.store.session() as con:
         applied = {row[0] for row in con.execute("SELECT name FROM _migrations").fetchall()}
         schemas = dict(con.execute("SELECT sha256, body FROM schemas").fetchall())
-        rows = con.execute("SELECT id, pair_key, schema_sha256, data FROM generations ORDER BY pair_key, id").fetchall()
+        rows = con.execute(
+            "SELECT id, pair_key, schema_sha256, data, params, sources FROM generations ORDER BY pair_key, id"
+        ).fetchall()
     # Generations stored before the schemas table existed can still be checked when they were
     # made with the schema file the workspace has now.
     canonical, canonical_sha = ws.canonical
@@ -51,7 +55,7 @@ def check(ws: Any) -> Report:
     for name, _sql in MIGRATIONS:
         if name not in applied:
             add(Finding("store", f"migration {name} is not applied"))
-    for gid, pair_key, schema_sha, raw in rows:
+    for gid, pair_key, schema_sha, raw, params_raw, sources_raw in rows:
         report.checked_generations += 1
         where = f"generation {gid} ({pair_key})"
         try:
@@ -71,11 +75,24 @@ def check(ws: Any) -> Report:
         except CatalogueError as exc:
             add(Finding(where, f"cannot be checked against the catalogue: {exc}"))
             continue
-        problems = semantic_problems(data, pair)
+        if json.loads(params_raw).get("gates"):
+            scopes = _scopes(pair_key, json.loads(sources_raw))
+            problems = semantic_problems(data, pair, scopes, gates.caps_of(schemas[schema_sha]))
+        else:
+            problems = gates.consistency(data, pair)
         if problems:
             add(Finding(where, f"breaks a semantic rule: {problems[0]}"))
     _check_files(ws, report)
     return report
+
+
+def _scopes(pair_key: str, sources: list[dict[str, Any]]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    a, b = pair_key.split(",", 1)
+    ids = {
+        side: tuple(p["id"] for s in sources if s.get("subject") == side for p in s.get("passages", []))
+        for side in (a, b)
+    }
+    return (ids[a], ids[b]) if ids[a] or ids[b] else None
 
 
 def _check_files(ws: Any, report: Report) -> None:

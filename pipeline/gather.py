@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.briefs import parse_brief
 from pipeline.errors import SourceError
 from pipeline.models import Source, SourceBundle, Subject
 
@@ -24,6 +25,8 @@ log = logging.getLogger("pipeline")
 
 def gather(subject: Subject, workspace: Path, max_chars: int, fetcher: Fetcher | None = None) -> SourceBundle:
     sources = [_make(subject.id, "description", "text", "catalogue", subject.description, max_chars)]
+    if subject.brief:
+        sources.append(_brief(subject, workspace, max_chars))
     for spec in subject.sources:
         if spec.kind == "text":
             sources.append(_make(subject.id, spec.label, "text", "catalogue", spec.text, max_chars))
@@ -37,6 +40,23 @@ def gather(subject: Subject, workspace: Path, max_chars: int, fetcher: Fetcher |
             text = _read_file(workspace, spec.path, subject.id)
             sources.append(_make(subject.id, spec.label, "file", spec.path, text, max_chars))
     return SourceBundle(subject_id=subject.id, sources=tuple(sources))
+
+
+def _brief(subject: Subject, workspace: Path, max_chars: int) -> Source:
+    """The brief's facts as a source; its sha256 covers the whole file, references included."""
+    rel = f"config/{subject.brief}"
+    raw = normalise(_read_file(workspace, rel, subject.id))
+    brief = parse_brief(raw, rel)
+    made = _make(subject.id, "brief", "brief", rel, brief.text, max_chars)
+    digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()
+    return replace(
+        made,
+        sha256=digest,
+        references=brief.references,
+        alternatives=brief.alternatives,
+        strengths=brief.strengths,
+        limitations=brief.limitations,
+    )
 
 
 def normalise(text: str) -> str:

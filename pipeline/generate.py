@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
+from pipeline import gates, selection
 from pipeline.errors import OutputInvalidError, PipelineError, ProviderError, TransientProviderError
 from pipeline.grounding import Passage, passages_by_source
 from pipeline.models import (
@@ -27,18 +28,19 @@ from pipeline.models import (
     Problem,
     RunResult,
     SourceBundle,
+    Subject,
     Usage,
 )
 from pipeline.prompt import PromptBuilder
 from pipeline.providers.base import ProgressFn, Provider
 from pipeline.providers.retry import RateGate, call_with_retries
-from pipeline.schema import canonical_json, compact, sha256_of, specialise, verdict_only, without_verdict
-from pipeline.scoring import winner
+from pipeline.schema import canonical_json, sha256_of, specialise
+from pipeline.selection import Plan
 from pipeline.settings import GenerationParams, TransportPolicy
 from pipeline.store import Store, utc_now
-from pipeline.validate import parse, validate, validate_partial
+from pipeline.validate import parse, validate
 
-CACHE_FORMAT = "comparison-cache/1"
+CACHE_FORMAT = "comparison-cache/2"  # 2: source hashes in the key
 
 
 @dataclass(frozen=True)
@@ -49,12 +51,12 @@ class Job:
     bundles: tuple[SourceBundle, ...]
     messages: Messages
     canonical: dict[str, Any]
-    compact_chars: int
     schema_sha256: str
     params: GenerationParams
     provider_identity: dict[str, str]
     cache_key: str
     passage_groups: tuple[tuple[Passage, ...], ...]  # each source's passages, as the prompt numbered them
+    plan: Plan | None = None  # selection mode (small models): what the model may choose from
 
     # Derived only when a job is generated: a fresh batch item never needs them.
     @cached_property
@@ -62,13 +64,31 @@ class Job:
         return tuple(p for group in self.passage_groups for p in group)
 
     @cached_property
-    def passage_ids(self) -> tuple[str, ...]:
-        return tuple(p.id for p in self.passages)
+    def scopes(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Each subject's passage ids (a's, b's): what its ratings, pros and cons may cite."""
+        return scopes_of(self.pair, self.passages)
+
+    @property
+    def mode(self) -> str:
+        return "select" if self.plan else "write"
 
     @cached_property
     def schema(self) -> dict[str, Any]:
-        """The schema the model is asked to follow: specialised to the pair (and compact for small models)."""
-        return _model_schema(self.canonical, self.pair, self.compact_chars, self.passage_ids)
+        """The schema the model is asked to follow: the pair's, or the plan's choices in selection mode."""
+        return self.plan.schema() if self.plan else specialise(self.canonical, self.pair, self.scopes)
+
+    def accept(self, answer: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+        """The comparison data an answer stands for, and its problems (none: accepted).
+
+        In selection mode the answer is a set of choices; the data is composed from them and
+        then checked exactly like a written answer.
+        """
+        if self.plan is not None:
+            problems = selection.check(answer, self.plan)
+            if problems:
+                return answer, problems
+            answer = selection.compose(answer, self.plan)
+        return answer, validate(answer, self.pair, self.canonical, self.scopes)
 
     @property
     def canonical_schema(self) -> str:
@@ -81,11 +101,11 @@ class Job:
 _SCHEMA_TEXTS: dict[str, str] = {}
 
 
-def _model_schema(
-    canonical: dict[str, Any], pair: Pair, compact_chars: int, passage_ids: tuple[str, ...]
-) -> dict[str, Any]:
-    schema = specialise(canonical, pair, passage_ids)
-    return compact(schema, compact_chars) if compact_chars else schema
+def scopes_of(pair: Pair, passages: Sequence[Passage]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return (
+        tuple(p.id for p in passages if p.subject_id == pair.a.id),
+        tuple(p.id for p in passages if p.subject_id == pair.b.id),
+    )
 
 
 def prepare(
@@ -96,13 +116,26 @@ def prepare(
     schema_sha256: str,
     provider: Provider,
     params: GenerationParams,
+    others: Sequence[Subject] = (),
 ) -> Job:
-    in_prompt = None
+    """`others`: the category's other subjects, market alternatives of last resort in selection mode."""
     groups = tuple(tuple(group) for group in passages_by_source(bundles))
     found = tuple(p for group in groups for p in group)
-    if provider.dialect in ("json_object", "prompt"):
-        in_prompt = _model_schema(canonical, pair, provider.compact_schema, tuple(p.id for p in found))
-    messages = builder.build(pair, found, in_prompt)
+    the_plan = None
+    if provider.small:
+        sources = [s for bundle in bundles for s in bundle.sources]
+        named = [a for s in sources for a in s.alternatives]
+        leanings = {t: "limitation" for s in sources for t in s.limitations}
+        leanings.update({t: "strength" for s in sources for t in s.strengths})
+        the_plan = selection.plan(pair, found, selection.alternatives_for(pair, named, others), leanings)
+        schema = the_plan.schema() if provider.dialect in ("json_object", "prompt") else None
+        messages = builder.build_select(pair, the_plan, schema)
+    else:
+        schema = None
+        if provider.dialect in ("json_object", "prompt"):
+            schema = specialise(canonical, pair, scopes_of(pair, found))
+        named = [a for bundle in bundles for s in bundle.sources for a in s.alternatives]
+        messages = builder.build(pair, found, schema, list(dict.fromkeys(named)))
     identity = provider.identity()
     key = sha256_of(
         {
@@ -111,22 +144,21 @@ def prepare(
             "params": params.for_cache(),
             "messages": list(messages.messages),
             "schema": schema_sha256,
+            "sources": [s.sha256 for bundle in bundles for s in bundle.sources],
         }
     )
-    return Job(
-        pair, bundles, messages, canonical, provider.compact_schema, schema_sha256, params, identity, key, groups
-    )
+    return Job(pair, bundles, messages, canonical, schema_sha256, params, identity, key, groups, the_plan)
 
 
 def judge(
-    completion: Completion, check: Callable[[dict[str, Any]], list[Problem]], max_tokens: int
+    completion: Completion, accept: Callable[[dict[str, Any]], tuple[dict[str, Any], list[Problem]]], max_tokens: int
 ) -> tuple[dict[str, Any] | None, list[Problem]]:
-    """An answer's data and its problems (none: accepted)."""
+    """An answer's data and its problems (none: accepted); `accept` is the job's `Job.accept`."""
     if completion.finish_reason == "length":
         return None, [Problem("", f"the answer was cut off at {max_tokens} tokens; write less")]
     data, problems = parse(completion.text)
     if data is not None:
-        problems = check(data)
+        data, problems = accept(data)
     return data, problems
 
 
@@ -153,7 +185,7 @@ class _Asker:
         self,
         messages: list[dict[str, str]],
         schema: dict[str, Any],
-        check: Callable[[dict[str, Any]], list[Problem]],
+        accept: Callable[[dict[str, Any]], tuple[dict[str, Any], list[Problem]]],
         first: Completion | None = None,
     ) -> tuple[dict[str, Any], Completion, str]:
         """`first`: an answer that has already come back (a Batch API result), judged as attempt 1."""
@@ -164,7 +196,7 @@ class _Asker:
             completion = first if index == 0 and first is not None else self._call(messages, schema, index)
             answered_at = utc_now()
             raw = completion.text
-            data, problems = judge(completion, check, self.params.max_tokens)
+            data, problems = judge(completion, accept, self.params.max_tokens)
             self.records.append(
                 AttemptRecord(
                     number=len(self.records) + 1,
@@ -178,16 +210,14 @@ class _Asker:
             )
             if data is not None and not problems:
                 return data, completion, answered_at
-            messages = self.builder.reask(
-                base, completion.text, problems, show_previous=not self.provider.compact_schema
-            )
+            messages = self.builder.reask(base, completion.text, problems, show_previous=not self.provider.small)
         raise _StageFailed(problems, raw)
 
     def _call(self, messages: list[dict[str, str]], schema: dict[str, Any], index: int) -> Completion:
         # A re-ask with the same seed tends to reproduce the same mistake; vary it per attempt.
         seed = None if self.params.seed is None else self.params.seed + index
         params = replace(self.params, seed=seed)
-        if self.provider.compact_schema and index:
+        if self.provider.small and index:
             # A small model stuck in a loop needs more randomness, not just another seed.
             params = replace(params, temperature=min(1.0, params.temperature + 0.3 * index))
         return call_with_retries(
@@ -232,7 +262,6 @@ def produce(
     job: Job,
     provider: Provider,
     builder: PromptBuilder,
-    canonical: dict[str, Any],
     transport: TransportPolicy,
     *,
     progress: ProgressFn | None = None,
@@ -251,13 +280,7 @@ def produce(
     request = {"messages": messages, "params": job.params.for_cache(), "provider": job.provider_identity}
     pair = job.pair
     try:
-        if provider.compact_schema:
-            data, completion, answered_at = _staged(job, asker, builder, canonical)
-        else:
-            ids = job.passage_ids
-            data, completion, answered_at = asker.ask(
-                messages, job.schema, lambda d: validate(d, pair, canonical, ids), first=first
-            )
+        data, completion, answered_at = asker.ask(messages, job.schema, job.accept, first=first)
     except ProviderError as exc:
         return Produced(job, invocation, tuple(asker.records), None, request, "", exc)
     except _StageFailed as failed:
@@ -300,7 +323,6 @@ def generate(
     provider: Provider,
     store: Store,
     builder: PromptBuilder,
-    canonical: dict[str, Any],
     transport: TransportPolicy,
     *,
     force: bool = False,
@@ -310,36 +332,7 @@ def generate(
         cached = store.find_cached(job.cache_key)
         if cached is not None:
             return RunResult(comparison=cached, cached=True, attempts=0, usage=Usage())
-    return commit(produce(job, provider, builder, canonical, transport, progress=progress), store)
-
-
-def _staged(
-    job: Job, asker: _Asker, builder: PromptBuilder, canonical: dict[str, Any]
-) -> tuple[dict[str, Any], Completion, str]:
-    """Small models: ratings and texts first, then the verdict for the winner that code computed.
-
-    A 135M model cannot do the weighted arithmetic; asking it to name the winner in the same
-    breath fails most of the time. Both stages are re-asked separately and the merged object
-    passes the same full validation as a one-shot answer.
-    """
-    pair = job.pair
-    messages = job.messages.as_list()
-    first, completion, _ = asker.ask(
-        messages, without_verdict(job.schema), lambda d: validate_partial(d, pair, canonical, job.passage_ids)
-    )
-    won, score_a, score_b = winner(first, pair.category)
-    name = {"a": pair.a.name, "b": pair.b.name, "tie": "tie"}[won]
-    follow_up = [
-        *messages,
-        {"role": "assistant", "content": completion.text},
-        {"role": "user", "content": builder.verdict(pair, name, score_a, score_b)},
-    ]
-
-    def check(d: dict[str, Any]) -> list[Problem]:
-        return validate({**first, "verdict": d.get("verdict")}, pair, canonical, job.passage_ids)
-
-    second, completion, answered_at = asker.ask(follow_up, verdict_only(job.schema, name), check)
-    return {**first, "verdict": second["verdict"]}, completion, answered_at
+    return commit(produce(job, provider, builder, transport, progress=progress), store)
 
 
 def model_attempts(records: Sequence[AttemptRecord]) -> int:
@@ -361,6 +354,8 @@ def comparison_from(
             "truncated": s.truncated,
             **({"retrieved_at": s.retrieved_at} if s.retrieved_at else {}),
             "passages": [{"id": p.id, "text": p.text} for p in group],
+            **({"references": list(s.references)} if s.references else {}),
+            **({"alternatives": list(s.alternatives)} if s.alternatives else {}),
         }
         for s, group in zip(flat, job.passage_groups, strict=True)
     )
@@ -384,5 +379,7 @@ def comparison_from(
             "dialect": job.provider_identity.get("dialect", "json_object_schema"),
             "answered_by": answered_model,
             "template_sha256": job.messages.template_sha256,
+            "mode": job.mode,
+            "gates": gates.VERSION,
         },
     )

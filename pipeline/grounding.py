@@ -1,14 +1,21 @@
-"""Grounding: sources split into numbered passages, and which claim rests on which passage.
+"""Grounding: sources split into numbered passages, and how well each claim rests on the passages it cites.
 
-Passages are sentences grouped up to `MAX_CHARS`, numbered P1, P2, ... across the pair (subject a's
-sources first, in catalogue order), so an id names the same text for as long as the sources do.
-The model cites passage ids for every rating and every pro and con; the pair's schema makes the
-ids an enum, so an id that does not exist fails validation and is re-asked.
+A passage is one sentence (a sentence longer than `MAX_CHARS` is cut at a space). Passages are
+numbered P1, P2, ... across the pair (subject a's sources first, in catalogue order), at most
+`MAX_PASSAGES` per subject, so an id names the same text for as long as the sources do. The
+model cites passage ids for every rating and every pro and con; the pair's schema makes each
+side's ids an enum of that subject's passages, so a made-up or cross-subject id cannot pass.
 
-The faithfulness check is deliberately cheap: a claim is *grounded* when it cites at least one
-passage and shares at least one content word (not a stop word, not the subject's own name) with
-the passages it cites; *unsupported* when it cites passages that share no content word with it;
-*uncited* when it cites nothing. Reports mark the last two.
+The support measure is lexical and graded. A claim's content words (stemmed; stop words and
+the subjects' names, ids, aliases and vendors left out) are looked up in the passages it cites:
+
+- *supported*: at least `SUPPORTED` of its words are there, and every number it states;
+- *weak*: at least `WEAK` of its words are there, and every number;
+- *unsupported*: fewer, or a number the cited passages do not contain;
+- *uncited*: it cites nothing.
+
+It catches citations unrelated to their claim and invented figures, not a claim that misreads a
+passage; tests/data/support_labels.json is the hand-labelled set it is measured against.
 """
 
 from __future__ import annotations
@@ -22,7 +29,10 @@ from typing import Any
 from pipeline.models import Pair, SourceBundle
 
 MAX_CHARS = 280
-MAX_PASSAGES = 40
+MAX_PASSAGES = 24  # per subject
+SUPPORTED = 0.5
+WEAK = 0.25
+_NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?![\d,])|(?<![\w.])\d+(?:\.\d+)?")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n\s*\n")
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 STOP = frozenset(
@@ -49,43 +59,32 @@ def passages(bundles: Sequence[SourceBundle]) -> tuple[Passage, ...]:
 
 
 def passages_by_source(bundles: Sequence[SourceBundle]) -> list[list[Passage]]:
-    """The passages of each source (bundles' sources in order); at most MAX_PASSAGES in all."""
+    """The passages of each source (bundles' sources in order); at most MAX_PASSAGES per subject."""
     out: list[list[Passage]] = []
     count = 0
     for bundle in bundles:
+        room = MAX_PASSAGES
         for source in bundle.sources:
             group = []
-            for chunk in split(source.text):
-                if count == MAX_PASSAGES:
-                    break
+            for chunk in split(source.text)[:room]:
                 count += 1
                 group.append(Passage(f"P{count}", bundle.subject_id, source.label, chunk))
+            room -= len(group)
             out.append(group)
     return out
 
 
 def split(text: str) -> list[str]:
-    """Sentences, grouped while the group stays under MAX_CHARS; a longer sentence is cut at spaces."""
+    """Sentences, one per passage; a sentence longer than MAX_CHARS is cut at spaces."""
     chunks: list[str] = []
-    current = ""
-    for sentence in (s.strip() for s in _SENTENCE.split(text)):
-        if not sentence:
-            continue
+    for sentence in (" ".join(s.split()) for s in _SENTENCE.split(text)):
         while len(sentence) > MAX_CHARS:
             cut = sentence.rfind(" ", 0, MAX_CHARS)
             cut = cut if cut > MAX_CHARS // 2 else MAX_CHARS
-            if current:
-                chunks.append(current)
-                current = ""
             chunks.append(sentence[:cut].strip())
             sentence = sentence[cut:].strip()
-        if current and len(current) + 1 + len(sentence) > MAX_CHARS:
-            chunks.append(current)
-            current = sentence
-        else:
-            current = f"{current} {sentence}".strip()
-    if current:
-        chunks.append(current)
+        if sentence:
+            chunks.append(sentence)
     return chunks
 
 
@@ -93,17 +92,48 @@ def split(text: str) -> list[str]:
 def content_words(text: str, ignore: frozenset[str] = frozenset()) -> frozenset[str]:
     """Cached: a report checks each passage against every claim that cites it."""
     return frozenset(
-        _stem(w) for w in _WORD.findall(text.casefold()) if w not in STOP and w not in ignore and len(w) > 2
+        stem(w) for w in _WORD.findall(text.casefold()) if w not in STOP and w not in ignore and len(w) > 2
     )
 
 
 @functools.lru_cache(maxsize=65536)
-def _stem(word: str) -> str:
-    """Enough stemming for overlap: plural and common suffixes off."""
+def stem(word: str) -> str:
+    """Enough stemming for overlap: common suffixes off, then the first six letters.
+
+    "accuracy"/"accurate", "scalable"/"scalability", "replicas"/"replication" meet; the
+    price is a few false meetings ("district"/"distributed"), acceptable for a lexical check.
+    """
     for suffix in ("ations", "ation", "ings", "ing", "ies", "es", "ed", "ly", "s"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 4:
-            return word[: -len(suffix)]
-    return word
+            word = word[: -len(suffix)]
+            break
+    return word[:6]
+
+
+def numbers(text: str) -> frozenset[float]:
+    """The numbers a text states ("1,000" is 1000, "88.55%" is 88.55)."""
+    return frozenset(float(n.replace(",", "")) for n in _NUMBER.findall(text))
+
+
+def _stated(claimed: float, found: frozenset[float]) -> bool:
+    """A claimed number is in the passages as written, or as the integer a passage's figure rounds or truncates to."""
+    return any(claimed == n or (claimed.is_integer() and claimed in (round(n), int(n))) for n in found)
+
+
+def support(claim: str, passages: Sequence[str], ignore: frozenset[str] = frozenset()) -> tuple[str, float]:
+    """(supported | weak | unsupported, share of the claim's content words found in the passages)."""
+    words = {w for w in content_words(claim, ignore) if not w.isdigit()}
+    found = set().union(*(content_words(p, ignore) for p in passages)) if passages else set()
+    share = len(words & found) / len(words) if words else 0.0
+    stated = frozenset().union(*(numbers(p) for p in passages)) if passages else frozenset()
+    if not all(_stated(n, stated) for n in numbers(claim)):
+        return "unsupported", share
+    if share >= SUPPORTED:
+        return "supported", share
+    return ("weak" if share >= WEAK else "unsupported"), share
+
+
+STATUSES = ("supported", "weak", "unsupported", "uncited")
 
 
 @dataclass(frozen=True)
@@ -112,37 +142,45 @@ class Claim:
     side: str
     text: str
     cited: tuple[str, ...]
-    status: str  # grounded | unsupported | uncited
+    status: str  # one of STATUSES
+    share: float = 0.0  # of the claim's content words found in the cited passages
+
+
+def names_of(pair: Pair) -> frozenset[str]:
+    """Words of both subjects' names, ids, aliases and vendors: they say nothing about support."""
+    return frozenset(
+        w
+        for s in (pair.a, pair.b)
+        for name in (s.id, s.name, s.vendor, *s.aliases)
+        for w in _WORD.findall(name.casefold())
+    )
 
 
 def claims(data: dict[str, Any], pair: Pair, texts: dict[str, str]) -> list[Claim]:
     """Every rating and every pro and con, with its status; `texts` maps passage id to its text."""
-    ignore = frozenset(
-        w for s in (pair.a, pair.b) for name in (s.id, s.name, s.vendor) for w in _WORD.findall(name.casefold())
-    )
+    ignore = names_of(pair)
     out = []
     for path, side, text, cited in _cited(data):
         known = tuple(c for c in cited if c in texts)
         if not known:
-            status = "uncited"
-        else:
-            words = content_words(text, ignore)
-            support = set().union(*(content_words(texts[c], ignore) for c in known))
-            status = "grounded" if words & support else "unsupported"
-        out.append(Claim(path, side, text, known, status))
+            out.append(Claim(path, side, text, known, "uncited"))
+            continue
+        status, measured = support(text, [texts[c] for c in known], ignore)
+        out.append(Claim(path, side, text, known, status, round(measured, 2)))
     return out
 
 
-def share(found: Sequence[Claim]) -> tuple[int, int]:
-    """(grounded claims, all claims)."""
-    return sum(1 for c in found if c.status == "grounded"), len(found)
+def tally(found: Sequence[Claim]) -> dict[str, int]:
+    """How many claims have each status."""
+    return {status: sum(1 for c in found if c.status == status) for status in STATUSES}
 
 
 def _cited(data: dict[str, Any]) -> Iterator[tuple[str, str, str, tuple[str, ...]]]:
     for side in ("a", "b"):
         analysis = data.get(side) or {}
         for name, entry in (analysis.get("dimensions") or {}).items():
-            text = f"{name} {_text(entry.get('value'))} {entry.get('rationale', '')}"
+            # The dimension's name is left out: a passage can support a rating without naming it.
+            text = f"{_text(entry.get('value'))} {entry.get('rationale', '')}"
             yield f"{side}.dimensions.{name}", side, text, tuple(entry.get("sources") or ())
         for kind in ("pros", "cons"):
             for i, item in enumerate(analysis.get(kind) or []):

@@ -44,6 +44,7 @@ class Subject:
     sources: tuple[SourceSpec, ...] = ()
     aliases: tuple[str, ...] = ()
     defined_in: str = ""
+    brief: str = ""  # a config-relative Markdown file of facts about the subject ("sources/<id>.md")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,10 @@ class Source:
     sha256: str
     truncated: bool = False
     retrieved_at: str = ""  # url sources: when the text was last fetched (or revalidated)
+    references: tuple[str, ...] = ()  # briefs: the public references their facts come from
+    alternatives: tuple[str, ...] = ()  # briefs: market alternatives they name
+    strengths: tuple[str, ...] = ()  # briefs: sentences filed under Strengths (the small model's pros)
+    limitations: tuple[str, ...] = ()  # briefs: sentences filed under Limitations (its cons)
 
 
 @dataclass(frozen=True)
@@ -120,9 +125,11 @@ class Completion:
 class Problem:
     path: str
     message: str
+    rule: str = ""  # the content gate that found it (pipeline.gates.GATES); "" for schema and parse problems
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
+        text = f"{self.path}: {self.message}" if self.path else self.message
+        return f"{text} [rule: {self.rule}]" if self.rule else text
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,10 @@ from typing import Any
 from pipeline.grounding import Passage
 from pipeline.models import Messages, Pair, Problem
 from pipeline.schema import sha256_of
+from pipeline.selection import Plan
 
 _FENCE_TAG = re.compile(r"<(/?)(source)", re.IGNORECASE)
-TEMPLATES = ("system.j2", "user.j2", "reask.j2", "verdict.j2")
+TEMPLATES = ("system.j2", "user.j2", "reask.j2", "select_system.j2", "select_user.j2")
 
 
 class PromptBuilder:
@@ -36,7 +37,13 @@ class PromptBuilder:
         self.env.filters["fence"] = fence
         self.template_sha256 = sha256_of({name: (prompts_dir / name).read_text(encoding="utf-8") for name in TEMPLATES})
 
-    def build(self, pair: Pair, passages: Sequence[Passage], schema: dict[str, Any] | None) -> Messages:
+    def build(
+        self,
+        pair: Pair,
+        passages: Sequence[Passage],
+        schema: dict[str, Any] | None,
+        alternatives: Sequence[str] = (),
+    ) -> Messages:
         """The chat messages; the sources arrive as numbered passages the answer cites by id."""
         names = {pair.a.id: pair.a.name, pair.b.id: pair.b.name}
         groups: list[dict[str, Any]] = []
@@ -55,7 +62,40 @@ class PromptBuilder:
             b=pair.b,
             category=pair.category,
             sources=groups,
+            alternatives=list(alternatives),
         )
+        return self._messages(system, user)
+
+    def build_select(self, pair: Pair, plan: Plan, schema: dict[str, Any] | None) -> Messages:
+        """Selection mode: each dimension with the passages and values it may take, then pros and cons."""
+        sides = []
+        for key, side in (("a", plan.a), ("b", plan.b)):
+            slots = []
+            for slot in side.slots:
+                d = slot.dimension
+                if d.kind == "level":
+                    values = ", ".join(d.levels)
+                elif d.kind == "percent":
+                    values = "a percentage stated in the passage"
+                else:
+                    values = "words from the passage"
+                slots.append({
+                    "name": d.name, "description": d.description or d.name,
+                    "direction": "more is better" if d.higher_is_better else "less is better",
+                    "values": values, "passages": [_passage(plan, pid) for pid in slot.candidates],
+                })  # fmt: skip
+            sides.append({
+                "key": key, "subject": side.subject, "slots": slots,
+                "strengths": [_passage(plan, pid) for pid in side.strengths],
+                "limitations": [_passage(plan, pid) for pid in side.limitations],
+            })  # fmt: skip
+        system = self.env.get_template("select_system.j2").render(
+            schema=json.dumps(schema, ensure_ascii=False, sort_keys=True) if schema else ""
+        )
+        user = self.env.get_template("select_user.j2").render(a=pair.a, b=pair.b, category=pair.category, sides=sides)
+        return self._messages(system, user)
+
+    def _messages(self, system: str, user: str) -> Messages:
         messages = ({"role": "system", "content": system.strip()}, {"role": "user", "content": user.strip()})
         return Messages(messages=messages, sha256=sha256_of(list(messages)), template_sha256=self.template_sha256)
 
@@ -86,20 +126,9 @@ class PromptBuilder:
             {"role": "user", "content": text.strip()},
         ]
 
-    def verdict(self, pair: Pair, winner: str, score_a: float, score_b: float) -> str:
-        result = "a tie" if winner == "tie" else f"{winner} wins"
-        return (
-            self.env.get_template("verdict.j2")
-            .render(
-                a_name=pair.a.name,
-                b_name=pair.b.name,
-                score_a=f"{score_a:.2f}",
-                score_b=f"{score_b:.2f}",
-                result=result,
-                winner=winner,
-            )
-            .strip()
-        )
+
+def _passage(plan: Plan, pid: str) -> dict[str, str]:
+    return {"id": pid, "text": plan.text(pid)}
 
 
 def fence(text: str) -> str:

@@ -20,11 +20,12 @@ from typing import Any
 from pipeline.catalogue import Catalogue
 from pipeline.charts import grouped_bars
 from pipeline.errors import RenderError
-from pipeline.grounding import claims, point_text, share
+from pipeline.grounding import point_text
 from pipeline.models import Comparison, Dimension, Pair
 from pipeline.overrides import Override
 from pipeline.overrides import apply as apply_overrides
 from pipeline.providers.local import BUNDLED_MODEL
+from pipeline.quality import assess
 from pipeline.schema import sha256_of
 from pipeline.scoring import dimension_score, winner
 
@@ -42,12 +43,20 @@ class Rendered:
 
 
 class Renderer:
-    def __init__(self, catalogue: Catalogue, reports_dir: Path, overrides: dict[str, list[Override]] | None = None):
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        reports_dir: Path,
+        overrides: dict[str, list[Override]] | None = None,
+        caps: dict[str, int] | None = None,
+    ):
+        """`caps`: the length limits of the schema's sentence fields, for the quality line's gates."""
         from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
         self.catalogue = catalogue
         self.reports_dir = reports_dir
         self.overrides = overrides or {}
+        self.caps = caps or {}
         options: dict[str, Any] = {
             "loader": FileSystemLoader(str(TEMPLATES)),
             "undefined": StrictUndefined,
@@ -184,8 +193,9 @@ class Renderer:
             }
             for d in dims
         ]
-        texts, passages = _passages(c, pair)
-        found = {cl.path: cl for cl in claims(data, pair, texts)}
+        passages = _passages(c, pair)
+        quality = assess(c, pair, data, self.caps)
+        found = {cl.path: cl for cl in quality.claims}
         for r in rows:
             for side in ("a", "b"):
                 r[side].update(_claim_view(found.get(f"{side}.dimensions.{r['name']}")))
@@ -200,7 +210,8 @@ class Renderer:
             for side in ("a", "b")
         }
         cited = {i for cl in found.values() for i in cl.cited}
-        grounded, total = share(list(found.values()))
+        counts, total = quality.counts, len(found)
+        mode = str(c.params.get("mode", "write"))
         generated = time.strptime(c.generated_at, "%Y-%m-%dT%H:%M:%SZ")
         related = [
             {"title": f"{p.a.name} vs {p.b.name}", "slug": p.slug, "key": p.key, "exists": p.key in existing}
@@ -214,14 +225,17 @@ class Renderer:
             "points": points,
             "passages": [p for p in passages if p["id"] in cited],
             "grounding": {
-                "grounded": grounded,
+                **counts,
                 "total": total,
-                "percent": round(100 * grounded / total) if total else 0,
+                "percent": round(100 * counts["supported"] / total) if total else 0,
                 "claims": [  # in path order: a stored generation's keys come back sorted
-                    {"claim": cl.path, "status": cl.status, "cites": list(cl.cited)}
+                    {"claim": cl.path, "status": cl.status, "share": cl.share, "cites": list(cl.cited)}
                     for cl in sorted(found.values(), key=lambda cl: cl.path)
                 ],
             },
+            "quality": {**quality.as_dict(), "line": quality.line()},
+            "mode": mode,
+            "quoted": mode == "select",
             "overall": {"a": f"{score_a:.2f}", "b": f"{score_b:.2f}"},
             "winner": won,
             "winner_name": winner_name,
@@ -257,6 +271,7 @@ def report_json(view: dict[str, Any]) -> dict[str, Any]:
         "data": view["data"],
         "overrides": view["overrides"],
         "grounding": view["grounding"],
+        "quality": view["quality"],
         "computed": {
             "overall": {"a": float(view["overall"]["a"]), "b": float(view["overall"]["b"])},
             "winner": view["winner"],
@@ -282,24 +297,22 @@ def report_json(view: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _passages(c: Comparison, pair: Pair) -> tuple[dict[str, str], list[dict[str, str]]]:
-    """Passage texts by id, and each passage with where it comes from (for footnotes and links)."""
+def _passages(c: Comparison, pair: Pair) -> list[dict[str, str]]:
+    """Each passage with where it comes from (for footnotes and links)."""
     names = {pair.a.id: pair.a.name, pair.b.id: pair.b.name}
-    texts: dict[str, str] = {}
     listed = []
     for source in c.sources:
         for p in source.get("passages", []):
             pid, text = str(p.get("id", "")), str(p.get("text", ""))
             if not _PASSAGE_ID.fullmatch(pid):
                 continue
-            texts[pid] = text
             listed.append({
                 "id": pid, "text": text, "subject": names.get(source.get("subject", ""), source.get("subject", "")),
                 "label": str(source.get("label", "")), "location": str(source.get("location", "")),
                 "url": str(source.get("location", "")) if source.get("kind") == "url" else "",
                 "retrieved_at": str(source.get("retrieved_at", "")),
             })  # fmt: skip
-    return texts, listed
+    return listed
 
 
 def _claim_view(claim: Any) -> dict[str, Any]:

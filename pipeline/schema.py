@@ -53,23 +53,31 @@ def load_canonical(schemas_dir: Path) -> tuple[dict[str, Any], str]:
     return schema, hashlib.sha256(raw).hexdigest()
 
 
-def specialise(canonical: dict[str, Any], pair: Pair, passage_ids: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """The schema for one pair; with `passage_ids`, citations must name one of those passages."""
+def specialise(
+    canonical: dict[str, Any], pair: Pair, scopes: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+) -> dict[str, Any]:
+    """The schema for one pair; with `scopes` (a's passage ids, b's), each subject's ratings, pros
+    and cons may cite only that subject's passages: an enum per side, which grammars and strict
+    structured outputs enforce while generating."""
     defs = dict(canonical["$defs"])
-    citations = _inline(copy.deepcopy(defs["citations"]), defs)
-    if passage_ids is not None:
-        citations["items"] = {"type": "string", "enum": list(passage_ids)}
-    defs["citations"] = citations
     props = canonical["properties"]
     verdict = copy.deepcopy(props["verdict"])
     verdict["properties"]["winner"] = {"type": "string", "enum": [pair.a.name, pair.b.name, "tie"]}
+    sides = {}
+    for i, (side, subject) in enumerate((("a", pair.a), ("b", pair.b))):
+        citations = _inline(copy.deepcopy(defs["citations"]), defs)
+        if scopes is not None:
+            if scopes[i]:
+                citations["items"] = {"type": "string", "enum": list(scopes[i])}
+            else:  # a subject without passages can cite nothing
+                citations["maxItems"] = 0
+        sides[side] = _analysis({**defs, "citations": citations}, subject.name, pair.category.dimensions)
     return {
         "type": "object",
         "additionalProperties": False,
         "required": list(canonical["required"]),
         "properties": {
-            "a": _analysis(defs, pair.a.name, pair.category.dimensions),
-            "b": _analysis(defs, pair.b.name, pair.category.dimensions),
+            **sides,
             "verdict": verdict,
             "faq": copy.deepcopy(props["faq"]),
             "alternatives": copy.deepcopy(props["alternatives"]),
@@ -82,51 +90,6 @@ def for_dialect(schema: dict[str, Any], dialect: str) -> dict[str, Any]:
     if dialect != "json_schema":
         return schema
     return _strict(schema)
-
-
-def compact(node: Any, max_chars: int) -> Any:
-    """A stricter schema for small models: shorter strings, the minimum number of items.
-
-    Anything valid against it is valid against the schema it came from.
-    """
-    if isinstance(node, list):
-        return [compact(x, max_chars) for x in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: compact(v, max_chars) for k, v in node.items()}
-    if out.get("type") == "string" and "maxLength" in out:
-        low = max(1, out.get("minLength", 1))
-        high = max(low, min(out["maxLength"], max_chars))
-        # Start with a letter or digit and keep JSON and markup characters out: small models
-        # otherwise "close" the JSON inside a string or spill the prompt's tags into it.
-        out["pattern"] = f'^[A-Za-z0-9][^"\\\\{{}}<>\\[\\]]{{{low - 1},{high - 1}}}$'
-        out.pop("minLength", None)
-        out.pop("maxLength", None)
-    if out.get("type") == "array" and "enum" in out.get("items", {}):
-        out["minItems"] = out["maxItems"] = 1  # a citation: exactly one passage id
-    elif out.get("type") == "array" and "minItems" in out:
-        out["maxItems"] = out["minItems"]
-    return out
-
-
-def without_verdict(schema: dict[str, Any]) -> dict[str, Any]:
-    """The first stage of a staged generation: everything but the verdict."""
-    out = copy.deepcopy(schema)
-    out["properties"].pop("verdict")
-    out["required"] = [k for k in out["required"] if k != "verdict"]
-    return out
-
-
-def verdict_only(schema: dict[str, Any], winner: str) -> dict[str, Any]:
-    """The second stage: the verdict, its winner fixed to the one code computed."""
-    verdict = copy.deepcopy(schema["properties"]["verdict"])
-    verdict["properties"]["winner"] = {"type": "string", "enum": [winner]}
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["verdict"],
-        "properties": {"verdict": verdict},
-    }
 
 
 def _inline(node: Any, defs: dict[str, Any]) -> Any:

@@ -29,7 +29,7 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "kind": "local",
         "model": "smollm2-135m-instruct",
         "model_path": "",
-        "compact_schema": 80,
+        "small": True,
         "repeat_last_n": 512,
         "presence_penalty": 0.5,
     },
@@ -47,9 +47,11 @@ class ProviderProfile:
     api_key_env: str | None = "OPENAI_API_KEY"
     model_path: str = ""
     n_ctx: int = 4096
-    # > 0: cap schema string lengths at this many characters and ask for the minimum number
-    # of list items. Small models write to the limit; a tighter schema keeps them fast and sane.
-    compact_schema: int = 0
+    # A small model (the bundled 135M one) cannot write sound sentences about a comparison, but it
+    # can choose: with small = true it selects values, ratings and supporting passages from the
+    # sources, the report quotes those passages, and code composes the verdict and FAQ
+    # (pipeline.selection). Capable models write under the content gates.
+    small: bool = False
     # Local models: how many recent tokens the repeat penalty looks at, and a presence penalty.
     # A wide window stops a small model from copying its previous rationale into the next one.
     repeat_last_n: int = 64
@@ -219,6 +221,11 @@ def _profiles(raw: dict[str, Any], where: Path) -> dict[str, ProviderProfile]:
             )
         if body.get("dialect", "json_schema") not in DIALECTS:
             raise ConfigError(f"{where}: providers.{name}.dialect must be one of {', '.join(DIALECTS)}")
+        if "compact_schema" in body:
+            raise ConfigError(
+                f"{where}: providers.{name}.compact_schema is gone (it cut texts short); "
+                "set small = true for a small model's selection mode, or remove it"
+            )
         fields = ProviderProfile.__dataclass_fields__
         unknown = set(body) - set(fields)
         if unknown:

@@ -65,11 +65,14 @@ class Workspace:
 
     @cached_property
     def renderer(self) -> Any:
+        from pipeline.gates import caps_of
         from pipeline.overrides import load_overrides
         from pipeline.render import Renderer
+        from pipeline.schema import canonical_json
 
         overrides = load_overrides(self.settings.config_dir, self.catalogue)
-        return Renderer(self.catalogue, self.settings.reports_dir, overrides)
+        caps = caps_of(canonical_json(self.canonical[0]))
+        return Renderer(self.catalogue, self.settings.reports_dir, overrides, caps)
 
     def profile(self, provider: str | None, model: str | None) -> tuple[ProviderProfile, str]:
         return choose_profile(self.settings, provider, model)
@@ -100,7 +103,8 @@ class Workspace:
 
         bundles = tuple(gather(s, self.root, self.settings.max_source_chars, self.fetcher) for s in (pair.a, pair.b))
         canonical, schema_sha = self.canonical
-        return prepare(pair, bundles, self.prompts, canonical, schema_sha, provider, self.settings.generation)
+        others = self.catalogue.members(pair.category.id)
+        return prepare(pair, bundles, self.prompts, canonical, schema_sha, provider, self.settings.generation, others)
 
     def run_pair(
         self,
@@ -118,7 +122,6 @@ class Workspace:
             provider,
             self.store,
             self.prompts,
-            self.canonical[0],
             self.settings.transport,
             force=force,
             progress=progress,

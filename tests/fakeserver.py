@@ -20,33 +20,52 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
-def synthesise(schema: dict[str, Any], path: str = "") -> Any:
-    """A valid instance of a (specialised, ref-free) schema; texts are distinct per path."""
+def synthesise(schema: dict[str, Any], path: str = "", subject: str = "") -> Any:
+    """A valid instance of a (specialised, ref-free) schema that passes the content gates.
+
+    Texts are distinct per path and end like sentences, questions name subject a, names stay
+    names; levels take the middle one and ratings the middle rating (6), which agree; both
+    subjects get the same ratings, so the answer is a tie and its reasoning says so.
+    """
+    if not path:
+        subject = (schema.get("properties", {}).get("a", {}).get("properties", {}).get("subject", {}).get("enum")
+                   or ["the first subject"])[0]  # fmt: skip
     if "enum" in schema:
         values = schema["enum"]
-        if schema.get("type") == "integer":
-            return values[len(values) // 2]
-        return "tie" if "tie" in values else values[0]
+        if "tie" in values:
+            return "tie"
+        return values[len(values) // 2]
     kind = schema.get("type")
     if kind == "object":
-        return {k: synthesise(v, f"{path}.{k}") for k, v in schema.get("properties", {}).items()}
+        return {
+            k: synthesise(v, f"{path}.{k}" if path else k, subject) for k, v in schema.get("properties", {}).items()
+        }
+    if kind == "array" and "prefixItems" in schema:
+        return [synthesise(item, f"{path}[{i}]", subject) for i, item in enumerate(schema["prefixItems"])]
     if kind == "array":
         n = max(1, schema.get("minItems", 1))
-        return [synthesise(schema["items"], f"{path}[{i}]") for i in range(n)]
+        return [synthesise(schema["items"], f"{path}[{i}]", subject) for i in range(n)]
     if kind == "integer":
         return max(schema.get("minimum", 0), min(schema.get("maximum", 100), 50))
     if kind == "string" and schema.get("pattern", "").startswith("^P"):
         return "P1"  # a passage id (citations without the pair's enum of ids)
     if kind == "string":
         words = [w for w in path.replace("[", " ").replace("]", " ").replace(".", " ").split() if w]
-        text = " ".join(words[-3:]).capitalize() + " text"
+        last = words[-1] if words else ""
+        if last == "question":
+            text = f"How does {subject} do in {' '.join(words[:-1])}?"
+        elif last == "reasoning":
+            text = "It is a tie: both subjects get the same ratings on every dimension."
+        elif path.startswith("alternatives") or ".value" in path:
+            text = " ".join(words[-3:]).capitalize() + " text"  # a name or a phrase
+        else:
+            text = " ".join(words).capitalize() + " text."
         low, high = schema.get("minLength", 0), schema.get("maxLength", 10_000)
-        text = text[:high]
         while len(text) < low:
-            text += " detail"
+            text = text.rstrip(".?") + " detail."
         return text[:high]
     if "anyOf" in schema:
-        return synthesise(schema["anyOf"][0], path)
+        return synthesise(schema["anyOf"][0], path, subject)
     raise ValueError(f"cannot synthesise {schema}")
 
 

@@ -48,7 +48,16 @@ def test_report_content_and_computed_fields(run_cli, workspace: Path) -> None:
     # rating 6 everywhere: (2*6 + (11-6) + 6 + 6 + (11-6) + 1.5*6) / 7.5 = 5.73 for both
     assert report["computed"]["overall"] == {"a": 5.73, "b": 5.73}
     assert report["provenance"]["attempts"] == 1
-    assert [s["subject"] for s in report["provenance"]["sources"]] == ["image-classification", "image-segmentation"]
+    sources = [(s["subject"], s["kind"], s["location"]) for s in report["provenance"]["sources"]]
+    assert sources == [
+        ("image-classification", "text", "catalogue"),
+        ("image-classification", "brief", "config/sources/image-classification.md"),
+        ("image-segmentation", "text", "catalogue"),
+        ("image-segmentation", "brief", "config/sources/image-segmentation.md"),
+    ]
+    brief = report["provenance"]["sources"][1]
+    assert "ImageNet" in brief["passages"][1]["text"] and any("arXiv:1512.03385" in r for r in brief["references"])
+    assert brief["alternatives"] == ["Amazon Rekognition", "Azure AI Vision", "Clarifai"]
     md = (workspace / MD).read_text()
     for heading in (
         "## Comparison Matrix",

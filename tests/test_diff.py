@@ -39,14 +39,17 @@ def test_history_names_the_inputs_that_changed(run_cli, workspace: Path) -> None
 
 def test_diff_formats_and_exit_codes(run_cli, workspace: Path, fake: FakeLLM) -> None:
     assert run_cli("run", "--pair", PAIR).exit_code == 0
-    fake.mutate = set_speed(7, "Pros 0 text text reworded")
+    fake.mutate = set_speed(7, "A pros 0 text text reworded.")
     assert run_cli("run", "--pair", PAIR, "--force").exit_code == 0
 
     text = run_cli("diff", PAIR)
     assert text.exit_code == 1  # a rating moved by 1 = the default threshold: material
     assert "* rating   Speed / Image Classification: 6 → 7 (+1)" in text.stdout
     assert "overall  Image Classification: 5.73 → 5.87 (+0.14)" in text.stdout
-    assert "item     Image Classification pros: Pros 0 text text → Pros 0 text text reworded (reworded)" in text.stdout
+    assert (
+        "item     Image Classification pros: A pros 0 text text. → A pros 0 text text reworded. (reworded)"
+        in text.stdout
+    )
 
     md = run_cli("diff", PAIR, "--format", "markdown")
     assert md.exit_code == 1 and "| **!** | rating | Speed / Image Classification | 6 → 7 (+1) |" in md.stdout
@@ -65,11 +68,11 @@ def test_diff_of_two_report_files(run_cli, workspace: Path, fake: FakeLLM, tmp_p
     js = workspace / MD.with_suffix(".json")
     assert run_cli("run", "--pair", PAIR).exit_code == 0
     shutil.copy(js, tmp_path / "old.json")
-    fake.mutate = set_speed(6, "Entirely different advantage")
+    fake.mutate = set_speed(6, "Entirely different advantage.")
     assert run_cli("run", "--pair", PAIR, "--force").exit_code == 0
     result = run_cli("diff", str(tmp_path / "old.json"), str(js))
     assert result.exit_code == 1
-    assert "removed Pros 0 text text" in result.stdout and "added Entirely different advantage" in result.stdout
+    assert "removed A pros 0 text text." in result.stdout and "added Entirely different advantage." in result.stdout
     (tmp_path / "junk.json").write_text("{}")
     assert run_cli("diff", str(tmp_path / "junk.json"), str(js)).exit_code == 2
 

@@ -211,15 +211,16 @@ def test_report_cites_passages_of_a_url_source(workspace: Path, fake: FakeLLM, p
 
     def cite_the_page(data: dict, request: dict) -> dict:
         user = request["messages"][1]["content"]
-        page = user[user.index('label="docs"') :]
+        page = user[user.index('label="docs"') :].split("</source>")[0]
         ids = [line[1 : line.index("]")] for line in page.splitlines() if line.startswith("[P")]
+        plugin = next(line[1 : line.index("]")] for line in page.splitlines() if "plugin system" in line)
         url_ids[:] = ids
-        for side in ("a", "b"):
-            for name, entry in data[side]["dimensions"].items():
-                entry["sources"] = [ids[0]]
-                entry["rationale"] = f"{name}: renders dashboards quickly"
-            data[side]["pros"][0] = {"text": "Plugin system for dashboards", "sources": [ids[-1]]}
-            data[side]["cons"][0] = {"text": "Unrelated claim about pricing", "sources": [ids[0]]}
+        # The page is a source of django (subject a): only a's claims may cite it.
+        for name, entry in data["a"]["dimensions"].items():
+            entry["sources"] = [ids[0]]
+            entry["rationale"] = f"{name}: it renders dashboards quickly."
+        data["a"]["pros"][0] = {"text": "Plugin system for dashboards.", "sources": [plugin]}
+        data["a"]["cons"][0] = {"text": "Unrelated claim about pricing.", "sources": [ids[0]]}
         return data
 
     fake.mutate = cite_the_page
@@ -229,9 +230,11 @@ def test_report_cites_passages_of_a_url_source(workspace: Path, fake: FakeLLM, p
     assert url_ids and f"[^{url_ids[0]}]" in md
     footnote = next(line for line in md.splitlines() if line.startswith(f"[^{url_ids[0]}]:"))
     assert "dashboards" in footnote and f"{pages.base}/article" in footnote and "retrieved 20" in footnote
-    assert "Unrelated claim about pricing[^" in md and "(not supported by the cited passage)" in md
+    assert "Unrelated claim about pricing.[^" in md and "(not supported by the cited passage)" in md
     report = json.loads((workspace / "reports/web-frameworks/django-vs-flask.json").read_text())
-    assert report["grounding"]["grounded"] > 0 and report["grounding"]["total"] >= report["grounding"]["grounded"]
+    statuses = {c["claim"]: c["status"] for c in report["grounding"]["claims"]}
+    assert statuses["a.cons[0]"] == "unsupported" and statuses["a.pros[0]"] in ("supported", "weak")
+    assert report["grounding"]["total"] == len(statuses) > report["grounding"]["supported"] > 0
     html = (workspace / "reports/web-frameworks/django-vs-flask.html").read_text()
     assert f'href="#passage-{url_ids[0]}"' in html and f'id="passage-{url_ids[0]}"' in html
     assert db(workspace, "SELECT count(*) FROM snapshots") == [(1,)]

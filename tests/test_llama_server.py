@@ -80,7 +80,7 @@ base_url = "{llama_server}"
 model = "smollm2"
 dialect = "json_object_schema"
 api_key_env = ""
-compact_schema = 80
+small = true
 presence_penalty = 0.5
 """,
     )

@@ -27,7 +27,7 @@ reason = "vendor benchmark"
 [[override]]
 pair = "image-segmentation,image-classification"
 strike = "a.pros"
-item = "Pros 0 text text"
+item = "A pros 0 text text."
 reason = "not true"
 
 [[override]]
@@ -44,7 +44,7 @@ set = 3
         md = (workspace / BASE.with_suffix(".md")).read_text()
         assert "| Accuracy | 2 | higher | 6/10 | 9/10 \\* |" in md
         a_section = md.split("## Image Classification Analysis")[1].split("## Image Segmentation Analysis")[0]
-        assert "- Pros 0 text text" not in a_section and "- Pros 1 text text" in a_section
+        assert "- A pros 0 text text." not in a_section and "- A pros 1 text text." in a_section
         assert "- applied: b.dimensions.Accuracy.rating pinned to 9 (vendor benchmark)" in md
         assert "- NOT applied, target no longer exists: a.dimensions.Latency.rating pinned to 3" in md
         report = json.loads((workspace / BASE.with_suffix(".json")).read_text())

@@ -22,76 +22,107 @@ CAT = load_catalogue(REPO / "config")
 PAIR = CAT.pair("image-classification,image-segmentation")
 
 
-def rating(value, r: int, why: str) -> dict:
-    return {"value": value, "rating": r, "rationale": why, "sources": ["P1"]}
+def rating(value, r: int, why: str, cite: str) -> dict:
+    return {"value": value, "rating": r, "rationale": why, "sources": [cite]}
 
 
-# The reference page's own content, as a model would return it.
+def points(*items: tuple[str, str]) -> list[dict]:
+    return [{"text": text, "sources": [cite]} for text, cite in items]
+
+
+# The reference page's own content, as a capable model would return it under the content gates:
+# ratings that agree with their values, sentences, each subject citing its own passages.
 REFERENCE_DATA = {
     "a": {
         "subject": "Image Classification",
         "dimensions": {
-            "Accuracy": rating(90, 7, "Good accuracy on standard benchmarks."),
-            "Complexity": rating("Low", 3, "Simple to implement with standard models."),
-            "Speed": rating("Fast", 8, "One label per image is quick to compute."),
-            "Applications": rating(["Object Detection", "Facial Recognition"], 6, "Used in many simple tasks."),
-            "Data Requirements": rating("Small", 3, "Needs relatively little labelled data."),
-            "Real-world Impact": rating("Moderate", 6, "Common in products but limited in depth."),
+            "Accuracy": rating(90, 7, "Modern classifiers reach about 90% top-1 accuracy on ImageNet.", "P2"),
+            "Complexity": rating("Low", 3, "A pretrained model can be fine-tuned in a few lines of code.", "P3"),
+            "Speed": rating("Fast", 8, "One forward pass gives the label, so inference is quick.", "P3"),
+            "Applications": rating(["Photo Tagging", "Content Moderation"], 5,
+                                   "It is used for photo tagging and content moderation.", "P4"),
+            "Data Requirements": rating("Small", 3, "It needs comparatively little labelled data.", "P4"),
+            "Real-world Impact": rating("Moderate", 6, "It is common in products but limited in depth.", "P2"),
         },
-        "pros": ["Easy to implement", "Requires less computational power",
-                 "Can be used for simple object detection tasks"],
-        "cons": ["Less accurate than image segmentation", "Limited applications", "May not provide detailed results"],
+        "pros": points(("Easy to implement.", "P3"), ("Requires less computational power.", "P3"),
+                       ("Can be used for simple tagging tasks.", "P4")),
+        "cons": points(("Less accurate than image segmentation.", "P2"), ("Gives no location for objects.", "P4"),
+                       ("May not provide detailed results.", "P4")),
     },
     "b": {
         "subject": "Image Segmentation",
         "dimensions": {
-            "Accuracy": rating(95, 9, "Pixel-level output gives more precise results."),
-            "Complexity": rating("High", 6, "Harder to build and tune."),
-            "Speed": rating("Slow", 5, "Dense per-pixel predictions take longer."),
-            "Applications": rating(["Medical Imaging", "Autonomous Vehicles"], 9, "Suits complex applications."),
-            "Data Requirements": rating("Large", 6, "Needs pixel-level annotations."),
-            "Real-world Impact": rating("High", 9, "Enables medical and driving systems."),
+            "Accuracy": rating(95, 9, "Segmentation models reach about 95% pixel accuracy on standard benchmarks.",
+                               "P6"),
+            "Complexity": rating("High", 6, "It is complex because it predicts a label for every pixel.", "P7"),
+            "Speed": rating("Slow", 5, "Dense per-pixel predictions make it slow.", "P7"),
+            "Applications": rating(["Medical Imaging", "Autonomous Vehicles"], 9,
+                                   "It is used in medical imaging and autonomous vehicles.", "P8"),
+            "Data Requirements": rating("Large", 6, "It needs large amounts of pixel-level labelled data.", "P7"),
+            "Real-world Impact": rating("High", 9, "Its real-world impact is high in medicine and driving.", "P6"),
         },
-        "pros": ["Provides more detailed and accurate results", "Can be used in complex applications",
-                 "Allows for more precise analysis and understanding of images"],
-        "cons": ["More complex to implement", "Requires more computational power",
-                 "May require large amounts of data"],
+        "pros": points(("Provides more detailed and accurate results.", "P6"),
+                       ("Can be used in complex applications such as medical imaging.", "P8"),
+                       ("Gives the precise shape of every object.", "P8")),
+        "cons": points(("More complex to implement.", "P7"), ("Slow, because it predicts every pixel.", "P7"),
+                       ("May require large amounts of labelled data.", "P7")),
     },
     "verdict": {
         "winner": "Image Segmentation",
-        "reasoning": "Image segmentation is the winner due to its ability to provide more detailed and accurate "
-        "results, making it a better choice for complex applications such as medical imaging and autonomous vehicles.",
+        "reasoning": "Image Segmentation is the winner due to its higher accuracy and real-world impact, making it "
+        "a better choice for complex applications such as medical imaging and autonomous vehicles.",
     },
     "faq": [
         {"question": "What is the main difference between image classification and image segmentation?",
-         "answer": "Image classification assigns a label to an input image, while image segmentation divides an "
-         "image into its constituent parts or objects."},
+         "answer": "Image classification assigns a label to a whole image, while image segmentation labels every "
+         "pixel of it."},
         {"question": "Which one is more accurate?",
-         "answer": "Image segmentation is more accurate than image classification, as it provides more detailed "
-         "results."},
+         "answer": "Image segmentation, at about 95% pixel accuracy against about 90% top-1 accuracy."},
     ],
-    "alternatives": ["Object Detection", "Instance Segmentation"],
+    "alternatives": ["Object Detection", "Keypoint Detection"],
 }  # fmt: skip
-for _side in ("a", "b"):  # pros and cons cite passage P1 (the subject's description in these tests)
-    for _kind in ("pros", "cons"):
-        REFERENCE_DATA[_side][_kind] = [{"text": t, "sources": ["P1"]} for t in REFERENCE_DATA[_side][_kind]]
+
+SOURCES = (
+    ("image-classification", "description", [("P1", CAT.subjects["image-classification"].description)]),
+    ("image-classification", "brief", [
+        ("P2", "Modern classifiers reach about 90% top-1 accuracy on ImageNet, and classification is common in "
+               "products."),
+        ("P3", "A pretrained model can be fine-tuned in a few lines of code, and one forward pass gives the label "
+               "quickly, with less computational power than dense prediction."),
+        ("P4", "Classification needs comparatively little labelled data and is used for photo tagging and content "
+               "moderation, but it gives no location for objects."),
+    ]),
+    ("image-segmentation", "description", [("P5", CAT.subjects["image-segmentation"].description)]),
+    ("image-segmentation", "brief", [
+        ("P6", "Segmentation models reach about 95% pixel accuracy on standard benchmarks, with more detailed "
+               "results and a high real-world impact in medicine and driving."),
+        ("P7", "Segmentation is complex and slow to run: it predicts every pixel and needs large amounts of "
+               "pixel-level labelled data."),
+        ("P8", "It is used in complex applications such as medical imaging and autonomous vehicles, where the "
+               "precise shape of every object matters."),
+    ]),
+)  # fmt: skip
 
 
 def make(data: dict = REFERENCE_DATA, provider: str = "openai", model: str = "gpt-4o-mini") -> Comparison:
+    sources = tuple(
+        {"subject": subject, "label": label, "kind": "text" if label == "description" else "brief",
+         "location": "catalogue" if label == "description" else f"config/sources/{subject}.md",
+         "sha256": (subject[6] + label[0]) * 32, "truncated": False,
+         "passages": [{"id": pid, "text": text} for pid, text in passages]}
+        for subject, label, passages in SOURCES
+    )  # fmt: skip
     return Comparison(
         generation_id="0123456789abcdef", pair_key=PAIR.key, category=PAIR.category.id, data=data,
         generated_at="2026-06-15T09:30:00Z", provider=provider, model=model, cache_key="c" * 64,
-        prompt_sha256="p" * 64, schema_sha256="s" * 64,
-        sources=({"subject": "image-classification", "label": "description", "kind": "text",
-                  "location": "catalogue", "sha256": "a" * 64, "truncated": False,
-                  "passages": [{"id": "P1", "text": "Image classification assigns a label to a whole image; it is "
-                                "fast, easy to implement and accurate on standard benchmarks."}]},),
-        attempts=1, usage=Usage(1200, 800), params={"template_sha256": "t" * 64, "dialect": "json_schema"},
+        prompt_sha256="p" * 64, schema_sha256="s" * 64, sources=sources, attempts=1, usage=Usage(1200, 800),
+        params={"template_sha256": "t" * 64, "dialect": "json_schema", "mode": "write", "gates": 1},
     )  # fmt: skip
 
 
 def test_reference_data_is_valid() -> None:
-    assert validate(REFERENCE_DATA, PAIR, load_canonical(REPO / "schemas")[0]) == []
+    scopes = (("P1", "P2", "P3", "P4"), ("P5", "P6", "P7", "P8"))
+    assert validate(REFERENCE_DATA, PAIR, load_canonical(REPO / "schemas")[0], scopes) == []
 
 
 EXISTING = frozenset({PAIR.key, "image-classification,object-detection"})
@@ -109,7 +140,7 @@ def test_golden_reports_for_the_reference_pair(tmp_path: Path, ext: str) -> None
 def test_reference_report_content(tmp_path: Path) -> None:
     rendered = Renderer(CAT, tmp_path).render(make(), EXISTING)
     assert "as of June 2026" in rendered.files["md"]
-    assert "**Winner: Image Segmentation** — overall 7.07 vs 7.40." in rendered.files["md"]
+    assert "**Winner: Image Segmentation** — overall 6.93 vs 7.40." in rendered.files["md"]
     assert (
         "- [Image Classification vs Object Detection](image-classification-vs-object-detection.md)"
         in (rendered.files["md"])
@@ -129,7 +160,7 @@ def test_rendering_twice_is_byte_identical_and_written_atomically(tmp_path: Path
     ]  # fmt: skip — and no temporary files left behind
     report = json.loads(second[1])
     assert report["computed"] == {
-        "overall": {"a": 7.07, "b": 7.4}, "winner": "b", "winner_name": "Image Segmentation", "tie_band": 0.25,
+        "overall": {"a": 6.93, "b": 7.4}, "winner": "b", "winner_name": "Image Segmentation", "tie_band": 0.25,
         "people_also_compare": [p.key for p in CAT.related_pairs(PAIR)],
     }  # fmt: skip
 
@@ -172,8 +203,8 @@ HOSTILE = [
 def hostile_comparison() -> Comparison:
     data = copy.deepcopy(REFERENCE_DATA)
     for side in ("a", "b"):
-        data[side]["pros"] = [{"text": h, "sources": ["P1"]} for h in HOSTILE[:3]]
-        data[side]["cons"] = [{"text": h, "sources": ["P1"]} for h in HOSTILE[3:]]
+        data[side]["pros"] = [{"text": h, "sources": ["P2"]} for h in HOSTILE[:3]]
+        data[side]["cons"] = [{"text": h, "sources": ["P2"]} for h in HOSTILE[3:]]
         for dim in data[side]["dimensions"].values():
             dim["rationale"] = HOSTILE[4]
         data[side]["dimensions"]["Applications"]["value"] = HOSTILE[:4]

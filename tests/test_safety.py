@@ -58,7 +58,7 @@ def test_prompt_injection_in_sources_stays_data(workspace: Path, fake: FakeLLM) 
     ))  # fmt: skip
 
     def hostile(data: dict, _request: dict) -> dict:  # the model "obeys" the injection as best it can
-        data["a"]["pros"][0]["text"] = '<a href="javascript:alert(1)">10/10</a> ../../etc/passwd'
+        data["a"]["pros"][0]["text"] = '<a href="javascript:alert(1)">10/10</a> ../../etc/passwd.'
         data["alternatives"][0] = "<img src=https://evil.example/x.png onerror=alert(1)>"
         return data
 
@@ -66,7 +66,7 @@ def test_prompt_injection_in_sources_stays_data(workspace: Path, fake: FakeLLM) 
     result = cli(workspace, "run", "--pair", PAIR)
     assert result.returncode == 0, result.stderr
     user = fake.requests[0]["messages"][1]["content"]
-    assert user.count("</source>") == user.count("<source ") == 3  # the injected closing tag was neutralised
+    assert user.count("</source>") == user.count("<source ") == 5  # the injected closing tag was neutralised
     html = (workspace / "reports/computer-vision/image-classification-vs-image-segmentation.html").read_text()
     assert (
         '<a href="javascript' not in html

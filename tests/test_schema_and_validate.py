@@ -7,7 +7,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from pipeline.catalogue import load_catalogue
-from pipeline.schema import compact, for_dialect, load_canonical, specialise, verdict_only, without_verdict
+from pipeline.schema import for_dialect, load_canonical, specialise
 from pipeline.validate import parse, validate
 from tests.conftest import REPO
 from tests.fakeserver import synthesise
@@ -38,20 +38,20 @@ def test_strict_dialect_requires_everything_and_drops_unsupported_keywords() -> 
     assert node["required"] == ["question", "answer"] and node["additionalProperties"] is False
 
 
-def test_compact_schema_is_stricter(good: dict) -> None:
-    small = compact(specialise(CANONICAL, PAIR), 80)
-    assert small["properties"]["faq"]["maxItems"] == small["properties"]["faq"]["minItems"]
+def test_citations_are_scoped_to_their_subject_in_the_schema() -> None:
+    scoped = specialise(CANONICAL, PAIR, (("P1", "P2"), ("P3",)))
+    good = synthesise(scoped)
+    a_cites = scoped["properties"]["a"]["properties"]["pros"]["items"]["properties"]["sources"]["items"]["enum"]
+    b_cites = scoped["properties"]["b"]["properties"]["dimensions"]["properties"]["Speed"]["properties"]["sources"]
+    assert a_cites == ["P1", "P2"] and b_cites["items"]["enum"] == ["P3"]
+    # The strict dialect keeps the per-side enums: OpenAI's structured outputs enforce them while decoding.
+    strict = for_dialect(scoped, "json_schema")
+    assert strict["properties"]["b"]["properties"]["cons"]["items"]["properties"]["sources"]["items"]["enum"] == ["P3"]
     bad = copy.deepcopy(good)
-    bad["a"]["pros"][0]["text"] = ".5}} closing the JSON"
-    assert list(Draft202012Validator(small).iter_errors(bad))
-    assert not list(Draft202012Validator(specialise(CANONICAL, PAIR)).iter_errors(bad))
-
-
-def test_staged_schemas() -> None:
-    first = without_verdict(specialise(CANONICAL, PAIR))
-    assert "verdict" not in first["properties"] and "verdict" not in first["required"]
-    second = verdict_only(specialise(CANONICAL, PAIR), "tie")
-    assert second["properties"]["verdict"]["properties"]["winner"]["enum"] == ["tie"]
+    bad["a"]["pros"][0]["sources"] = ["P3"]  # a claim about a citing b's passage
+    assert list(Draft202012Validator(scoped).iter_errors(bad))
+    bad["a"]["pros"][0]["sources"] = ["P2"]
+    assert not list(Draft202012Validator(scoped).iter_errors(bad))
 
 
 def test_valid_answer_passes(good: dict) -> None:
@@ -98,7 +98,7 @@ def test_semantic_rules(good: dict) -> None:
 def test_winner_follows_weights_and_direction(good: dict) -> None:
     d = copy.deepcopy(good)
     # b is far more complex (lower is better): a must win.
-    d["b"]["dimensions"]["Complexity"]["rating"] = 10
-    d["a"]["dimensions"]["Complexity"]["rating"] = 1
-    d["verdict"]["winner"] = PAIR.a.name
+    d["b"]["dimensions"]["Complexity"].update(value="High", rating=10)
+    d["a"]["dimensions"]["Complexity"].update(value="Low", rating=1)
+    d["verdict"] = {"winner": PAIR.a.name, "reasoning": "Image Classification wins: it is far less complex to build."}
     assert problems_of(d) == []

@@ -15,7 +15,7 @@ class Provider(Protocol):
     kind: str
     model: str
     dialect: str
-    compact_schema: int
+    small: bool  # selection mode (pipeline.selection) instead of free writing
 
     def complete(
         self,

@@ -51,7 +51,7 @@ class LocalProvider:
 
     def __init__(self, profile: ProviderProfile):
         self.profile = profile
-        self.compact_schema = profile.compact_schema
+        self.small = profile.small
         self.path = Path(profile.model_path).expanduser() if profile.model_path else bundled_model_path()
         if not self.path.is_file():
             raise ConfigError(f"model file {self.path} does not exist; fix model_path of provider {profile.name!r}")
@@ -65,7 +65,7 @@ class LocalProvider:
             "kind": self.kind,
             "model": self.model,
             "file": self.path.name,
-            "compact": str(self.compact_schema),
+            "mode": "select" if self.small else "write",
             "sampling": f"last_n={p.repeat_last_n},presence={p.presence_penalty}",
         }
 

@@ -45,7 +45,7 @@ class OpenAICompatProvider:
         http_client: Any = None,
     ):
         self.profile = profile
-        self.compact_schema = profile.compact_schema
+        self.small = profile.small
         self.model = profile.model
         self.dialect = profile.dialect
         key = os.environ.get(profile.api_key_env, "") if profile.api_key_env else ""
@@ -79,8 +79,8 @@ class OpenAICompatProvider:
 
     def identity(self) -> dict[str, str]:
         identity = {"kind": self.kind, "model": self.model, "dialect": self.dialect}
-        if self.compact_schema:
-            identity["compact"] = str(self.compact_schema)
+        if self.small:
+            identity["mode"] = "select"
         if self.profile.presence_penalty:
             identity["presence_penalty"] = str(self.profile.presence_penalty)
         return identity

@@ -1,0 +1,147 @@
+"""Quality: how a published report fares against the content gates and the support measure.
+
+Reports show it in their audit summary and `pipeline quality` lists it for every report. A
+generation stored before the gates existed (no `gates` version in its params) is assessed all
+the same, but marked as such: its failures are listed, not counted as failures of the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pipeline import gates
+from pipeline.grounding import Claim, claims, tally
+from pipeline.models import Comparison, Pair, Problem
+
+if TYPE_CHECKING:
+    from pipeline.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class Quality:
+    gated: bool  # made by a pipeline that enforced the gates
+    problems: dict[str, list[Problem]]  # gate -> its problems, every gate present
+    claims: list[Claim] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[str]:
+        return [g for g, found in self.problems.items() if found]
+
+    @property
+    def passed(self) -> int:
+        return len(self.problems) - len(self.failed)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return tally(self.claims)
+
+    @property
+    def fails(self) -> bool:
+        """Whether this counts as a failure: a gated generation that breaks a gate."""
+        return self.gated and bool(self.failed)
+
+    def line(self) -> str:
+        c = self.counts
+        total = len(self.claims)
+        gates_part = (
+            f"{self.passed} of {len(self.problems)} content gates passed"
+            if not self.failed
+            else f"{self.passed} of {len(self.problems)} content gates passed (failed: {', '.join(self.failed)})"
+        )
+        if not self.gated:
+            gates_part += "; made before the gates were enforced"
+        return (
+            f"{gates_part}; claims: {c['supported']} supported, {c['weak']} weak, {c['unsupported']} unsupported, "
+            f"{c['uncited']} uncited (of {total})"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "gated": self.gated,
+            "gates_passed": self.passed,
+            "gates_total": len(self.problems),
+            "failed": {g: [str(p) for p in self.problems[g]] for g in self.failed},
+            "claims": self.counts,
+        }
+
+
+def passage_texts(c: Comparison) -> tuple[dict[str, str], tuple[frozenset[str], frozenset[str]] | None]:
+    """Passage texts by id from a stored generation, and each subject's passage ids (a's, b's)."""
+    texts: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    for source in c.sources:
+        for p in source.get("passages", []):
+            pid = str(p.get("id", ""))
+            texts[pid] = str(p.get("text", ""))
+            owners[pid] = str(source.get("subject", ""))
+    a, b = c.pair_key.split(",", 1)
+    if not texts:
+        return texts, None
+    return texts, (
+        frozenset(p for p, s in owners.items() if s == a),
+        frozenset(p for p, s in owners.items() if s == b),
+    )
+
+
+def assess(c: Comparison, pair: Pair, data: dict[str, Any], caps: dict[str, int]) -> Quality:
+    """The gates and the support measure for `data` (a generation's data, overrides applied)."""
+    texts, scopes = passage_texts(c)
+    found = gates.by_gate(gates.check(data, pair, scopes, caps))
+    return Quality(gated=bool(c.params.get("gates")), problems=found, claims=claims(data, pair, texts))
+
+
+@dataclass(frozen=True)
+class Entry:
+    pair_key: str
+    category: str
+    generated_at: str
+    model: str
+    quality: Quality
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"pair": self.pair_key, "category": self.category, "generated_at": self.generated_at,
+                "model": self.model, **self.quality.as_dict()}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Survey:
+    entries: list[Entry]
+
+    @property
+    def failing(self) -> list[Entry]:
+        return [e for e in self.entries if e.quality.fails]
+
+    @property
+    def ungated(self) -> list[Entry]:
+        return [e for e in self.entries if not e.quality.gated]
+
+    def totals(self) -> dict[str, Any]:
+        claims = {
+            k: sum(e.quality.counts[k] for e in self.entries) for k in ("supported", "weak", "unsupported", "uncited")
+        }
+        total = sum(claims.values())
+        return {
+            "reports": len(self.entries),
+            "passing": sum(1 for e in self.entries if not e.quality.failed),
+            "failing": len(self.failing),
+            "made_before_gates": len(self.ungated),
+            "claims": claims,
+            "supported_share": round(claims["supported"] / total, 3) if total else 0.0,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"reports": [e.as_dict() for e in self.entries], "totals": self.totals()}
+
+
+def survey(ws: Workspace) -> Survey:
+    """The quality of every published report: each pair's latest generation, overrides applied."""
+    from pipeline.overrides import apply as apply_overrides
+
+    entries = []
+    renderer = ws.renderer
+    for c in sorted(ws.store.latest_all(), key=lambda c: c.pair_key):
+        pair = ws.pair(c.pair_key, cross_category=True)
+        data = apply_overrides(c.data, renderer.overrides.get(pair.key, []), pair)[0]
+        entries.append(Entry(c.pair_key, c.category, c.generated_at, c.model, assess(c, pair, data, renderer.caps)))
+    return Survey(entries)

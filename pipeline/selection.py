@@ -1,0 +1,424 @@
+"""Selection mode: a small model chooses, the report quotes the sources, code composes the rest.
+
+A 135M model cannot write sound sentences about a comparison, but it can choose. For a profile
+with `small = true` the pipeline plans, per subject and dimension, the passages that speak to
+that dimension (lexical relevance to its name, description and levels; each passage serves at
+most one dimension, so no quotation appears twice). The possible pros and cons are the
+sentences a brief files under Strengths and Limitations, else the remaining passages split by
+their wording. The model's answer is only choices:
+
+    {"a": {"dimensions": {"Complexity": {"value": "Low", "rating": 3, "source": "P4"}, ...},
+           "pros": ["P9", "P12"], "cons": ["P10", "P13"]},
+     "b": {...}}
+
+and the schema (anyOf branches, which llama.cpp's grammar enforces while decoding) makes each
+choice consistent by construction: a level's rating lies in its band, and a passage that states
+a level ("Complexity is low: ...") offers only the levels it states; a percent is a figure stated
+in the cited passage and its rating is within 2 of it; list and text values are phrases of the
+cited passage; pros and cons are two different passages. `compose` turns the choices into
+the canonical data: each rationale, pro and con is the chosen passage quoted; the verdict, FAQ
+and market alternatives (the briefs' own, else other subjects of the category) are written by
+code from the computed scores. The result then passes the same validation and content gates as
+any model's answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.errors import SourceError
+from pipeline.gates import level_band, percent_band
+from pipeline.grounding import Passage, content_words, stem
+from pipeline.models import Dimension, Pair, Problem, Subject
+from pipeline.scoring import dimension_score, winner
+
+RESERVE = 4  # passages kept for pros and cons (two each)
+MAX_CANDIDATES = 2  # passages offered per dimension
+_TERMINAL = re.compile(r"[.!?][\"'”’)\]]*$")
+_PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)\s?%")
+_MARKER = re.compile(r":\s+|\b(?:include|includes|including|such as)\s+", re.IGNORECASE)
+_LIMITATION = re.compile(
+    r"\b(only|cannot|can't|not|no|limited|limits?|lacks?|requires?|needs?|slower|slow|expensive|costly|harder|hard|"
+    r"poor|lose|loses|drops?|falls?|less|fewer|weaker|lagged|stalls?|must|partial|smaller|heavy|bloat|vary|drawbacks?)\b",
+    re.IGNORECASE,
+)
+_LEVEL_WORDS_SKIP = frozenset({"low", "high", "moderate", "medium", "none", "some"})
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One dimension of one subject: the passages that may support it and the values each offers."""
+
+    dimension: Dimension
+    options: tuple[tuple[str, tuple[Any, ...]], ...]  # (passage id, values it offers; () for levels)
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        return tuple(pid for pid, _ in self.options)
+
+
+@dataclass(frozen=True)
+class Side:
+    subject: Subject
+    slots: tuple[Slot, ...]
+    strengths: tuple[str, ...]
+    limitations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    pair: Pair
+    a: Side
+    b: Side
+    texts: tuple[tuple[str, str], ...]  # passage id -> text, for every passage the plan uses
+    alternatives: tuple[str, ...]
+
+    def text(self, pid: str) -> str:
+        return dict(self.texts)[pid]
+
+    def schema(self) -> dict[str, Any]:
+        """What the model is asked for: choices only, each consistent by construction."""
+        return _object({"a": _side_schema(self.a), "b": _side_schema(self.b)})
+
+
+def plan(
+    pair: Pair, passages: Sequence[Passage], alternatives: Sequence[str], leanings: dict[str, str] | None = None
+) -> Plan:
+    """Which passages may support which dimension, and which may be pros or cons, per subject.
+
+    `leanings`: sentence text -> "strength" or "limitation", as briefs file them.
+    Raises SourceError when a subject has too few quotable passages (give it a brief).
+    """
+    sides = []
+    used: dict[str, str] = {}
+    for subject in (pair.a, pair.b):
+        own = [p for p in passages if p.subject_id == subject.id]
+        quotable = [p for p in own if p.label != "description" and _TERMINAL.search(p.text)]
+        needed = len(pair.category.dimensions) + RESERVE
+        if len(quotable) < needed:
+            raise SourceError(
+                f"{subject.id} has {len(quotable)} quotable source sentences; the small model's selection mode "
+                f"needs at least {needed} (one per dimension and two pros and two cons): give it a brief "
+                f'(brief = "sources/{subject.id}.md" in the catalogue) or use a capable model'
+            )
+        sides.append(_side(subject, pair.category.dimensions, quotable, leanings or {}))
+        used.update({p.id: p.text for p in quotable})
+    return Plan(pair, sides[0], sides[1], tuple(sorted(used.items())), tuple(alternatives))
+
+
+def check(answer: dict[str, Any], the_plan: Plan) -> list[Problem]:
+    """Problems of a selection answer against the plan's schema (the grammar usually prevents them)."""
+    from jsonschema import Draft202012Validator
+
+    errors = sorted(Draft202012Validator(the_plan.schema()).iter_errors(answer), key=lambda e: list(map(str, e.path)))
+    out = []
+    for e in errors[:12]:
+        path = ".".join(str(p) for p in e.absolute_path)
+        out.append(Problem(path, "is not one of the allowed choices" if e.validator == "anyOf" else e.message[:200]))
+    return out
+
+
+def compose(answer: dict[str, Any], the_plan: Plan) -> dict[str, Any]:
+    """The canonical comparison data from a valid selection answer."""
+    pair = the_plan.pair
+    data: dict[str, Any] = {}
+    for key, side in (("a", the_plan.a), ("b", the_plan.b)):
+        chosen = answer[key]
+        dims = {}
+        for slot in side.slots:
+            pick = chosen["dimensions"][slot.dimension.name]
+            value = pick["value"]
+            dims[slot.dimension.name] = {
+                "value": list(value) if isinstance(value, list) else value,
+                "rating": int(pick["rating"]),
+                "rationale": the_plan.text(pick["source"]),
+                "sources": [pick["source"]],
+            }
+        data[key] = {
+            "subject": side.subject.name,
+            "dimensions": dims,
+            "pros": [{"text": the_plan.text(p), "sources": [p]} for p in chosen["pros"]],
+            "cons": [{"text": the_plan.text(p), "sources": [p]} for p in chosen["cons"]],
+        }
+    won, sa, sb = winner(data, pair.category)
+    data["verdict"] = {"winner": {"a": pair.a.name, "b": pair.b.name, "tie": "tie"}[won],
+                       "reasoning": _reasoning(data, pair, won, sa, sb)}  # fmt: skip
+    data["faq"] = _faq(data, pair, won, sa, sb)
+    data["alternatives"] = list(the_plan.alternatives[:5])
+    return data
+
+
+def alternatives_for(pair: Pair, named: Sequence[str], others: Sequence[Subject]) -> tuple[str, ...]:
+    """The briefs' market alternatives (neither subject, nor naming one); else other catalogue subjects."""
+    from pipeline.gates import names_subject
+
+    found = [n for n in dict.fromkeys(named) if not names_subject(n, pair)]
+    return tuple(found or [s.name for s in others if s.id not in (pair.a.id, pair.b.id)])
+
+
+# -- planning ---------------------------------------------------------------------------------
+
+
+def _side(subject: Subject, dims: Sequence[Dimension], quotable: list[Passage], leanings: dict[str, str]) -> Side:
+    texts = {p.id: p.text for p in quotable}
+    leaning = {p.id: leanings[p.text] for p in quotable if p.text in leanings}
+    scores = {(d.name, p.id): _relevance(p.text, d) for d in dims for p in quotable}
+    order = {p.id: i for i, p in enumerate(quotable)}
+    taken: dict[str, list[str]] = {d.name: [] for d in dims}
+    # Passages a brief files as strengths or limitations stay for pros and cons, unless a
+    # dimension has nothing else.
+    free = [p.id for p in quotable if p.id not in leaning]
+    spare = [p.id for p in quotable if p.id in leaning]
+
+    def best(dim: Dimension, pool: list[str]) -> str | None:
+        ranked = sorted(pool, key=lambda pid: (-scores[(dim.name, pid)], order[pid]))
+        return ranked[0] if ranked else None
+
+    # Every dimension gets its best passage (strongest matches first); a second one only when
+    # it is a good match too and enough passages stay free for two pros and two cons.
+    wanted = sorted(dims, key=lambda d: -max((scores[(d.name, pid)] for pid in free), default=0))
+    for dim in wanted:
+        pid = best(dim, free)
+        if pid is None or (scores[(dim.name, pid)] <= 0 and spare):
+            pid = best(dim, spare) or pid
+        if pid is None:
+            continue
+        taken[dim.name].append(pid)
+        (free if pid in free else spare).remove(pid)
+    for dim in wanted:
+        pid = best(dim, free)
+        first = scores[(dim.name, taken[dim.name][0])] if taken[dim.name] else 0
+        if pid is None or scores[(dim.name, pid)] < max(2.0, first / 2) or len(free) + len(spare) <= RESERVE:
+            continue
+        taken[dim.name].append(pid)
+        free.remove(pid)
+    slots = tuple(Slot(d, tuple((pid, _values(texts[pid], d)) for pid in taken[d.name])) for d in dims)
+    left = spare + free
+    strengths = [pid for pid in left if leaning.get(pid) == "strength"]
+    limits = [pid for pid in left if leaning.get(pid) == "limitation"]
+    for pid in free:  # passages the brief did not file: by their wording, where a pool is short
+        pool = limits if _LIMITATION.search(texts[pid]) else strengths
+        if len(pool) < 2 or (len(strengths) + len(limits) < RESERVE):
+            pool.append(pid)
+    while len(strengths) < 2 and len(limits) > 2:
+        strengths.append(limits.pop())
+    while len(limits) < 2 and len(strengths) > 2:
+        limits.append(strengths.pop())
+    return Side(subject, slots, tuple(sorted(strengths, key=lambda pid: order[pid])),
+                tuple(sorted(limits, key=lambda pid: order[pid])))  # fmt: skip
+
+
+def _relevance(text: str, dim: Dimension) -> float:
+    words = content_words(text)
+    name = content_words(dim.name)
+    score = 2.0 * len(words & name) + len(words & (content_words(dim.description) - name))
+    score += 0.5 * len(words & (content_words(" ".join(dim.levels)) - _LEVEL_WORDS_SKIP - name))
+    head = " ".join(text.split()[: len(dim.name.split()) + 1]).casefold()
+    if dim.name.casefold() in head:
+        score += 3  # "Throughput is high: ...", "Data model: ..."
+    if dim.kind == "percent" and _PERCENT.search(text):
+        score += 1
+    if dim.kind in ("list", "text") and _MARKER.search(text):
+        score += 1
+    return score
+
+
+def _values(text: str, dim: Dimension) -> tuple[Any, ...]:
+    """What a passage offers for a dimension: the figures, items or phrase it states; for a level
+    dimension the levels it names (none named: any level)."""
+    if dim.kind == "level":
+        words = re.findall(r"[^\W\d_]+", text.casefold())
+        return tuple(
+            lv for lv in dim.levels if all(any(_same(w, part) for w in words) for part in lv.casefold().split())
+        )
+    if dim.kind == "percent":
+        # Rounded, except that a figure just under 100 is not shown as 100.
+        found = [_percent(float(v)) for v in _PERCENT.findall(text)]
+        return tuple(dict.fromkeys(v for v in found if 0 <= v <= 100))
+    if dim.kind == "list":
+        return tuple(_items(text))
+    if dim.kind == "text":
+        return (_phrase(text),)
+    return ()
+
+
+def _percent(value: float) -> int:
+    return round(value) if round(value) < 100 or value >= 100 else int(value)
+
+
+def _levels_named(text: str, dim: Dimension) -> tuple[str, ...]:
+    words = re.findall(r"[^\W\d_]+", text.casefold())
+    return tuple(lv for lv in dim.levels if all(any(_same(w, part) for w in words) for part in lv.casefold().split()))
+
+
+def _same(word: str, level_word: str) -> bool:
+    """A text's word states a level's word: "slower" for Slow, "replication" for Replicated."""
+    return word.startswith(level_word) or (len(level_word) >= 5 and stem(word) == stem(level_word))
+
+
+def _after_marker(text: str) -> str:
+    match = _MARKER.search(text)
+    return (text[match.end() :] if match else text).rstrip(" .!?")
+
+
+def _items(text: str) -> list[str]:
+    """The items of an enumeration ("include photo tagging, visual search and OCR.")."""
+    parts = [p.strip() for p in re.split(r",\s+", _after_marker(text))]
+    if len(parts) > 1 and re.match(r"(and|or)\s", parts[-1]):  # "a, b, and c": the last comma ends it
+        parts[-1] = re.sub(r"^(and|or)\s+", "", parts[-1])
+    elif " and " in parts[-1] or " or " in parts[-1]:  # "a, b and c"
+        parts[-1:] = re.split(r"\s+(?:and|or)\s+(?!.*\s(?:and|or)\s)", parts[-1], maxsplit=1)
+    items = [_capital(p) if " " in p else p for p in parts if 1 <= len(p) <= 40 and len(p.split()) <= 5]
+    return list(dict.fromkeys(items))[:6] or [_capital(" ".join(text.split()[:4]).rstrip(",.;:"))]
+
+
+def _phrase(text: str) -> str:
+    """A short phrase for a text value: the first clause after a marker ("Data model: ...")."""
+    clause = re.split(r",\s+|;\s+|\s+-\s+", _after_marker(text))[0].strip()
+    if len(clause) > 80:
+        clause = clause[: clause.rfind(" ", 0, 78)].rstrip(",;:") + "…"
+    return _capital(clause)
+
+
+def _capital(text: str) -> str:
+    """ "photo tagging" -> "Photo tagging"; a first word with capitals or digits ("pgBouncer") is a name."""
+    first = text.split(" ", 1)[0]
+    return text[:1].upper() + text[1:] if first.isalpha() and first.islower() else text
+
+
+# -- the choice schema ------------------------------------------------------------------------
+
+
+def _object(props: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "required": list(props), "properties": props}
+
+
+def _enum(values: Sequence[Any], kind: str = "string") -> dict[str, Any]:
+    return {"type": kind, "enum": list(values)}
+
+
+def _side_schema(side: Side) -> dict[str, Any]:
+    return _object(
+        {
+            "dimensions": _object({s.dimension.name: _slot_schema(s) for s in side.slots}),
+            "pros": _two_of(side.strengths),
+            "cons": _two_of(side.limitations),
+        }
+    )
+
+
+def _choice(value: dict[str, Any], ratings: Sequence[int], sources: Sequence[str]) -> dict[str, Any]:
+    return _object({"value": value, "rating": _enum(ratings, "integer"), "source": _enum(sources)})
+
+
+def _slot_schema(slot: Slot) -> dict[str, Any]:
+    dim, cands = slot.dimension, list(slot.candidates)
+    if dim.kind == "level":
+        n = len(dim.levels)
+        stated = {lv: [pid for pid, named in slot.options if lv in named or not named] for lv in dim.levels}
+        branches = [
+            _choice(_enum([lv]), range(level_band(i, n)[0], level_band(i, n)[1] + 1), stated[lv])
+            for i, lv in enumerate(dim.levels)
+            if stated[lv]
+        ]
+    elif dim.kind == "percent":
+        pairs = [(v, pid) for pid, values in slot.options for v in values]
+        if not pairs:  # no figure in the passages: the claim will show as unsupported
+            pairs = [(v, pid) for v in range(0, 101, 10) for pid in cands[:1]]
+        branches = [_choice(_enum([v], "integer"), _band(v), [pid]) for v, pid in pairs]
+    elif dim.kind == "list":
+        branches = [_choice(_two_of(values, item=True), range(1, 11), [pid]) for pid, values in slot.options]
+    else:
+        branches = [_choice(_enum(list(values)), range(1, 11), [pid]) for pid, values in slot.options]
+    return branches[0] if len(branches) == 1 else {"anyOf": branches}
+
+
+def _band(value: int) -> range:
+    low, high = percent_band(value)
+    return range(low, high + 1)
+
+
+def _two_of(values: Sequence[str], *, item: bool = False) -> dict[str, Any]:
+    """Two different values, in the given order (one when only one exists)."""
+    values = list(values)
+    if len(values) < 2:
+        if item:
+            return {"type": "array", "minItems": 1, "maxItems": 1, "items": _enum(values)}
+        raise SourceError("selection mode needs at least two possible pros and two possible cons per subject")
+    branches = [
+        {"type": "array", "prefixItems": [_enum([v]), _enum(values[i + 1 :])], "items": False,
+         "minItems": 2, "maxItems": 2}
+        for i, v in enumerate(values[:-1])
+    ]  # fmt: skip
+    return branches[0] if len(branches) == 1 else {"anyOf": branches}
+
+
+# -- what code writes -------------------------------------------------------------------------
+
+
+def _leads(data: dict[str, Any], pair: Pair, side: str) -> list[Dimension]:
+    other = "b" if side == "a" else "a"
+
+    def score(s: str, d: Dimension) -> int:
+        return dimension_score(int(data[s]["dimensions"][d.name]["rating"]), d)
+
+    gaps = [(score(side, d) - score(other, d), d) for d in pair.category.dimensions]
+    return [d for gap, d in sorted(gaps, key=lambda g: -g[0]) if gap > 0]
+
+
+def _names(dims: Sequence[Dimension], limit: int = 3) -> str:
+    shown = [d.name for d in dims[:limit]]
+    if len(dims) > limit:
+        shown.append(f"{len(dims) - limit} more")
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+
+
+def _reasoning(data: dict[str, Any], pair: Pair, won: str, sa: float, sb: float) -> str:
+    a_leads, b_leads = _leads(data, pair, "a"), _leads(data, pair, "b")
+    if won == "tie":
+        text = (f"It is a tie: {pair.a.name} scores {sa:.2f} and {pair.b.name} {sb:.2f} out of 10, within the "
+                f"tie band of {pair.category.tie_band:g}.")  # fmt: skip
+        parts = [f"{s.name} leads on {_names(lead)}" for s, lead in ((pair.a, a_leads), (pair.b, b_leads)) if lead]
+        return text + (" " + "; ".join(parts) + "." if parts else "")
+    win, lose = (pair.a, pair.b) if won == "a" else (pair.b, pair.a)
+    ws, ls = (sa, sb) if won == "a" else (sb, sa)
+    w_leads, l_leads = (a_leads, b_leads) if won == "a" else (b_leads, a_leads)
+    text = f"{win.name} comes out ahead with {ws:.2f} against {ls:.2f} out of 10 for {lose.name}."
+    text += f" It leads on {_names(w_leads)}"
+    return text + (f", while {lose.name} leads on {_names(l_leads)}." if l_leads else ".")
+
+
+def _faq(data: dict[str, Any], pair: Pair, won: str, sa: float, sb: float) -> list[dict[str, str]]:
+    a, b = pair.a, pair.b
+    if won == "tie":
+        overall = (
+            f"Neither: {a.name} scores {sa:.2f} and {b.name} {sb:.2f} out of 10, which this comparison counts as a tie."
+        )
+    else:
+        win, lose, ws, ls = (a, b, sa, sb) if won == "a" else (b, a, sb, sa)
+        overall = (f"{win.name} scores {ws:.2f} against {ls:.2f} for {lose.name}, the weighted mean of the feature "
+                   "scores out of 10.")  # fmt: skip
+    dims = pair.category.dimensions
+
+    def gap(d: Dimension) -> int:
+        ra, rb = (int(data[s]["dimensions"][d.name]["rating"]) for s in ("a", "b"))
+        return abs(dimension_score(ra, d) - dimension_score(rb, d))
+
+    ranked = sorted(dims, key=lambda d: (-gap(d), dims.index(d)))
+    most, least = ranked[0], ranked[-1]
+
+    def ratings(d: Dimension) -> str:
+        ra, rb = (data[s]["dimensions"][d.name]["rating"] for s in ("a", "b"))
+        better = "more" if d.higher_is_better else "less"
+        return f"On {d.name}: {a.name} is rated {ra} and {b.name} {rb} out of 10, where {better} is better."
+
+    faq = [
+        {"question": f"Which scores higher overall, {a.name} or {b.name}?", "answer": overall},
+        {"question": f"Where do {a.name} and {b.name} differ most?", "answer": ratings(most)},
+    ]
+    if least is not most:
+        faq.append({"question": f"Where are {a.name} and {b.name} closest?", "answer": ratings(least)})
+    return faq
