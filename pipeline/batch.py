@@ -257,8 +257,11 @@ def run_batch(
         gate = RateGate(spec.requests_per_minute or None, spec.tokens_per_minute or None)
         transport = ws.settings.transport
         outcomes: dict[str, ItemOutcome] = {}
-        if any(i.action == "generate" for i in items) and hasattr(provider, "warm_up"):
-            provider.warm_up()  # the first import of the SDK would otherwise stall every worker at once
+        judge = ws.judge
+        if any(i.action == "generate" for i in items):
+            for backend in (provider, judge):  # the first import of the SDK would otherwise stall every worker
+                if backend is not None and hasattr(backend, "warm_up"):
+                    backend.warm_up()
         started = time.monotonic()
         spent = 0.0
         budget_hit = False
@@ -294,7 +297,7 @@ def run_batch(
             nonlocal spent, budget_hit
             if budget_hit:
                 return None
-            produced = produce(item.job, provider, ws.prompts, transport, gate=gate)
+            produced = produce(item.job, provider, ws.prompts, transport, gate=gate, judge=judge)
             item.job.__dict__.pop("schema", None)  # the pair's schema: large, and not needed after its calls
             with spend_lock:  # counted here, so the next item a worker takes already sees the spend
                 spent += price.cost(produced.usage) if price else 0.0

@@ -526,7 +526,7 @@ class _Collector:
 
     def _chunk(self, row: dict[str, Any], chunk: list[tuple[_Request, dict[str, Any] | None]], batch_errors: str,
                cancelled: bool) -> None:  # fmt: skip
-        from pipeline.generate import comparison_from, judge
+        from pipeline.generate import ask_judge, comparison_from, judge
 
         done: list[tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]] = []
         comparisons: list[Any] = []
@@ -556,7 +556,12 @@ class _Collector:
                                        tuple(problems), completion.usage, 0, completion.finish_reason)  # fmt: skip
                 if data is not None and not problems:
                     records = [*map(_record_from, req.records), record]
-                    comparison = comparison_from(job, data, utc_now(), records, completion.model)
+                    answered_at = utc_now()
+                    verdicts = None
+                    if self.ws.judge is not None:  # asked directly: a judge answer cannot wait for another batch
+                        verdicts = ask_judge(job, data, self.ws.judge, self.ws.prompts, self.ws.settings.transport,
+                                             records)  # fmt: skip
+                    comparison = comparison_from(job, data, answered_at, records, completion.model, verdicts)
                     done.append(self._generated(req, job, comparison, records, completion))
                     comparisons.append(comparison)
                     statuses.append((cid, "done", "[]", ""))
@@ -729,7 +734,7 @@ class _Collector:
             answer = req.answer or {}
             first = Completion(**{**answer["completion"], "usage": Usage(**answer["completion"]["usage"])}) \
                 if answer.get("completion") else None  # fmt: skip
-            return produce(job, self.provider, self.ws.prompts, transport, gate=gate, first=first,
+            return produce(job, self.provider, self.ws.prompts, transport, gate=gate, first=first, judge=self.ws.judge,
                            invocation=req.invocation_id)  # fmt: skip
 
         requests = [_Request(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), json.loads(r[6] or "{}")) for r in rows]

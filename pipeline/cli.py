@@ -208,7 +208,6 @@ def batch(
     130 interrupted (resume with --resume).
     """
     import dataclasses
-    import json
 
     from pipeline import batch as b
 
@@ -290,11 +289,7 @@ def batch(
                               on_item=on_item)  # fmt: skip
     _print_summary(summary)
     if json_path:
-        text = json.dumps(summary.as_dict(), indent=2, sort_keys=True) + "\n"
-        if json_path == "-":
-            click.echo(text, nl=False)
-        else:
-            Path(json_path).write_text(text, encoding="utf-8")
+        _write_json(json_path, summary.as_dict())
     if summary.stopped_by_budget:
         click.echo(f"stopped starting new calls: the budget of ${budget:g} was reached", err=True)
     if summary.interrupted:
@@ -311,7 +306,6 @@ def batch(
 def _collect_or_cancel(
     obj: Context, cancel: bool, run_id: str | None, wait: bool, poll: float | None, json_path: str | None
 ) -> None:
-    import json
     import time
 
     from pipeline import batch_api as api
@@ -353,11 +347,7 @@ def _collect_or_cancel(
             f"{st.usage.prompt_tokens}+{st.usage.completion_tokens} tokens, ${st.cost:.4f}"
         )
     if json_path:
-        text = json.dumps([st.as_dict() for st in states.values()], indent=2, sort_keys=True) + "\n"
-        if json_path == "-":
-            click.echo(text, nl=False)
-        else:
-            Path(json_path).write_text(text, encoding="utf-8")
+        _write_json(json_path, [st.as_dict() for st in states.values()])
     if any(st.open for st in states.values()):
         click.echo("some batches are still running; run pipeline batch --collect again later", err=True)
         sys.exit(75)
@@ -535,11 +525,11 @@ def quality(obj: Context, json_path: str | None) -> None:
     Exits 1 when a report made under the gates fails one (reports made before the gates
     were enforced are listed, not failed), 0 otherwise.
     """
-    import json
 
     from pipeline.quality import survey
 
-    found = survey(obj.open("pipeline quality"))
+    ws = obj.open("pipeline quality")
+    found = survey(ws.store.latest_all(), ws.catalogue, ws.renderer.overrides, ws.renderer.caps)
     for e in found.entries:
         mark = "FAIL" if e.quality.fails else ("old " if not e.quality.gated else "ok  ")
         click.echo(f"{mark} {e.pair_key}  {e.generated_at}  {e.model}: {e.quality.line()}")
@@ -554,12 +544,19 @@ def quality(obj: Context, json_path: str | None) -> None:
         f"({100 * t['supported_share']:.0f}%), {c['weak']} weak, {c['unsupported']} unsupported, {c['uncited']} uncited"
     )
     if json_path:
-        text = json.dumps(found.as_dict(), indent=2, sort_keys=True) + "\n"
-        if json_path == "-":
-            click.echo(text, nl=False)
-        else:
-            Path(json_path).write_text(text, encoding="utf-8")
+        _write_json(json_path, found.as_dict())
     sys.exit(1 if found.failing else 0)
+
+
+def _write_json(json_path: str, value: Any) -> None:
+    """`--json FILE`: the value as JSON into FILE, or on stdout for '-'."""
+    import json
+
+    text = json.dumps(value, indent=2, sort_keys=True) + "\n"
+    if json_path == "-":
+        click.echo(text, nl=False)
+    else:
+        Path(json_path).write_text(text, encoding="utf-8")
 
 
 def _rel(path: Any, root: Any) -> str:

@@ -81,6 +81,11 @@ def check(
     ]
 
 
+def ends_sentence(text: str) -> bool:
+    """Whether a text ends like a sentence: . ! ? or …, perhaps inside closing quotes or brackets."""
+    return bool(_TERMINAL.search(text.strip()))
+
+
 def by_gate(problems: Iterable[Problem]) -> dict[str, list[Problem]]:
     """Problems grouped by gate, every gate present (empty lists: passed)."""
     out: dict[str, list[Problem]] = {g: [] for g in GATES}
@@ -155,7 +160,7 @@ def value_rating(data: dict[str, Any], pair: Pair) -> list[Problem]:
 def complete_text(data: dict[str, Any], caps: dict[str, int]) -> list[Problem]:
     out = []
     for path, kind, text in sentence_fields(data):
-        if not _TERMINAL.search(text.strip()):
+        if not ends_sentence(text):
             out.append(
                 _p(path, f"{_quote(text)} does not end with . ! or ?; write a complete sentence", "complete-text")
             )

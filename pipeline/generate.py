@@ -17,8 +17,9 @@ from functools import cached_property
 from typing import Any
 
 from pipeline import gates, selection
+from pipeline import judge as judge_mod
 from pipeline.errors import OutputInvalidError, PipelineError, ProviderError, TransientProviderError
-from pipeline.grounding import Passage, passages_by_source
+from pipeline.grounding import Passage, claims, passages_by_source
 from pipeline.models import (
     AttemptRecord,
     Comparison,
@@ -117,8 +118,11 @@ def prepare(
     provider: Provider,
     params: GenerationParams,
     others: Sequence[Subject] = (),
+    judge: Provider | None = None,
 ) -> Job:
-    """`others`: the category's other subjects, market alternatives of last resort in selection mode."""
+    """`others`: the category's other subjects, market alternatives of last resort in selection mode;
+    `judge`: the grounding judge, whose identity is part of the cache key (its verdicts are stored
+    with the generation)."""
     groups = tuple(tuple(group) for group in passages_by_source(bundles))
     found = tuple(p for group in groups for p in group)
     the_plan = None
@@ -145,6 +149,7 @@ def prepare(
             "messages": list(messages.messages),
             "schema": schema_sha256,
             "sources": [s.sha256 for bundle in bundles for s in bundle.sources],
+            **({"judge": judge.identity()} if judge else {}),
         }
     )
     return Job(pair, bundles, messages, canonical, schema_sha256, params, identity, key, groups, the_plan)
@@ -180,6 +185,7 @@ class _Asker:
     progress: ProgressFn | None
     records: list[AttemptRecord]
     gate: RateGate | None = None
+    label: str = ""  # "judge:" for the grounding judge's calls, so they are told apart from the answer's
 
     def ask(
         self,
@@ -200,7 +206,7 @@ class _Asker:
             self.records.append(
                 AttemptRecord(
                     number=len(self.records) + 1,
-                    outcome="invalid" if problems else "accepted",
+                    outcome=self.label + ("invalid" if problems else "accepted"),
                     raw=completion.text,
                     problems=tuple(problems),
                     usage=completion.usage,
@@ -233,7 +239,9 @@ class _Asker:
 
     def _transport_failure(self, exc: TransientProviderError, latency_ms: int) -> None:
         self.records.append(
-            AttemptRecord(len(self.records) + 1, "transport_error", "", (), Usage(), latency_ms, error=str(exc))
+            AttemptRecord(
+                len(self.records) + 1, self.label + "transport_error", "", (), Usage(), latency_ms, error=str(exc)
+            )
         )
 
 
@@ -268,11 +276,13 @@ def produce(
     gate: RateGate | None = None,
     first: Completion | None = None,
     invocation: str | None = None,
+    judge: Provider | None = None,
 ) -> Produced:
     """Call the model until the answer is valid; touches no store, so workers can run it in parallel.
 
     `first`: an answer already in hand (from the Batch API) that counts as the first attempt;
-    it is judged like any other and re-asked synchronously when it is wrong.
+    it is judged like any other and re-asked synchronously when it is wrong. `judge`: the
+    grounding judge, asked once the answer is valid (pipeline.judge).
     """
     invocation = invocation or uuid.uuid4().hex
     asker = _Asker(provider, builder, job.params, transport, progress, [], gate)
@@ -295,8 +305,39 @@ def produce(
             last_raw=failed.last_raw,
         )
         return Produced(job, invocation, tuple(asker.records), None, request, failed.last_raw, error)
-    comparison = comparison_from(job, data, answered_at, asker.records, completion.model)
+    verdicts = None
+    if judge is not None:
+        verdicts = ask_judge(job, data, judge, builder, transport, asker.records, gate=gate, progress=progress)
+    comparison = comparison_from(job, data, answered_at, asker.records, completion.model, verdicts)
     return Produced(job, invocation, tuple(asker.records), comparison, request, completion.text, None)
+
+
+def ask_judge(
+    job: Job,
+    data: dict[str, Any],
+    judge: Provider,
+    builder: PromptBuilder,
+    transport: TransportPolicy,
+    records: list[AttemptRecord],
+    *,
+    gate: RateGate | None = None,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any] | None:
+    """The judge's verdicts on the cited claims (or why there are none); its attempts join `records`."""
+    texts = {p.id: p.text for p in job.passages}
+    found = judge_mod.to_judge(claims(data, job.pair, texts))
+    if not found:
+        return None
+    who = {"provider": judge.kind, "model": judge.model}
+    params = replace(job.params, temperature=0.0)
+    judging = _Asker(judge, builder, params, transport, progress, records, gate, "judge:")
+    messages = builder.judge(job.pair, found, texts).as_list()
+    try:
+        answer, _, _ = judging.ask(messages, judge_mod.schema(found), judge_mod.accept(found))
+    except (ProviderError, _StageFailed) as exc:
+        reason = str(exc) if isinstance(exc, ProviderError) else "; ".join(str(p) for p in exc.problems[:3])
+        return {**who, "error": reason[:300]}
+    return {**who, "verdicts": answer["verdicts"]}
 
 
 def commit(produced: Produced, store: Store) -> RunResult:
@@ -327,21 +368,27 @@ def generate(
     *,
     force: bool = False,
     progress: ProgressFn | None = None,
+    judge: Provider | None = None,
 ) -> RunResult:
     if not force:
         cached = store.find_cached(job.cache_key)
         if cached is not None:
             return RunResult(comparison=cached, cached=True, attempts=0, usage=Usage())
-    return commit(produce(job, provider, builder, transport, progress=progress), store)
+    return commit(produce(job, provider, builder, transport, progress=progress, judge=judge), store)
 
 
 def model_attempts(records: Sequence[AttemptRecord]) -> int:
-    """Attempts that reached the model (transport failures do not count)."""
-    return sum(1 for r in records if r.outcome != "transport_error")
+    """Attempts at the answer that reached the model (transport failures and the judge's calls do not count)."""
+    return sum(1 for r in records if r.outcome in ("accepted", "invalid"))
 
 
 def comparison_from(
-    job: Job, data: dict[str, Any], answered_at: str, records: list[AttemptRecord], answered_model: str
+    job: Job,
+    data: dict[str, Any],
+    answered_at: str,
+    records: list[AttemptRecord],
+    answered_model: str,
+    verdicts: dict[str, Any] | None = None,
 ) -> Comparison:
     flat = [s for bundle in job.bundles for s in bundle.sources]
     sources = tuple(
@@ -381,5 +428,6 @@ def comparison_from(
             "template_sha256": job.messages.template_sha256,
             "mode": job.mode,
             "gates": gates.VERSION,
+            **({"judge": verdicts} if verdicts else {}),
         },
     )

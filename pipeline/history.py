@@ -9,7 +9,7 @@ from pipeline.errors import ConfigError, StoreError
 from pipeline.models import Comparison
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}Z)?$")
-_PARAMS_NOT_SAMPLING = ("template_sha256", "answered_by")
+_PARAMS_NOT_SAMPLING = ("template_sha256", "answered_by", "mode", "gates", "judge")
 
 
 def input_changes(old: Comparison, new: Comparison) -> list[str]:

@@ -14,13 +14,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.grounding import Passage
+from pipeline.grounding import Claim, Passage
 from pipeline.models import Messages, Pair, Problem
 from pipeline.schema import sha256_of
 from pipeline.selection import Plan
 
 _FENCE_TAG = re.compile(r"<(/?)(source)", re.IGNORECASE)
-TEMPLATES = ("system.j2", "user.j2", "reask.j2", "select_system.j2", "select_user.j2")
+TEMPLATES = (
+    "system.j2",
+    "user.j2",
+    "reask.j2",
+    "select_system.j2",
+    "select_user.j2",
+    "judge_system.j2",
+    "judge_user.j2",
+)
 
 
 class PromptBuilder:
@@ -93,6 +101,15 @@ class PromptBuilder:
             schema=json.dumps(schema, ensure_ascii=False, sort_keys=True) if schema else ""
         )
         user = self.env.get_template("select_user.j2").render(a=pair.a, b=pair.b, category=pair.category, sides=sides)
+        return self._messages(system, user)
+
+    def judge(self, pair: Pair, claims: Sequence[Claim], texts: dict[str, str]) -> Messages:
+        """The judge's messages: each cited claim with the passages it cites."""
+        shown = [
+            {"path": c.path, "text": c.text, "passages": [{"id": i, "text": texts[i]} for i in c.cited]} for c in claims
+        ]
+        system = self.env.get_template("judge_system.j2").render()
+        user = self.env.get_template("judge_user.j2").render(a_name=pair.a.name, b_name=pair.b.name, claims=shown)
         return self._messages(system, user)
 
     def _messages(self, system: str, user: str) -> Messages:

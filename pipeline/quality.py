@@ -7,15 +7,17 @@ the same, but marked as such: its failures are listed, not counted as failures o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipeline import gates
+from pipeline.catalogue import Catalogue
 from pipeline.grounding import Claim, claims, tally
+from pipeline.judge import tally as judge_tally
 from pipeline.models import Comparison, Pair, Problem
-
-if TYPE_CHECKING:
-    from pipeline.workspace import Workspace
+from pipeline.overrides import Override
+from pipeline.overrides import apply as apply_overrides
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class Quality:
     gated: bool  # made by a pipeline that enforced the gates
     problems: dict[str, list[Problem]]  # gate -> its problems, every gate present
     claims: list[Claim] = field(default_factory=list)
+    judgement: dict[str, Any] | None = None  # the grounding judge's verdicts (pipeline.judge), if one was asked
 
     @property
     def failed(self) -> list[str]:
@@ -51,10 +54,19 @@ class Quality:
         )
         if not self.gated:
             gates_part += "; made before the gates were enforced"
-        return (
+        line = (
             f"{gates_part}; claims: {c['supported']} supported, {c['weak']} weak, {c['unsupported']} unsupported, "
             f"{c['uncited']} uncited (of {total})"
         )
+        if self.judgement:
+            who = f"{self.judgement.get('model', '?')}"
+            counts = judge_tally(self.judgement)
+            if counts is None:
+                line += f"; judge {who}: no verdict ({self.judgement.get('error', 'unknown error')})"
+            else:
+                line += (f"; judge {who}: {counts['supported']} supported, {counts['partly']} partly, "
+                         f"{counts['unsupported']} unsupported")  # fmt: skip
+        return line
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +75,7 @@ class Quality:
             "gates_total": len(self.problems),
             "failed": {g: [str(p) for p in self.problems[g]] for g in self.failed},
             "claims": self.counts,
+            "judge": judge_tally(self.judgement),
         }
 
 
@@ -88,7 +101,13 @@ def assess(c: Comparison, pair: Pair, data: dict[str, Any], caps: dict[str, int]
     """The gates and the support measure for `data` (a generation's data, overrides applied)."""
     texts, scopes = passage_texts(c)
     found = gates.by_gate(gates.check(data, pair, scopes, caps))
-    return Quality(gated=bool(c.params.get("gates")), problems=found, claims=claims(data, pair, texts))
+    judgement = c.params.get("judge")
+    return Quality(
+        gated=bool(c.params.get("gates")),
+        problems=found,
+        claims=claims(data, pair, texts),
+        judgement=judgement if isinstance(judgement, dict) else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -134,14 +153,13 @@ class Survey:
         return {"reports": [e.as_dict() for e in self.entries], "totals": self.totals()}
 
 
-def survey(ws: Workspace) -> Survey:
+def survey(
+    latest: Sequence[Comparison], catalogue: Catalogue, overrides: dict[str, list[Override]], caps: dict[str, int]
+) -> Survey:
     """The quality of every published report: each pair's latest generation, overrides applied."""
-    from pipeline.overrides import apply as apply_overrides
-
     entries = []
-    renderer = ws.renderer
-    for c in sorted(ws.store.latest_all(), key=lambda c: c.pair_key):
-        pair = ws.pair(c.pair_key, cross_category=True)
-        data = apply_overrides(c.data, renderer.overrides.get(pair.key, []), pair)[0]
-        entries.append(Entry(c.pair_key, c.category, c.generated_at, c.model, assess(c, pair, data, renderer.caps)))
+    for c in sorted(latest, key=lambda c: c.pair_key):
+        pair = catalogue.pair(c.pair_key, allow_cross_category=True)
+        data = apply_overrides(c.data, overrides.get(pair.key, []), pair)[0]
+        entries.append(Entry(c.pair_key, c.category, c.generated_at, c.model, assess(c, pair, data, caps)))
     return Survey(entries)

@@ -196,13 +196,18 @@ class Renderer:
         passages = _passages(c, pair)
         quality = assess(c, pair, data, self.caps)
         found = {cl.path: cl for cl in quality.claims}
+        verdicts = (quality.judgement or {}).get("verdicts") or {}
         for r in rows:
             for side in ("a", "b"):
-                r[side].update(_claim_view(found.get(f"{side}.dimensions.{r['name']}")))
+                path = f"{side}.dimensions.{r['name']}"
+                r[side].update(_claim_view(found.get(path), verdicts.get(path, "")))
         points = {
             side: {
                 kind: [
-                    {"text": point_text(item), **_claim_view(found.get(f"{side}.{kind}[{i}]"))}
+                    {
+                        "text": point_text(item),
+                        **_claim_view(found.get(f"{side}.{kind}[{i}]"), verdicts.get(f"{side}.{kind}[{i}]", "")),
+                    }
                     for i, item in enumerate(data[side][kind])
                 ]
                 for kind in ("pros", "cons")
@@ -229,7 +234,13 @@ class Renderer:
                 "total": total,
                 "percent": round(100 * counts["supported"] / total) if total else 0,
                 "claims": [  # in path order: a stored generation's keys come back sorted
-                    {"claim": cl.path, "status": cl.status, "share": cl.share, "cites": list(cl.cited)}
+                    {
+                        "claim": cl.path,
+                        "status": cl.status,
+                        "share": cl.share,
+                        "cites": list(cl.cited),
+                        **({"judge": verdicts[cl.path]} if cl.path in verdicts else {}),
+                    }
                     for cl in sorted(found.values(), key=lambda cl: cl.path)
                 ],
             },
@@ -315,10 +326,10 @@ def _passages(c: Comparison, pair: Pair) -> list[dict[str, str]]:
     return listed
 
 
-def _claim_view(claim: Any) -> dict[str, Any]:
+def _claim_view(claim: Any, judged: str = "") -> dict[str, Any]:
     if claim is None:
-        return {"cites": [], "status": "uncited"}
-    return {"cites": list(claim.cited), "status": claim.status}
+        return {"cites": [], "status": "uncited", "judge": ""}
+    return {"cites": list(claim.cited), "status": claim.status, "judge": judged}
 
 
 def md_escape(value: Any) -> str:

@@ -30,14 +30,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import SourceError
-from pipeline.gates import level_band, percent_band
+from pipeline.gates import ends_sentence, level_band, percent_band
 from pipeline.grounding import Passage, content_words, stem
 from pipeline.models import Dimension, Pair, Problem, Subject
 from pipeline.scoring import dimension_score, winner
 
 RESERVE = 4  # passages kept for pros and cons (two each)
 MAX_CANDIDATES = 2  # passages offered per dimension
-_TERMINAL = re.compile(r"[.!?][\"'”’)\]]*$")
 _PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)\s?%")
 _MARKER = re.compile(r":\s+|\b(?:include|includes|including|such as)\s+", re.IGNORECASE)
 _LIMITATION = re.compile(
@@ -96,7 +95,7 @@ def plan(
     used: dict[str, str] = {}
     for subject in (pair.a, pair.b):
         own = [p for p in passages if p.subject_id == subject.id]
-        quotable = [p for p in own if p.label != "description" and _TERMINAL.search(p.text)]
+        quotable = [p for p in own if p.label != "description" and ends_sentence(p.text)]
         needed = len(pair.category.dimensions) + RESERVE
         if len(quotable) < needed:
             raise SourceError(
@@ -230,10 +229,8 @@ def _values(text: str, dim: Dimension) -> tuple[Any, ...]:
     """What a passage offers for a dimension: the figures, items or phrase it states; for a level
     dimension the levels it names (none named: any level)."""
     if dim.kind == "level":
-        words = re.findall(r"[^\W\d_]+", text.casefold())
-        return tuple(
-            lv for lv in dim.levels if all(any(_same(w, part) for w in words) for part in lv.casefold().split())
-        )
+        named = _levels_named(text.split(":", 1)[0], dim) if ":" in text else ()
+        return named or _levels_named(text, dim)  # "Throughput is moderate: ..." states only its head
     if dim.kind == "percent":
         # Rounded, except that a figure just under 100 is not shown as 100.
         found = [_percent(float(v)) for v in _PERCENT.findall(text)]
@@ -271,7 +268,9 @@ def _items(text: str) -> list[str]:
         parts[-1] = re.sub(r"^(and|or)\s+", "", parts[-1])
     elif " and " in parts[-1] or " or " in parts[-1]:  # "a, b and c"
         parts[-1:] = re.split(r"\s+(?:and|or)\s+(?!.*\s(?:and|or)\s)", parts[-1], maxsplit=1)
-    items = [_capital(p) if " " in p else p for p in parts if 1 <= len(p) <= 40 and len(p.split()) <= 5]
+    items = [p for p in parts if 1 <= len(p) <= 40 and len(p.split()) <= 5]
+    if all(p[:1].islower() for p in items):  # plain phrases ("photo tagging"), not names ("pgvector, Celery")
+        items = [_capital(p) for p in items]
     return list(dict.fromkeys(items))[:6] or [_capital(" ".join(text.split()[:4]).rstrip(",.;:"))]
 
 

@@ -103,6 +103,13 @@ class BatchAPIPolicy:
 
 
 @dataclass(frozen=True)
+class GroundingPolicy:
+    """`[grounding]`: an optional judge (a provider profile) that checks claims against their passages."""
+
+    judge: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     workspace: Path
     store_path: Path
@@ -115,6 +122,7 @@ class Settings:
     transport: TransportPolicy = field(default_factory=TransportPolicy)
     fetch: Any = None  # pipeline.fetch.FetchPolicy, from [fetch]
     batch_api: BatchAPIPolicy = field(default_factory=BatchAPIPolicy)
+    grounding: GroundingPolicy = field(default_factory=GroundingPolicy)
 
     @property
     def config_dir(self) -> Path:
@@ -158,7 +166,22 @@ def load_settings(workspace: Path, *, store: str | None = None) -> Settings:
         transport=_dataclass_from(TransportPolicy, cfg.get("transport", {}), cfg_path, "transport"),
         fetch=_fetch_policy(cfg.get("fetch", {}), cfg_path),
         batch_api=_batch_api_policy(cfg.get("batch_api", {}), cfg_path),
+        grounding=_grounding_policy(cfg.get("grounding", {}), cfg_path, profiles),
     )
+
+
+def _grounding_policy(raw: dict[str, Any], cfg_path: Path, profiles: dict[str, ProviderProfile]) -> GroundingPolicy:
+    policy: GroundingPolicy = _dataclass_from(GroundingPolicy, raw, cfg_path, "grounding")
+    judge = os.environ.get("PIPELINE_JUDGE", policy.judge)
+    if judge and judge not in profiles:
+        raise ConfigError(
+            f"{cfg_path}: [grounding] judge {judge!r} is not a provider profile; known: {', '.join(sorted(profiles))}"
+        )
+    if judge and profiles[judge].small:
+        raise ConfigError(
+            f"{cfg_path}: [grounding] judge {judge!r} is a small model (small = true); name a capable one"
+        )
+    return replace(policy, judge=judge)
 
 
 def _batch_api_policy(raw: dict[str, Any], cfg_path: Path) -> BatchAPIPolicy:

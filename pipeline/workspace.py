@@ -95,6 +95,12 @@ class Workspace:
         object.__setattr__(self.settings, "fetch", replace(self.settings.fetch, offline=True))
         self.__dict__.pop("fetcher", None)
 
+    @cached_property
+    def judge(self) -> Provider | None:
+        """The grounding judge of `[grounding] judge`, if one is configured."""
+        name = self.settings.grounding.judge
+        return self.provider(self.settings.profiles[name]) if name else None
+
     def pair(self, ref: str, *, cross_category: bool = False) -> Pair:
         return self.catalogue.pair(ref, allow_cross_category=cross_category)
 
@@ -104,7 +110,9 @@ class Workspace:
         bundles = tuple(gather(s, self.root, self.settings.max_source_chars, self.fetcher) for s in (pair.a, pair.b))
         canonical, schema_sha = self.canonical
         others = self.catalogue.members(pair.category.id)
-        return prepare(pair, bundles, self.prompts, canonical, schema_sha, provider, self.settings.generation, others)
+        return prepare(
+            pair, bundles, self.prompts, canonical, schema_sha, provider, self.settings.generation, others, self.judge
+        )
 
     def run_pair(
         self,
@@ -125,6 +133,7 @@ class Workspace:
             self.settings.transport,
             force=force,
             progress=progress,
+            judge=self.judge,
         )
         latest = self.store.latest_with_previous()
         existing = frozenset(c.pair_key for c, _ in latest)

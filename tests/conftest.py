@@ -25,6 +25,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "PIPELINE_PROVIDER",
         "PIPELINE_MODEL",
         "PIPELINE_LOCK_TIMEOUT",
+        "PIPELINE_JUDGE",
+        "PIPELINE_OFFLINE",
     ):
         monkeypatch.delenv(var, raising=False)
 

@@ -41,4 +41,19 @@ def test_offline_default_produces_a_valid_labelled_report(tmp_path: Path) -> Non
     )
     assert report["provenance"]["demo_model"] is True
     ws = Workspace(str(ws_root))
-    assert validate(report["data"], ws.pair(PAIR), ws.canonical[0]) == []
+    pair = ws.pair(PAIR)
+    passages = {p["id"]: (s["subject"], p["text"]) for s in report["provenance"]["sources"] for p in s["passages"]}
+    scopes = tuple(tuple(i for i, (subject, _) in passages.items() if subject == s.id) for s in (pair.a, pair.b))
+    assert validate(report["data"], pair, ws.canonical[0], scopes) == []
+    # Selection mode: every rationale, pro and con is a quoted passage of its own subject; nothing is cut.
+    assert report["provenance"]["params"]["mode"] == "select"
+    for side, subject in (("a", pair.a), ("b", pair.b)):
+        analysis = report["data"][side]
+        for entry in [*analysis["dimensions"].values()]:
+            assert passages[entry["sources"][0]] == (subject.id, entry["rationale"])
+        for point in analysis["pros"] + analysis["cons"]:
+            assert passages[point["sources"][0]] == (subject.id, point["text"])
+    assert report["quality"]["failed"] == {}
+    claims = report["quality"]["claims"]
+    assert claims["supported"] >= 0.8 * sum(claims.values())
+    assert "No sentence in this report was written by the model." in md

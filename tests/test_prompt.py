@@ -7,7 +7,7 @@ from pipeline.catalogue import load_catalogue
 from pipeline.gather import gather
 from pipeline.grounding import passages
 from pipeline.models import SourceSpec
-from pipeline.prompt import PromptBuilder
+from pipeline.prompt import TEMPLATES, PromptBuilder
 from tests.conftest import REPO
 
 CAT = load_catalogue(REPO / "config")
@@ -41,7 +41,7 @@ def test_injected_text_stays_fenced() -> None:
 
 
 def test_missing_template_variable_fails_loudly(tmp_path) -> None:
-    for name in ("system.j2", "reask.j2", "select_system.j2", "select_user.j2"):
+    for name in TEMPLATES:
         (tmp_path / name).write_text((REPO / "prompts" / name).read_text())
     (tmp_path / "user.j2").write_text("{{ no_such_variable }}")
     pair = CAT.pair("image-classification,image-segmentation")
