@@ -136,7 +136,8 @@ class ItemOutcome:
             "pair_key": self.pair_key, "status": self.status, "attempts": self.attempts,
             "prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens,
             "cost": round(self.cost, 10), "latency_ms": self.latency_ms, "error": self.error,
-            "generation_id": self.generation_id,
+            "generation_id": self.generation_id, "cached_tokens": self.usage.cached_tokens,
+            "reasoning_tokens": self.usage.reasoning_tokens,
         }  # fmt: skip
 
 
@@ -185,16 +186,27 @@ class RunSummary:
 class Price:
     input_per_mtok: float
     output_per_mtok: float
+    cached_input_per_mtok: float | None = None  # prompt tokens served from the provider's cache
 
     def cost(self, usage: Usage) -> float:
-        return (usage.prompt_tokens * self.input_per_mtok + usage.completion_tokens * self.output_per_mtok) / 1e6
+        """Dollars: uncached and cached prompt tokens at their rates, completion (reasoning included) at output."""
+        cached = min(usage.cached_tokens, usage.prompt_tokens)
+        cached_rate = self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok
+        prompt = (usage.prompt_tokens - cached) * self.input_per_mtok + cached * cached_rate
+        return (prompt + usage.completion_tokens * self.output_per_mtok) / 1e6
 
 
 def load_price(config_dir: Path, model: str) -> Price | None:
+    """The price of a model from config/prices.toml (a fine-tuned `ft:<base>:...` model: its own entry, else none)."""
     path = config_dir / "prices.toml"
     models = read_toml(path).get("models", {}) if path.exists() else {}
     entry = models.get(model)
-    return Price(float(entry["input_per_mtok"]), float(entry["output_per_mtok"])) if entry else None
+    if not entry:
+        return None
+    cached = entry.get("cached_input_per_mtok")
+    return Price(
+        float(entry["input_per_mtok"]), float(entry["output_per_mtok"]), None if cached is None else float(cached)
+    )
 
 
 ItemFn = Callable[[ItemOutcome, int, int], None]  # (outcome, done, total)

@@ -552,8 +552,14 @@ class _Collector:
                 record = AttemptRecord(number, "transport_error", "", (), Usage(), 0, error=error)
             else:
                 data, problems = judge(completion, job.accept, job.params.max_tokens)
-                record = AttemptRecord(number, "invalid" if problems else "accepted", completion.text,
-                                       tuple(problems), completion.usage, 0, completion.finish_reason)  # fmt: skip
+                outcome = "refused" if completion.refusal else ("invalid" if problems else "accepted")
+                record = AttemptRecord(number, outcome, completion.text, tuple(problems), completion.usage, 0,
+                                       completion.finish_reason, error=completion.refusal)  # fmt: skip
+                if completion.refusal and self.provider.profile.reask_refusals < 1:  # no re-ask: the item ends
+                    records = [*map(_record_from, req.records), record]
+                    done.append(self._failed(req, f"{req.pair_key}: refused: {completion.refusal}", records))
+                    statuses.append((cid, "done", "[]", ""))
+                    continue
                 if data is not None and not problems:
                     records = [*map(_record_from, req.records), record]
                     answered_at = utc_now()

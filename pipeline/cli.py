@@ -121,10 +121,7 @@ def run(
         click.echo(f"{pair.key}: cache hit, no model call (generated {r.comparison.generated_at})")
     else:
         u = r.usage
-        click.echo(
-            f"{pair.key}: model called, {r.attempts} attempt(s), {u.total_tokens} tokens "
-            f"({u.prompt_tokens} prompt + {u.completion_tokens} completion)"
-        )
+        click.echo(f"{pair.key}: model called, {r.attempts} attempt(s), {u.total_tokens} tokens ({u.describe()})")
     for path in outcome.files:
         click.echo(f"  wrote {_rel(path, ws.root)}")
 
@@ -143,7 +140,8 @@ def show(obj: Context, pair_ref: str, fmt: str, attempts: bool) -> None:
         for row in ws.store.attempts(pair.key):
             click.echo(
                 f"{row['created_at']}  #{row['number']} {row['outcome']:<15} "
-                f"tokens={row['prompt_tokens']}+{row['completion_tokens']}  {row['error'] or row['problems']}"
+                f"tokens={row['prompt_tokens']}+{row['completion_tokens']}{_details(row)}  "
+                f"{row['error'] or row['problems']}"
             )
         return
     latest = ws.latest(pair)
@@ -382,7 +380,8 @@ def runs(obj: Context, limit: int, run_id: str | None) -> None:
         for it in ledger.items(run_id):
             tokens = it["prompt_tokens"] + it["completion_tokens"]
             click.echo(
-                f"{it['pair_key']:<60} {it['status']:<9} attempts={it['attempts']} tokens={tokens} {it['error']}"
+                f"{it['pair_key']:<60} {it['status']:<9} attempts={it['attempts']} tokens={tokens}{_details(it)} "
+                f"{it['error']}"
             )
         return
     click.echo(f"{'run':<26} {'name':<20} {'status':<11} items gen fresh fail skip pend  tokens      cost  started")
@@ -546,6 +545,12 @@ def quality(obj: Context, json_path: str | None) -> None:
     if json_path:
         _write_json(json_path, found.as_dict())
     sys.exit(1 if found.failing else 0)
+
+
+def _details(row: dict[str, Any]) -> str:
+    """ " (cached 300, reasoning 500)" for a ledger or attempt row that has them."""
+    parts = [f"{k} {row[f'{k}_tokens']}" for k in ("cached", "reasoning") if row.get(f"{k}_tokens")]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _write_json(json_path: str, value: Any) -> None:

@@ -11,7 +11,9 @@ error carries what a user needs to act on it. The CLI maps classes to exit codes
     │   ├── TransientProviderError     429, 5xx, timeouts, dropped connections (retried)
     │   ├── CapabilityError            the endpoint rejects the structured-output dialect
     │   ├── AuthenticationError        401/403 or a missing key
-    │   └── QuotaError                 insufficient_quota: retrying cannot help
+    │   ├── QuotaError                 insufficient_quota: retrying cannot help
+    │   ├── RefusedError               the model refused to answer (exit 1)
+    │   └── ContentFilteredError       the provider's content filter stopped the answer twice (exit 1)
     ├── OutputInvalidError             the model's output stayed invalid (exit 1)
     ├── StoreError                     the DuckDB file
     │   └── StoreBusyError             another process holds the store (exit 75)
@@ -65,6 +67,24 @@ class AuthenticationError(ProviderError):
 
 
 class QuotaError(ProviderError):
+    pass
+
+
+class _AnsweredError(ProviderError):
+    """The model answered, but not with a comparison: the item fails (exit 1) with its attempts kept."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, attempts: Sequence[AttemptRecord] = ()):
+        super().__init__(message)
+        self.attempts = list(attempts)
+
+
+class RefusedError(_AnsweredError):
+    pass
+
+
+class ContentFilteredError(_AnsweredError):
     pass
 
 

@@ -18,7 +18,14 @@ from typing import Any
 
 from pipeline import gates, selection
 from pipeline import judge as judge_mod
-from pipeline.errors import OutputInvalidError, PipelineError, ProviderError, TransientProviderError
+from pipeline.errors import (
+    ContentFilteredError,
+    OutputInvalidError,
+    PipelineError,
+    ProviderError,
+    RefusedError,
+    TransientProviderError,
+)
 from pipeline.grounding import Passage, claims, passages_by_source
 from pipeline.models import (
     AttemptRecord,
@@ -159,12 +166,19 @@ def judge(
     completion: Completion, accept: Callable[[dict[str, Any]], tuple[dict[str, Any], list[Problem]]], max_tokens: int
 ) -> tuple[dict[str, Any] | None, list[Problem]]:
     """An answer's data and its problems (none: accepted); `accept` is the job's `Job.accept`."""
+    if completion.refusal:
+        return None, [Problem("", f"refused: {completion.refusal}", "refusal")]
+    if completion.finish_reason == "content_filter":
+        return None, [Problem("", _FILTERED, "content-filter")]
     if completion.finish_reason == "length":
         return None, [Problem("", f"the answer was cut off at {max_tokens} tokens; write less")]
     data, problems = parse(completion.text)
     if data is not None:
         data, problems = accept(data)
     return data, problems
+
+
+_FILTERED = "the provider's content filter stopped the answer; keep to a neutral, factual comparison of the sources"
 
 
 class _StageFailed(Exception):
@@ -186,6 +200,7 @@ class _Asker:
     records: list[AttemptRecord]
     gate: RateGate | None = None
     label: str = ""  # "judge:" for the grounding judge's calls, so they are told apart from the answer's
+    what: str = ""  # the pair, for errors
 
     def ask(
         self,
@@ -198,24 +213,39 @@ class _Asker:
         base = messages
         problems: list[Problem] = []
         raw = ""
+        refusals = filtered = 0
         for index in range(self.params.max_attempts):
             completion = first if index == 0 and first is not None else self._call(messages, schema, index)
             answered_at = utc_now()
             raw = completion.text
             data, problems = judge(completion, accept, self.params.max_tokens)
+            outcome = "invalid" if problems else "accepted"
+            if completion.refusal:
+                outcome, refusals = "refused", refusals + 1
+            elif completion.finish_reason == "content_filter":
+                outcome, filtered = "content_filter", filtered + 1
             self.records.append(
                 AttemptRecord(
                     number=len(self.records) + 1,
-                    outcome=self.label + ("invalid" if problems else "accepted"),
+                    outcome=self.label + outcome,
                     raw=completion.text,
                     problems=tuple(problems),
                     usage=completion.usage,
                     latency_ms=completion.latency_ms,
                     finish_reason=completion.finish_reason,
+                    error=completion.refusal,
                 )
             )
             if data is not None and not problems:
                 return data, completion, answered_at
+            if refusals > self.provider.profile.reask_refusals:
+                raise RefusedError(f"{self.what}: refused: {completion.refusal}", attempts=self.records)
+            if filtered > 1:
+                raise ContentFilteredError(
+                    f"{self.what}: the provider's content filter stopped the answer twice; the attempts are kept "
+                    f"(`pipeline show {self.what} --attempts`)",
+                    attempts=self.records,
+                )
             messages = self.builder.reask(base, completion.text, problems, show_previous=not self.provider.small)
         raise _StageFailed(problems, raw)
 
@@ -285,7 +315,7 @@ def produce(
     grounding judge, asked once the answer is valid (pipeline.judge).
     """
     invocation = invocation or uuid.uuid4().hex
-    asker = _Asker(provider, builder, job.params, transport, progress, [], gate)
+    asker = _Asker(provider, builder, job.params, transport, progress, [], gate, what=job.pair.key)
     messages = job.messages.as_list()
     request = {"messages": messages, "params": job.params.for_cache(), "provider": job.provider_identity}
     pair = job.pair
@@ -330,7 +360,7 @@ def ask_judge(
         return None
     who = {"provider": judge.kind, "model": judge.model}
     params = replace(job.params, temperature=0.0)
-    judging = _Asker(judge, builder, params, transport, progress, records, gate, "judge:")
+    judging = _Asker(judge, builder, params, transport, progress, records, gate, "judge:", job.pair.key)
     messages = builder.judge(job.pair, found, texts).as_list()
     try:
         answer, _, _ = judging.ask(messages, judge_mod.schema(found), judge_mod.accept(found))
@@ -379,7 +409,7 @@ def generate(
 
 def model_attempts(records: Sequence[AttemptRecord]) -> int:
     """Attempts at the answer that reached the model (transport failures and the judge's calls do not count)."""
-    return sum(1 for r in records if r.outcome in ("accepted", "invalid"))
+    return sum(1 for r in records if r.outcome in ("accepted", "invalid", "refused", "content_filter"))
 
 
 def comparison_from(

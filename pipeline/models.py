@@ -100,6 +100,8 @@ class Messages:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt tokens, served from the provider's prompt cache (cheaper)
+    reasoning_tokens: int = 0  # of the completion tokens, spent reasoning before the answer
 
     @property
     def total_tokens(self) -> int:
@@ -109,7 +111,15 @@ class Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
+            self.cached_tokens + other.cached_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
         )
+
+    def describe(self) -> str:
+        """ "1200 prompt (300 cached) + 800 completion (500 reasoning)"."""
+        cached = f" ({self.cached_tokens} cached)" if self.cached_tokens else ""
+        reasoning = f" ({self.reasoning_tokens} reasoning)" if self.reasoning_tokens else ""
+        return f"{self.prompt_tokens} prompt{cached} + {self.completion_tokens} completion{reasoning}"
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,7 @@ class Completion:
     usage: Usage
     model: str
     latency_ms: int
+    refusal: str = ""  # the model declined (structured outputs' `message.refusal`): its reason
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,13 @@ from pipeline.errors import ConfigError
 from pipeline.models import Dimension, Pair
 
 SCHEMA_FILE = "comparison.schema.json"
-# Keywords OpenAI's strict structured outputs reject.
+# Keywords OpenAI's strict structured outputs reject, and those fine-tuned models reject as well
+# (https://platform.openai.com/docs/guides/structured-outputs, "Supported properties").
 STRICT_UNSUPPORTED = {"$schema", "$id", "minLength", "maxLength", "minProperties", "maxProperties", "title"}
+FINE_TUNED_UNSUPPORTED = STRICT_UNSUPPORTED | {
+    "pattern", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
+    "minItems", "maxItems", "uniqueItems",
+}  # fmt: skip
 
 
 def canonical_json(value: Any) -> str:
@@ -85,11 +90,11 @@ def specialise(
     }
 
 
-def for_dialect(schema: dict[str, Any], dialect: str) -> dict[str, Any]:
+def for_dialect(schema: dict[str, Any], dialect: str, *, fine_tuned: bool = False) -> dict[str, Any]:
     """The schema as the endpoint's dialect takes it."""
     if dialect != "json_schema":
         return schema
-    return _strict(schema)
+    return _strict(schema, FINE_TUNED_UNSUPPORTED if fine_tuned else STRICT_UNSUPPORTED)
 
 
 def _inline(node: Any, defs: dict[str, Any]) -> Any:
@@ -149,12 +154,14 @@ def _rating(defs: dict[str, Any], dim: Dimension) -> dict[str, Any]:
     }
 
 
-def _strict(node: Any) -> Any:
+def _strict(node: Any, dropped: set[str], *, names: bool = False) -> Any:
     if isinstance(node, list):
-        return [_strict(x) for x in node]
+        return [_strict(x, dropped) for x in node]
     if not isinstance(node, dict):
         return node
-    out = {k: _strict(v) for k, v in node.items() if k not in STRICT_UNSUPPORTED}
+    if names:  # a `properties` mapping: its keys are names (a dimension may be called "Format"), not keywords
+        return {k: _strict(v, dropped) for k, v in node.items()}
+    out = {k: _strict(v, dropped, names=k in ("properties", "$defs")) for k, v in node.items() if k not in dropped}
     if out.get("type") == "object" and "properties" in out:
         out["required"] = list(out["properties"])
         out["additionalProperties"] = False

@@ -35,12 +35,17 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 DIALECTS = ("json_schema", "json_object_schema", "json_object", "prompt")
+_CHOICES = {
+    "max_tokens_param": ("", "max_tokens", "max_completion_tokens"),
+    "reasoning_effort": ("", "minimal", "low", "medium", "high"),
+    "server": ("", "openai", "azure", "llamacpp", "vllm", "ollama", "other"),
+}
 
 
 @dataclass(frozen=True)
 class ProviderProfile:
     name: str
-    kind: str  # "openai" (any OpenAI-compatible endpoint) or "local" (llama-cpp-python)
+    kind: str  # "openai" (any OpenAI-compatible endpoint), "azure" (Azure OpenAI) or "local" (llama-cpp-python)
     model: str
     dialect: str = "json_schema"
     base_url: str | None = None
@@ -57,6 +62,16 @@ class ProviderProfile:
     repeat_last_n: int = 64
     presence_penalty: float = 0.0
     n_threads: int | None = None
+    # What the model accepts (pipeline.providers.capabilities): detected from its name, overridable.
+    reasoning: bool | None = None  # a reasoning model: max_completion_tokens, no sampling parameters
+    max_tokens_param: str = ""  # "max_tokens" or "max_completion_tokens"
+    sampling: bool | None = None  # send temperature / top_p / presence_penalty
+    reasoning_effort: str = ""  # minimal, low, medium, high ("": the API's default)
+    server: str = ""  # the server family: openai, azure, llamacpp, vllm, ollama, other (default: from base_url)
+    reask_refusals: int = 0  # how many times a refusal is asked again (0: a refusal ends the item)
+    # Azure OpenAI (kind = "azure"): base_url is the resource endpoint.
+    api_version: str = ""
+    deployment: str = ""  # default: the model name
 
 
 @dataclass(frozen=True)
@@ -235,8 +250,20 @@ def _profiles(raw: dict[str, Any], where: Path) -> dict[str, ProviderProfile]:
         merged[name] = {**merged.get(name, {}), **body}
     out: dict[str, ProviderProfile] = {}
     for name, body in merged.items():
-        if body.get("kind") not in ("openai", "local"):
-            raise ConfigError(f"{where}: providers.{name}.kind must be 'openai' or 'local'")
+        if body.get("kind") not in ("openai", "azure", "local"):
+            raise ConfigError(f"{where}: providers.{name}.kind must be 'openai', 'azure' or 'local'")
+        if body.get("kind") == "azure":
+            body.setdefault("api_key_env", "AZURE_OPENAI_API_KEY")
+            if not body.get("base_url") or not body.get("api_version"):
+                raise ConfigError(
+                    f"{where}: providers.{name} (azure) needs base_url (https://<resource>.openai.azure.com) "
+                    'and api_version (e.g. "2024-10-21")'
+                )
+        for key, allowed in _CHOICES.items():
+            if body.get(key, "") not in allowed:
+                raise ConfigError(
+                    f"{where}: providers.{name}.{key} must be one of {', '.join(a for a in allowed if a)}"
+                )
         if "api_key" in body:
             raise ConfigError(
                 f"{where}: providers.{name} has api_key; keys come only from the environment, "

@@ -179,9 +179,42 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        "007_token_details",
+        # DuckDB cannot alter a table that has indexes: they are dropped and made again around it.
+        """
+        DROP INDEX generations_cache;
+        DROP INDEX generations_pair;
+        ALTER TABLE generations ADD COLUMN cached_tokens BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE generations ADD COLUMN reasoning_tokens BIGINT NOT NULL DEFAULT 0;
+        CREATE INDEX generations_cache ON generations (cache_key);
+        CREATE INDEX generations_pair ON generations (pair_key);
+        ALTER TABLE attempts ADD COLUMN cached_tokens BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE attempts ADD COLUMN reasoning_tokens BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE run_items ADD COLUMN cached_tokens BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE run_items ADD COLUMN reasoning_tokens BIGINT NOT NULL DEFAULT 0;
+        """,
+    )
+)
+
 _COLUMNS = (
     "id, pair_key, category, cache_key, provider, model, params, prompt_sha256, schema_sha256, "
-    "sources, data, attempts, prompt_tokens, completion_tokens, generated_at"
+    "sources, data, attempts, prompt_tokens, completion_tokens, generated_at, cached_tokens, reasoning_tokens"
+)
+# Inserts name their columns: a store with more columns (a newer release's) is not written out of place.
+_GENERATION_COLUMNS = (
+    "generations (id, pair_key, category, cache_key, provider, model, params, prompt_sha256, schema_sha256, "
+    "sources, request, raw_response, data, attempts, prompt_tokens, completion_tokens, latency_ms, generated_at, "
+    "cached_tokens, reasoning_tokens)"
+)
+_ATTEMPT_COLUMNS = (
+    "attempts (invocation_id, generation_id, pair_key, cache_key, number, outcome, finish_reason, raw_response, "
+    "problems, error, prompt_tokens, completion_tokens, latency_ms, created_at, cached_tokens, reasoning_tokens)"
+)
+_ITEM_COLUMNS = (
+    "run_items (run_id, pair_key, status, attempts, prompt_tokens, completion_tokens, cost, latency_ms, error, "
+    "generation_id, updated_at, cached_tokens, reasoning_tokens)"
 )
 
 
@@ -369,7 +402,8 @@ class Store:
         with self.session() as con:
             cur = con.execute(
                 "SELECT invocation_id, generation_id, number, outcome, finish_reason, problems, error, "
-                "prompt_tokens, completion_tokens, latency_ms, created_at FROM attempts "
+                "prompt_tokens, completion_tokens, latency_ms, created_at, cached_tokens, reasoning_tokens "
+                "FROM attempts "
                 "WHERE pair_key = ? ORDER BY created_at, invocation_id, number",
                 [pair_key],
             )
@@ -440,8 +474,8 @@ def _write_rows(
 ) -> None:
     for sha, body in schemas.items():
         con.execute("INSERT OR IGNORE INTO schemas VALUES (?, ?)", [sha, body])
-    _insert_rows(con, "generations", generations)
-    _insert_rows(con, "attempts", attempts)
+    _insert_rows(con, _GENERATION_COLUMNS, generations)
+    _insert_rows(con, _ATTEMPT_COLUMNS, attempts)
 
 
 def _generation_row(c: Comparison, request: dict[str, Any], raw_response: str, latency_ms: int) -> list[Any]:
@@ -449,6 +483,7 @@ def _generation_row(c: Comparison, request: dict[str, Any], raw_response: str, l
         c.generation_id, c.pair_key, c.category, c.cache_key, c.provider, c.model, _dumps(c.params),
         c.prompt_sha256, c.schema_sha256, _dumps(list(c.sources)), _dumps(request), raw_response,
         _dumps(c.data), c.attempts, c.usage.prompt_tokens, c.usage.completion_tokens, latency_ms, c.generated_at,
+        c.usage.cached_tokens, c.usage.reasoning_tokens,
     ]  # fmt: skip
 
 
@@ -460,7 +495,7 @@ def _attempt_rows(
         [
             invocation_id, generation_id, pair_key, cache_key, a.number, a.outcome, a.finish_reason, a.raw,
             _dumps([asdict(p) for p in a.problems]), a.error, a.usage.prompt_tokens, a.usage.completion_tokens,
-            a.latency_ms, now,
+            a.latency_ms, now, a.usage.cached_tokens, a.usage.reasoning_tokens,
         ]
         for a in attempts
     ]  # fmt: skip
@@ -494,6 +529,8 @@ def _comparison(row: Sequence[Any]) -> Comparison:
         p_tok,
         c_tok,
         generated_at,
+        cached,
+        reasoning,
     ) = row
     return Comparison(
         generation_id=gid,
@@ -508,7 +545,7 @@ def _comparison(row: Sequence[Any]) -> Comparison:
         schema_sha256=schema_sha,
         sources=tuple(json.loads(sources)),
         attempts=attempts,
-        usage=Usage(p_tok, c_tok),
+        usage=Usage(p_tok, c_tok, cached, reasoning),
         params=json.loads(params),
     )
 
@@ -588,7 +625,7 @@ class Ledger:
             items.append([
                 run_id, item["pair_key"], item["status"], item["attempts"], item["prompt_tokens"],
                 item["completion_tokens"], item["cost"], item["latency_ms"], item["error"],
-                item.get("generation_id"), now,
+                item.get("generation_id"), now, item.get("cached_tokens", 0), item.get("reasoning_tokens", 0),
             ])  # fmt: skip
         _write_rows(con, generations, attempts, schemas)
         keys = [[run_id, row[1]] for row in items]
@@ -596,7 +633,7 @@ class Ledger:
             "DELETE FROM run_items WHERE (run_id, pair_key) IN (SELECT (k[1], k[2]) FROM (SELECT unnest(?) AS k))",
             [keys],
         )
-        _insert_rows(con, "run_items", items)
+        _insert_rows(con, _ITEM_COLUMNS, items)
 
     def finish(self, run_id: str, status: str) -> None:
         with self.store.session() as con:

@@ -6,12 +6,13 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from pipeline.models import Completion
-from pipeline.settings import GenerationParams
+from pipeline.settings import GenerationParams, ProviderProfile
 
 ProgressFn = Callable[[int], None]  # called with the number of tokens generated so far
 
 
 class Provider(Protocol):
+    profile: ProviderProfile
     kind: str
     model: str
     dialect: str

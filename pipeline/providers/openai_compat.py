@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import json
 import os
+import re
 import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,9 @@ from pipeline.errors import (
     TransientProviderError,
 )
 from pipeline.models import Completion, Usage
+from pipeline.providers import strict
 from pipeline.providers.base import ProgressFn
+from pipeline.providers.capabilities import detect, next_dialect
 from pipeline.schema import for_dialect
 from pipeline.settings import GenerationParams, ProviderProfile, TransportPolicy
 
@@ -33,6 +36,10 @@ if TYPE_CHECKING:
     import openai
 
 _FORMAT_WORDS = ("response_format", "json_schema", "json_object", "grammar", "structured output")
+_LIMIT_WORDS = re.compile(r"\b(exceed|exceeds|exceeded|maximum|too many|limit|nesting)\b", re.IGNORECASE)
+_RESET_HEADERS = ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+")
 
 
 class OpenAICompatProvider:
@@ -48,6 +55,8 @@ class OpenAICompatProvider:
         self.small = profile.small
         self.model = profile.model
         self.dialect = profile.dialect
+        self.caps = detect(profile)
+        self.last_size: strict.Size | None = None  # of the last strict schema sent, for limit errors
         key = os.environ.get(profile.api_key_env, "") if profile.api_key_env else ""
         if profile.api_key_env and not key:
             raise AuthenticationError(
@@ -78,7 +87,7 @@ class OpenAICompatProvider:
         )
 
     def identity(self) -> dict[str, str]:
-        identity = {"kind": self.kind, "model": self.model, "dialect": self.dialect}
+        identity = {"kind": self.kind, "model": self.model, "dialect": self.dialect, **self.caps.describe()}
         if self.small:
             identity["mode"] = "select"
         if self.profile.presence_penalty:
@@ -89,19 +98,21 @@ class OpenAICompatProvider:
         self, messages: list[dict[str, str]], schema: dict[str, Any], params: GenerationParams
     ) -> dict[str, Any]:
         """The chat-completions request body for these messages: sent as is, or as one Batch API line."""
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": messages,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "max_tokens": params.max_tokens,
-        }
+        caps = self.caps
+        body: dict[str, Any] = {"model": self.model, "messages": messages}
+        if caps.sampling:
+            body["temperature"] = params.temperature
+            body["top_p"] = params.top_p
+            if self.profile.presence_penalty:
+                body["presence_penalty"] = self.profile.presence_penalty
+        body[caps.max_tokens_param] = caps.max_tokens(params.max_tokens)
+        if caps.reasoning_effort:
+            body["reasoning_effort"] = caps.reasoning_effort
         if params.seed is not None:
             body["seed"] = params.seed
-        if self.profile.presence_penalty:
-            body["presence_penalty"] = self.profile.presence_penalty
-        shaped = for_dialect(schema, self.dialect)
+        shaped = for_dialect(schema, self.dialect, fine_tuned=caps.fine_tuned)
         if self.dialect == "json_schema":
+            shaped, self.last_size = strict.fit(shaped, fine_tuned=caps.fine_tuned, where=self.profile.name)
             body["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "comparison", "strict": True, "schema": shaped},
@@ -150,12 +161,14 @@ class OpenAICompatProvider:
         choice = choices[0]
         message = choice.get("message") or {}
         text = (message.get("content") or "") if isinstance(message, dict) else ""
+        refusal = (message.get("refusal") or "") if isinstance(message, dict) else ""
         return Completion(
             text=str(text),
             finish_reason=str(choice.get("finish_reason") or ""),
             usage=_usage(body.get("usage")),
             model=str(body.get("model") or self.model),
             latency_ms=latency_ms,
+            refusal=" ".join(str(refusal).split())[:500],
         )
 
     def _map(self, exc: openai.APIError) -> Exception:
@@ -180,10 +193,23 @@ class OpenAICompatProvider:
             return QuotaError(f"{where}: the account has no quota left (HTTP {status}); add credit or change key")
         if status == 404:
             return ConfigError(f"{where}: model {self.model!r} or the endpoint was not found (HTTP 404): {detail}")
+        if code in ("unsupported_parameter", "unsupported_value"):
+            param = _error_param(exc)
+            return CapabilityError(
+                f"{where}: model {self.model!r} does not accept {param or 'a parameter'} (HTTP {status}: {detail}); "
+                f"if it is a reasoning model set reasoning = true in provider {self.profile.name!r} in "
+                "config/pipeline.toml (or max_tokens_param / sampling = false)"
+            )
+        if status == 400 and self.last_size is not None and _LIMIT_WORDS.search(detail):
+            return CapabilityError(
+                f"{where} rejected the strict schema as over a structured-output limit (HTTP 400: {detail}); measured: "
+                f'{self.last_size.as_text()}; fewer dimensions or passages, or dialect = "json_object", fit'
+            )
         if status in (400, 422, 500) and any(w in detail.lower() for w in _FORMAT_WORDS):
+            advice = next_dialect(self.caps.family, self.dialect)
             return CapabilityError(
                 f"{where} rejected the structured-output dialect {self.dialect!r} (HTTP {status}: {detail}); "
-                f'set dialect = "{_next_dialect(self.dialect)}" in this provider\'s profile in config/pipeline.toml'
+                f'set dialect = "{advice}" in this provider\'s profile in config/pipeline.toml'
             )
         if status == 429 or status >= 500 or status in (408, 409):
             return TransientProviderError(
@@ -197,12 +223,26 @@ class OpenAICompatProvider:
 
 
 def _usage(value: Any) -> Usage:
+    """Token counts as the API reports them, cached and reasoning tokens included; nonsense counts as 0."""
     if not isinstance(value, dict):
         return Usage()
-    try:
-        return Usage(int(value.get("prompt_tokens") or 0), int(value.get("completion_tokens") or 0))
-    except (TypeError, ValueError):
-        return Usage()
+    prompt_details = value.get("prompt_tokens_details")
+    completion_details = value.get("completion_tokens_details")
+    return Usage(
+        _count(value.get("prompt_tokens")),
+        _count(value.get("completion_tokens")),
+        _count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0,
+        _count(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0,
+    )
+
+
+def _count(value: Any) -> int:
+    """A token count: a whole number from 0 to 2**53 (JSON's Infinity, -5 or "x" are not counts)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    if value != value or not 0 <= value <= 2**53:  # NaN, negative, infinite, absurd
+        return 0
+    return int(value)
 
 
 def _server_message(exc: openai.APIStatusError) -> str:
@@ -216,6 +256,12 @@ def _server_message(exc: openai.APIStatusError) -> str:
     return exc.message or ""
 
 
+def _error_param(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    return str(inner.get("param") or "") if isinstance(inner, dict) else ""
+
+
 def _error_code(exc: openai.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict):
@@ -226,25 +272,41 @@ def _error_code(exc: openai.APIStatusError) -> str:
 
 
 def _retry_after(response: Any) -> float | None:
+    """How long the server asks us to wait: Retry-After(-ms) in seconds, milliseconds or an HTTP date,
+    else OpenAI's x-ratelimit-reset-requests / -tokens ("1s", "6m0s", "20ms"); None when nothing
+    parses (the caller's backoff applies)."""
     headers = response.headers
-    if "retry-after-ms" in headers:
-        try:
-            return float(headers["retry-after-ms"]) / 1000
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = _seconds(headers.get(name), scale)
+        if value is not None:
+            return value
+    waits = [w for w in (_duration(headers.get(h)) for h in _RESET_HEADERS) if w is not None]
+    return max(waits) if waits else None
+
+
+def _seconds(value: str | None, scale: float) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        number = float(value)
     except ValueError:
+        number = None
+    if number is not None:
+        return number * scale if 0 <= number * scale < 86_400 else None
+    try:
         when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time()) if when else None
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, min(86_400.0, when.timestamp() - time.time())) if when else None
 
 
-def _next_dialect(dialect: str) -> str:
-    order = ["json_schema", "json_object_schema", "json_object", "prompt"]
-    return order[min(order.index(dialect) + 1, len(order) - 1)]
+def _duration(value: str | None) -> float | None:
+    """A Go-style duration as OpenAI sends in x-ratelimit-reset-*: "20ms", "1s", "6m0s", "1h2m3.5s"."""
+    if not value or not _DURATION.fullmatch(value.strip()):
+        return None
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    total = sum(float(n) * units[u] for n, u in _DURATION_PART.findall(value.strip()))
+    return total if total < 86_400 else None
 
 
 def _safe_url(url: str) -> str:
