@@ -36,6 +36,8 @@ def fake() -> Iterator[FakeLLM]:
     server = FakeLLM().start()
     yield server
     server.stop()
+    # Every request the pipeline sent, and every answer the server gave, follows OpenAI's published types.
+    assert not server.violations, "\n".join(dict.fromkeys(server.violations))
 
 
 def make_workspace(root: Path, base_url: str | None = None, extra: str = "") -> Path:

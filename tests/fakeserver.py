@@ -3,7 +3,11 @@
 It answers real HTTP. By default each request gets a valid answer synthesised
 from the JSON Schema in the request's `response_format`; a test can queue
 scripted behaviours (HTTP errors with headers, malformed JSON, schema-invalid
-answers, `finish_reason: length`, empty choices, slow answers, hangs).
+answers, `finish_reason: length`, refusals, content filtering, empty choices,
+slow answers, hangs). Like OpenAI, it rejects `max_tokens` and sampling
+parameters for reasoning models (o-series, gpt-5), and every request it gets and
+every answer it sends is checked against OpenAI's published types
+(tests/contract.py); `violations` lists what was not.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests import contract
+
+REASONING = re.compile(r"^(o\d|gpt-5(?!.*-chat))")
 
 
 def synthesise(schema: dict[str, Any], path: str = "", subject: str = "") -> Any:
@@ -72,6 +80,10 @@ def synthesise(schema: dict[str, Any], path: str = "", subject: str = "") -> Any
 Behaviour = dict[str, Any]
 
 
+def _error(message: str, kind: str, code: Any = None, param: Any = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
 class _Server(ThreadingHTTPServer):
     # The default listen backlog (5) drops connections when 16-64 clients connect at once, and
     # the kernel's 1 s SYN retry would then show up as model latency in the benchmarks.
@@ -91,6 +103,8 @@ class FakeLLM:
     # Decides the behaviour from the request itself (e.g. by pair), before the queue and default.
     chooser: Callable[[dict[str, Any]], Behaviour | None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    violations: list[str] = field(default_factory=list)  # requests and answers that break OpenAI's types
+    paths: list[str] = field(default_factory=list)  # the URL path (and query) of each chat request
     port: int = 0
     server: ThreadingHTTPServer | None = None
     api: FakeBatchAPI = field(init=False)
@@ -127,13 +141,19 @@ class FakeLLM:
     def respond(self, body: dict[str, Any], b: Behaviour) -> tuple[int, dict[str, Any], dict[str, str]]:
         """The HTTP status, JSON body and headers of a chat-completions answer for behaviour `b`."""
         kind = b["kind"]
+        rejected = self.reasoning_rejects(body)
+        if rejected is not None and kind == "valid":
+            return 400, rejected, {}
         if kind in ("status", "hang", "drop"):
-            payload = b.get(
-                "body", {"error": {"message": b.get("message", "error"), "type": "error", "code": b.get("code")}}
-            )
+            payload = b.get("body", _error(b.get("message", "error"), "error", b.get("code"), b.get("param")))
             return b.get("status", 500), payload, b.get("headers", {})
-        finish = "length" if kind == "length" else "stop"
-        if kind == "invalid_json":
+        finish = {"length": "length", "content_filter": "content_filter"}.get(kind, "stop")
+        refusal = None
+        if kind == "refusal":
+            content, refusal = None, b.get("reason", "I'm sorry, but I can't help with that request.")
+        elif kind == "content_filter":
+            content = None
+        elif kind == "invalid_json":
             content = '{"a": {"subject": "broken'
         elif kind == "content":
             content = b["content"]
@@ -144,10 +164,11 @@ class FakeLLM:
             if "patch" in b:
                 data = b["patch"](data)
             content = json.dumps(data)
+        message = {"role": "assistant", "content": content, "refusal": refusal}
         choices = (
             []
             if kind == "empty_choices"
-            else [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}]
+            else [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}]
         )
         response = {
             "id": f"chatcmpl-{self.calls}",
@@ -155,9 +176,24 @@ class FakeLLM:
             "created": int(time.time()),
             "model": body.get("model", "fake"),
             "choices": choices,
-            "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150},
+            "usage": b.get("usage", {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}),
         }
-        return 200, response, {}
+        return 200, response, b.get("headers", {})
+
+    def reasoning_rejects(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """OpenAI's 400 for parameters a reasoning model does not take (None: the request is fine)."""
+        if not REASONING.match(str(body.get("model", ""))):
+            return None
+        if "max_tokens" in body:
+            return _error("Unsupported parameter: 'max_tokens' is not supported with this model. Use "
+                          "'max_completion_tokens' instead.", "invalid_request_error", "unsupported_parameter",
+                          "max_tokens")  # fmt: skip
+        for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+            if name in body and body[name] != 1:
+                return _error(f"Unsupported value: '{name}' does not support {body[name]} with this model. Only "
+                              "the default (1) value is supported.", "invalid_request_error", "unsupported_value",
+                              name)  # fmt: skip
+        return None
 
     def start(self) -> FakeLLM:
         state = self
@@ -174,6 +210,9 @@ class FakeLLM:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
                 raw = self.rfile.read(length)
+                if len(raw) < length:  # the client went away mid-request (a killed process): nothing to answer
+                    self.close_connection = True
+                    return
                 if self.path.rstrip("/").endswith(("/files", "/batches")) or "/batches/" in self.path:
                     self._reply(state.api.post(self.path, raw, self.headers.get("content-type", "")))
                     return
@@ -182,6 +221,8 @@ class FakeLLM:
                     state.requests.append(body)
                     state.headers.append(dict(self.headers))
                     state.times.append(time.monotonic())
+                    state.paths.append(self.path)
+                    state.violations += contract.chat_request(body)
                 b = (state.chooser(body) if state.chooser else None) or state.next()
                 kind = b["kind"]
                 if kind == "hang":
@@ -193,6 +234,10 @@ class FakeLLM:
                     return
                 time.sleep(b.get("delay", 0))
                 status, payload, headers = state.respond(body, b)
+                found = contract.chat_response(payload) if status == 200 else contract.error_response(payload)
+                if found and "body" not in b and not b.get("odd"):  # scripted oddities are deliberate
+                    with state.lock:
+                        state.violations += found
                 self._send(status, json.dumps(payload).encode(), headers)
 
             def do_GET(self) -> None:
@@ -314,10 +359,16 @@ class FakeBatchAPI:
         self.uploads += 1
         file_id = f"file-{len(self.files) + 1:04d}"
         self.files[file_id] = fields["file"]
-        return 200, {"id": file_id, "object": "file", "bytes": len(fields["file"]), "created_at": int(time.time()),
-                     "filename": "input.jsonl", "purpose": "batch", "status": "processed"}  # fmt: skip
+        for line in fields["file"].decode().splitlines():
+            if line.strip():
+                self.llm.violations += contract.batch_line(json.loads(line))
+        obj = {"id": file_id, "object": "file", "bytes": len(fields["file"]), "created_at": int(time.time()),
+               "filename": "input.jsonl", "purpose": "batch", "status": "processed"}  # fmt: skip
+        self.llm.violations += contract.file_object(obj)
+        return 200, obj
 
     def _create(self, body: dict[str, Any]) -> tuple[int, Any]:
+        self.llm.violations += contract.batch_create(body)
         if self.fail_creates:
             self.fail_creates -= 1
             return 503, {"error": {"message": "the service is overloaded", "type": "server_error"}}
@@ -407,10 +458,9 @@ class FakeBatchAPI:
                 batch[name] = file_id
         batch["status"] = status
 
-    @staticmethod
-    def _public(batch: dict[str, Any]) -> dict[str, Any]:
+    def _public(self, batch: dict[str, Any]) -> dict[str, Any]:
         failed = len(batch["errors"])
-        return {
+        obj = {
             "id": batch["id"], "object": "batch", "endpoint": "/v1/chat/completions",
             "errors": {"object": "list", "data": batch["error_list"]} if batch["error_list"] else None,
             "input_file_id": batch["input_file_id"], "completion_window": "24h", "status": batch["status"],
@@ -418,6 +468,8 @@ class FakeBatchAPI:
             "created_at": batch["created_at"], "metadata": batch["metadata"],
             "request_counts": {"total": len(batch["lines"]), "completed": len(batch["output"]), "failed": failed},
         }  # fmt: skip
+        self.llm.violations += contract.batch_object(obj)
+        return obj
 
 
 if __name__ == "__main__":  # a standalone server for manual runs and subprocess tests

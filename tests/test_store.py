@@ -60,3 +60,30 @@ def test_busy_store_exits_75_and_names_the_holder(tmp_path: Path) -> None:
         holder.kill()
         holder.wait()
     assert Store(path, lock_timeout_s=5).find_cached("x") is None  # usable after the holder died
+
+
+def test_a_store_made_by_the_previous_release_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A file with migrations 001-006 and a generation written the old way reads back after 007."""
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE _migrations (name VARCHAR PRIMARY KEY, applied_at VARCHAR)")
+    for name, sql in MIGRATIONS[:6]:
+        con.execute(sql)
+        con.execute("INSERT INTO _migrations VALUES (?, ?)", [name, "2026-11-29T00:00:00Z"])
+    con.execute(  # the 18 columns of a release before 007, in their order
+        "INSERT INTO generations VALUES ('g0', 'a,b', 'c', 'k0', 'openai', 'm', '{}', 'p', 's', "
+        "'[{\"subject\": \"a\", \"sha256\": \"0\"}]', '{}', '{}', '{\"x\": 1}', 1, 10, 5, 3, '2026-11-28T10:00:00Z')"
+    )
+    con.close()
+    store = Store(path)
+    old = store.history("a,b")
+    assert [c.generation_id for c in old] == ["g0"] and old[0].usage == Usage(10, 5)
+    attempt = AttemptRecord(1, "accepted", "{}", (), Usage(7, 3, 4, 2), 5)
+    store.save_generation(comparison("g1", "2026-12-01T10:00:00Z"), request={}, raw_response="{}", latency_ms=1,
+                          invocation_id="i", attempts=[attempt])  # fmt: skip
+    assert [c.generation_id for c in store.history("a,b")] == ["g0", "g1"]
+    assert store.attempts("a,b")[0]["cached_tokens"] == 4
+    con = duckdb.connect(str(path))
+    assert [r[0] for r in con.execute("SELECT name FROM _migrations ORDER BY name").fetchall()][
+        -1
+    ] == "007_token_details"

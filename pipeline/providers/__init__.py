@@ -1,7 +1,8 @@
 """Providers: one interface, two kinds.
 
-`openai` talks to any OpenAI-compatible endpoint through the `openai` SDK;
-`local` runs a GGUF model in-process with llama-cpp-python. Both return a
+`openai` talks to any OpenAI-compatible endpoint through the `openai` SDK
+(`azure`: Azure OpenAI through its `AzureOpenAI` client); `local` runs a GGUF
+model in-process with llama-cpp-python. Both return a
 `Completion`; transport retries live in `retry.py`, shared by both.
 """
 
@@ -17,8 +18,10 @@ def make_provider(profile: ProviderProfile, transport: TransportPolicy) -> Provi
         from pipeline.providers.local import LocalProvider
 
         return LocalProvider(profile)
-    from pipeline.providers.openai_compat import OpenAICompatProvider
+    from pipeline.providers.openai_compat import AzureProvider, OpenAICompatProvider
 
+    if profile.kind == "azure":
+        return AzureProvider(profile, transport)
     return OpenAICompatProvider(profile, transport)
 
 

@@ -63,11 +63,8 @@ def base_model(model: str) -> str:
 def detect(profile: ProviderProfile) -> Capabilities:
     model = base_model(profile.model).lower()
     family = profile.server or _family(profile)
-    reasoning = (
-        profile.reasoning
-        if profile.reasoning is not None
-        else family in ("openai", "azure") and bool(_REASONING.match(model))
-    )
+    # By name on any server: a proxy in front of OpenAI (LiteLLM, a gateway) serves the same models.
+    reasoning = profile.reasoning if profile.reasoning is not None else bool(_REASONING.match(model))
     default_param = "max_completion_tokens" if reasoning else "max_tokens"
     return Capabilities(
         reasoning=reasoning,

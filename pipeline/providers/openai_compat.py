@@ -64,7 +64,7 @@ class OpenAICompatProvider:
                 "or use --provider local for the bundled offline model"
             )
         self._secret = key
-        base_url = profile.base_url or os.environ.get("OPENAI_BASE_URL") or None
+        base_url = profile.base_url or (os.environ.get("OPENAI_BASE_URL") if profile.kind == "openai" else None) or None
         self.endpoint = _safe_url(base_url or "https://api.openai.com/v1")
         self._client_args = (base_url, transport, http_client)
 
@@ -315,3 +315,30 @@ def _safe_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class AzureProvider(OpenAICompatProvider):
+    """Azure OpenAI through the SDK's `AzureOpenAI` client: a resource endpoint, an API version and a
+    deployment (the model name unless `deployment` says otherwise); the key from AZURE_OPENAI_API_KEY
+    or the variable the profile names. Azure's structured outputs (api-version 2024-08-01-preview and
+    later) take OpenAI's strict `json_schema`; without it, set dialect = "json_object"."""
+
+    kind = "azure"
+
+    @cached_property
+    def client(self) -> openai.OpenAI:
+        import openai
+
+        _base, transport, http_client = self._client_args
+        return openai.AzureOpenAI(
+            azure_endpoint=str(self.profile.base_url),
+            api_version=self.profile.api_version,
+            azure_deployment=self.profile.deployment or self.model,
+            api_key=self._secret or "not-needed",
+            max_retries=0,
+            timeout=openai.Timeout(transport.timeout_s, connect=transport.connect_timeout_s),
+            http_client=http_client,
+        )
+
+    def identity(self) -> dict[str, str]:
+        return {**super().identity(), "deployment": self.profile.deployment or self.model}

@@ -107,7 +107,9 @@ def call_with_retries(
             delay = max(delay, min(exc.retry_after, policy.retry_after_cap_s))
         return float(delay)
 
-    estimate = sum(len(m["content"]) for m in messages) // 4 + params.max_tokens
+    # OpenAI counts a request as its prompt plus the token limit it sends (reasoning budget included).
+    limit = provider.caps.max_tokens(params.max_tokens) if hasattr(provider, "caps") else params.max_tokens
+    estimate = sum(len(m["content"]) for m in messages) // 4 + limit
 
     def one_call() -> Completion:
         if gate:
