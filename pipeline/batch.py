@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.catalogue import Catalogue, read_toml
-from pipeline.errors import CatalogueError, ConfigError, PipelineError
+from pipeline.errors import CatalogueError, ConfigError, SourceError
 from pipeline.models import Pair, Usage
 
 DONE = ("generated", "fresh")
@@ -216,19 +216,28 @@ ItemFn = Callable[[ItemOutcome, int, int], None]  # (outcome, done, total)
 class PlanItem:
     pair: Pair
     job: Any
-    action: str  # "generate" or "fresh"
+    action: str  # "generate", "fresh", or "failed" (it could not even be prepared: a bad source)
     reason: str
     cached: Any = None  # the stored Comparison for fresh items
 
 
 def plan(ws: Any, pairs: list[Pair], provider: Any, *, max_age_s: float | None, force: bool,
          done_before: set[str]) -> list[PlanItem]:  # fmt: skip
-    """Decide per pair: generate, or fresh (its cache key has a recent enough generation)."""
-    jobs = [ws.prepare(pair, provider) for pair in pairs]
-    stored = ws.store.latest_by_cache_key([j.cache_key for j in jobs])
+    """Decide per pair: generate, fresh (its cache key has a recent enough generation), or failed
+    (its sources cannot be gathered: that item fails, the others go on)."""
+    jobs: list[Any] = []
+    for pair in pairs:
+        try:
+            jobs.append(ws.prepare(pair, provider))
+        except (SourceError, CatalogueError) as exc:
+            jobs.append(exc)  # that item fails; the others go on
+    stored = ws.store.latest_by_cache_key([j.cache_key for j in jobs if not isinstance(j, Exception)])
     now = time.time()
     items = []
     for pair, job in zip(pairs, jobs, strict=True):
+        if isinstance(job, Exception):
+            items.append(PlanItem(pair, None, "failed", _one_line(job)))
+            continue
         cached = stored.get(job.cache_key)
         if cached is None:
             items.append(PlanItem(pair, job, "generate", "new inputs (cache key not in the store)"))
@@ -345,10 +354,13 @@ def run_batch(
         workers = 1 if provider.kind == "local" else spec.concurrency
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batch")
         try:
-            finish([
+            settled: list[Entry] = [
                 (ItemOutcome(i.pair.key, "fresh", generation_id=i.cached.generation_id), None, None, i.cached)
                 for i in items if i.action == "fresh"
-            ])  # fmt: skip
+            ]  # fmt: skip
+            settled += [(ItemOutcome(i.pair.key, "failed", error=i.reason), None, None, None)
+                        for i in items if i.action == "failed"]  # fmt: skip
+            finish(settled)
             # Every item is queued in the pool at once: a worker takes the next one the moment its call
             # returns, without waiting for the writer (which commits and renders meanwhile). Once the
             # budget is reached, the items not started yet come back as skipped without a call.
@@ -453,7 +465,7 @@ def _failed_args(produced: Any) -> dict[str, Any]:
     }
 
 
-def _one_line(error: PipelineError | None) -> str:
+def _one_line(error: BaseException | None) -> str:
     return " ".join(str(error).split())[:500] if error else ""
 
 

@@ -169,6 +169,8 @@ def submit(
     now = utc_now()
     fresh = [(ItemOutcome(i.pair.key, "fresh", generation_id=i.cached.generation_id).row(), None, None)
              for i in items if i.action == "fresh"]  # fmt: skip
+    fresh += [(ItemOutcome(i.pair.key, "failed", error=i.reason).row(), None, None)
+              for i in items if i.action == "failed"]  # fmt: skip
     with ws.store.session() as con:  # the run, its items and every request line: one transaction
         status = "submitted" if todo else "finished"
         Ledger.start_in(con, run_id, spec.name, spec_row, ident["kind"], ident["model"],
@@ -183,7 +185,8 @@ def submit(
             con.execute("UPDATE runs SET finished_at = ? WHERE id = ?", [now, run_id])
     advance(ws, provider, run_id, policy)
     batches = _batches(ws, run_id)
-    return Submitted(run_id, len(todo), len(fresh), [(b["batch_id"], b["status"]) for b in batches],
+    fresh_count = sum(1 for i in items if i.action == "fresh")
+    return Submitted(run_id, len(todo), fresh_count, [(b["batch_id"], b["status"]) for b in batches],
                      len(parts), sum(p.size for p in parts))  # fmt: skip
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from pipeline.errors import CatalogueError, ConfigError
 from pipeline.models import Category, Dimension, Pair, SourceSpec, Subject
+from pipeline.untrusted import clean
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 KINDS = ("percent", "level", "list", "text")
@@ -102,7 +103,7 @@ def load_catalogue(config_dir: Path) -> Catalogue:
         if category.id in categories:
             raise CatalogueError(f"{path}: category {category.id!r} is defined twice")
         categories[category.id] = category
-        for i, raw in enumerate(doc.get("subjects", [])):
+        for i, raw in enumerate(_tables(doc, "subjects", str(path))):
             subject = _subject(raw, category.id, path, i)
             if subject.id in subjects:
                 raise CatalogueError(
@@ -145,18 +146,48 @@ def check_slug(value: object, what: str, where: Path) -> str:
     return value
 
 
-def _text(raw: dict[str, Any], key: str, where: str, *, required: bool = True) -> str:
+MAX_DESCRIPTION = 2000  # characters; longer text belongs in a brief or a source
+
+
+def _text(raw: dict[str, Any], key: str, where: str, *, required: bool = True, limit: int = 200) -> str:
+    """A one-line text field, cleaned (pipeline.untrusted: tabs, newlines and double spaces collapse)."""
     value = raw.get(key, "")
     if not isinstance(value, str) or (required and not value.strip()):
         raise CatalogueError(f"{where}: `{key}` must be a non-empty string")
-    return value.strip()
+    text = clean(value)
+    if len(text) > limit:
+        raise CatalogueError(f"{where}: `{key}` is {len(text)} characters; keep it under {limit} "
+                             "(longer text belongs in a brief or a source)")  # fmt: skip
+    return text
+
+
+_TYPE_NAMES = {str: "a string", list: "an array", dict: "a table", float: "a number", int: "a whole number",
+               bool: "true or false"}  # fmt: skip
+
+
+def _typed(raw: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any) -> Any:
+    """A field of the expected TOML type, or a one-line error naming the file, the key and the type."""
+    value = raw.get(key, default)
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):  # true is not a number
+        expected = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+        raise CatalogueError(f"{where}: `{key}` must be {expected}, not {value!r}"[:300])
+    return value
+
+
+def _tables(raw: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:
+    items = _typed(raw, key, list, where, [])
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise CatalogueError(f"{where}: {key}[{i}] must be a table ([[{key}]] or {{ ... }}), not {item!r}"[:300])
+    return list(items)
 
 
 def _category(raw: Any, path: Path) -> Category:
     if not isinstance(raw, dict):
         raise CatalogueError(f"{path}: missing [category] table")
     cid = check_slug(raw.get("id"), "category id", path)
-    dims_raw = raw.get("dimensions") or []
+    dims_raw = _tables(raw, "dimensions", f"{path}: category")
     if not dims_raw:
         raise CatalogueError(f"{path}: category {cid!r} has no dimensions; add [[category.dimensions]] entries")
     dims: list[Dimension] = []
@@ -165,18 +196,21 @@ def _category(raw: Any, path: Path) -> Category:
         kind = d.get("kind")
         if kind not in KINDS:
             raise CatalogueError(f"{where}: kind must be one of {', '.join(KINDS)} (got {kind!r})")
-        levels = tuple(d.get("levels", ()))
+        levels_raw = _typed(d, "levels", list, where, [])
+        if not all(isinstance(lv, str) and clean(lv) for lv in levels_raw):
+            raise CatalogueError(f"{where}: `levels` must be an array of names, lowest first")
+        levels = tuple(clean(lv) for lv in levels_raw)
         if kind == "level" and len(levels) < 2:
             raise CatalogueError(f"{where}: a level dimension needs `levels`, lowest first")
-        weight = d.get("weight", 1.0)
-        if not isinstance(weight, int | float) or weight <= 0:
+        weight = _typed(d, "weight", (int, float), where, 1.0)
+        if weight <= 0:
             raise CatalogueError(f"{where}: weight must be a positive number")
         dims.append(
             Dimension(
                 name=_text(d, "name", where),
                 kind=kind,
                 weight=float(weight),
-                higher_is_better=bool(d.get("higher_is_better", True)),
+                higher_is_better=_typed(d, "higher_is_better", bool, where, True),
                 levels=levels,
                 description=_text(d, "description", where, required=False),
             )
@@ -184,11 +218,14 @@ def _category(raw: Any, path: Path) -> Category:
     names = [d.name for d in dims]
     if len(set(names)) != len(names):
         raise CatalogueError(f"{path}: category {cid!r} has duplicate dimension names")
+    tie_band = _typed(raw, "tie_band", (int, float), f"{path}: category", 0.25)
+    if not 0 <= tie_band <= 10:
+        raise CatalogueError(f"{path}: category: `tie_band` must be from 0 to 10 (a difference of overall scores)")
     return Category(
         id=cid,
         name=_text(raw, "name", f"{path}: category"),
         dimensions=tuple(dims),
-        tie_band=float(raw.get("tie_band", 0.25)),
+        tie_band=float(tie_band),
     )
 
 
@@ -196,32 +233,38 @@ def _subject(raw: dict[str, Any], category: str, path: Path, index: int) -> Subj
     sid = check_slug(raw.get("id"), f"subjects[{index}].id", path)
     where = f"{path}: subject {sid}"
     sources: list[SourceSpec] = []
-    for j, s in enumerate(raw.get("sources", [])):
+    for j, s in enumerate(_tables(raw, "sources", where)):
+        label = _text(s, "label", f"{where}: sources[{j}]") if "label" in s else ""
         if "text" in s:
-            sources.append(SourceSpec(kind="text", label=s.get("label", f"note {j + 1}"), text=str(s["text"])))
+            text = _typed(s, "text", str, f"{where}: sources[{j}]", "")
+            sources.append(SourceSpec(kind="text", label=label or f"note {j + 1}", text=text))
         elif "path" in s:
-            sources.append(SourceSpec(kind="file", label=s.get("label", str(s["path"])), path=str(s["path"])))
+            rel = _typed(s, "path", str, f"{where}: sources[{j}]", "")
+            sources.append(SourceSpec(kind="file", label=label or clean(rel), path=rel))
         elif "url" in s:
             from pipeline.errors import SourceError
             from pipeline.fetch import check_url, safe_url
 
-            url = str(s["url"])
+            url = _typed(s, "url", str, f"{where}: sources[{j}]", "")
             try:
                 check_url(url)
             except SourceError as exc:
                 raise CatalogueError(f"{where}: sources[{j}]: {exc}") from None
-            sources.append(SourceSpec(kind="url", label=s.get("label", safe_url(url)), path=url))
+            sources.append(SourceSpec(kind="url", label=label or safe_url(url), path=url))
         else:
             raise CatalogueError(f"{where}: sources[{j}] needs `text`, `path` or `url`")
     brief = _brief(raw.get("brief", ""), path.parent.parent, where)
+    aliases = _typed(raw, "aliases", list, where, [])
+    if not all(isinstance(a, str) and clean(a) for a in aliases):
+        raise CatalogueError(f"{where}: `aliases` must be an array of names")
     return Subject(
         id=sid,
         name=_text(raw, "name", where),
         vendor=_text(raw, "vendor", where),
         category=category,
-        description=_text(raw, "description", where),
+        description=_text(raw, "description", where, limit=MAX_DESCRIPTION),
         sources=tuple(sources),
-        aliases=tuple(str(a) for a in raw.get("aliases", ())),
+        aliases=tuple(clean(a) for a in aliases),
         defined_in=str(path),
         brief=brief,
     )

@@ -270,6 +270,9 @@ def batch(
             f"run {sub.run_id} ({spec.name}, {profile.name}/{backend.model}): {sub.generate} submitted to the "
             f"Batch API in {len(sub.batches)} batch(es) ({sub.bytes / 1e6:.1f} MB), {sub.fresh} fresh"
         )
+        for item in items:
+            if item.action == "failed":
+                click.echo(f"  failed   {item.pair.key}: {item.reason}")
         for batch_id, status in sub.batches:
             click.echo(f"  {batch_id}  {status}")
         if sub.generate:

@@ -2,11 +2,15 @@
 
 Everything that comes back is untrusted. The rules:
 - only http and https; at most `max_redirects` hops, each one checked like the first;
-- the host is resolved here and every address it resolves to is checked: loopback, private,
-  link-local (cloud metadata lives there), multicast, reserved and unspecified addresses are
-  refused unless `[fetch] allow_private` (tests allow loopback with `allow_loopback`); the
-  connection then goes to the checked address (no second lookup that could answer otherwise),
-  with the original name for the Host header and TLS (SNI and certificate check);
+- the host is resolved here and every address it resolves to is checked against the IANA IPv4
+  and IPv6 special-purpose registries (`BLOCKED`: loopback, private, shared address space,
+  link-local where cloud metadata lives, IETF protocol assignments, documentation, benchmarking,
+  multicast, reserved; IPv4 addresses inside IPv6 — mapped, NAT64, 6to4 — are checked as IPv4),
+  listed explicitly because `ipaddress`'s flags miss some (192.0.0.192, Oracle Cloud's metadata,
+  is "global" to Python 3.11); refused unless `[fetch] allow_private` (tests allow loopback with
+  `allow_loopback`); the connection then goes to the checked address (no second lookup that
+  could answer otherwise), with the original name for the Host header and TLS (SNI and
+  certificate check); a malformed URL or redirect is a one-line error;
 - connect and read timeouts, a wall-clock deadline and a size cap; the content type must be HTML,
   plain text or PDF; a body that does not decode as its declared charset is decoded as UTF-8 or
   Windows-1252 with a warning;
@@ -37,6 +41,20 @@ from pipeline.errors import SourceError
 log = logging.getLogger("pipeline")
 
 USER_AGENT = "comparison-pipeline/0.1 (+https://github.com/comparison-pipeline; source gathering)"
+# Not globally reachable, from the IANA IPv4 and IPv6 Special-Purpose Address Registries
+# (https://www.iana.org/assignments/iana-ipv4-special-registry, .../iana-ipv6-special-registry),
+# plus multicast and the reserved 240/4. Loopback is kept apart so tests can allow it alone.
+LOOPBACK = tuple(ipaddress.ip_network(n) for n in ("127.0.0.0/8", "::1/128"))
+BLOCKED = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24",
+        "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
+        "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32",
+        "::/128", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32", "3fff::/20", "5f00::/16",
+        "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
+    )
+)  # fmt: skip
 TEXT_TYPES = {"text/html": "html", "application/xhtml+xml": "html", "text/plain": "text", "application/pdf": "pdf"}
 
 
@@ -66,20 +84,29 @@ class Snapshot:
 
 
 def safe_url(url: str) -> str:
-    """A URL for logs and reports: no user name, password, query or fragment."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
+    """A URL for logs and reports: no user name, password, query or fragment (never raises)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<malformed URL>"
     if ":" in host:
         host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
+    netloc = f"{host}:{port}" if port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def check_url(url: str) -> None:
-    parts = urlsplit(url)
+    """A URL we may fetch: http(s), a host, a valid port; a malformed one is a one-line SourceError."""
+    try:
+        parts = urlsplit(url)
+        host, _port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise SourceError(f"source URL {url[:80]!r} is malformed ({exc})") from None
     if parts.scheme not in ("http", "https"):
         raise SourceError(f"source URL {safe_url(url)!r}: only http and https are fetched, not {parts.scheme!r}")
-    if not parts.hostname:
+    if not host:
         raise SourceError(f"source URL {safe_url(url)!r} has no host")
 
 
@@ -148,7 +175,10 @@ def fetch(url: str, policy: FetchPolicy, last: Snapshot | None = None) -> Snapsh
                         location = response.headers.get("location", "")
                         if not location:
                             raise SourceError(f"{safe_url(current)} redirects without a Location")
-                        current = urljoin(current, location)
+                        try:
+                            current = urljoin(current, location)
+                        except ValueError:
+                            raise SourceError(f"{safe_url(current)} redirects to a malformed URL") from None
                         continue
                     if response.status_code == 304 and last is not None:
                         return last
@@ -158,7 +188,7 @@ def fetch(url: str, policy: FetchPolicy, last: Snapshot | None = None) -> Snapsh
                     return _snapshot_of(url, current, response, body)
             except httpx.TimeoutException:
                 raise SourceError(f"{safe_url(current)} did not answer in time") from None
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 raise SourceError(f"cannot fetch {safe_url(current)} ({type(exc).__name__})") from None
     raise SourceError(f"{safe_url(url)}: more than {policy.max_redirects} redirects")
 
@@ -184,21 +214,42 @@ def _pinned(url: str, policy: FetchPolicy) -> tuple[str, str, str]:
     return pinned, host_header, host if parts.scheme == "https" else ""
 
 
+def blocked(address: str) -> str:
+    """Why an address may not be fetched from ("loopback", "special-purpose"), or "" when it is public."""
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            ip = embedded
+    if any(ip in net for net in LOOPBACK if net.version == ip.version):
+        return "loopback"
+    if any(ip in net for net in BLOCKED if net.version == ip.version):
+        return "special-purpose"
+    return ""
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address inside an IPv4-mapped (::ffff:a.b.c.d), NAT64 (64:ff9b::/96), 6to4 (2002::/16)
+    or IPv4-compatible (::a.b.c.d) IPv6 address."""
+    if ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    if ip in ipaddress.ip_network("64:ff9b::/96") or (int(ip) >> 32 == 0 and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.sixtofour:
+        return ip.sixtofour
+    return None
+
+
 def _check_address(host: str, address: str, policy: FetchPolicy) -> None:
-    ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    if ip.is_loopback:
-        if policy.allow_loopback or policy.allow_private:
-            return
-        raise SourceError(f"{host!r} resolves to a loopback address ({ip}); refused")
-    if ip.is_private or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified:
-        if policy.allow_private:
-            return
-        raise SourceError(
-            f"{host!r} resolves to a private, link-local or reserved address ({ip}); refused "
-            "(set [fetch] allow_private = true to fetch from internal hosts)"
-        )
+    reason = blocked(address)
+    if not reason or policy.allow_private or (reason == "loopback" and policy.allow_loopback):
+        return
+    if reason == "loopback":
+        raise SourceError(f"{host!r} resolves to a loopback address ({address}); refused")
+    raise SourceError(
+        f"{host!r} resolves to a private, link-local or other special-purpose address ({address}); refused "
+        "(set [fetch] allow_private = true to fetch from internal hosts)"
+    )
 
 
 def _read_capped(response: Any, policy: FetchPolicy, started: float, url: str) -> bytes:

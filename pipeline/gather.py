@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import unicodedata
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 from pipeline.briefs import parse_brief
 from pipeline.errors import SourceError
 from pipeline.models import Source, SourceBundle, Subject
+from pipeline.untrusted import clean_block
 
 if TYPE_CHECKING:
     from pipeline.fetch import Fetcher
@@ -60,11 +60,8 @@ def _brief(subject: Subject, workspace: Path, max_chars: int) -> Source:
 
 
 def normalise(text: str) -> str:
-    """NFC, Unix newlines, no trailing spaces, no control characters but newline and tab."""
-    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
-    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
-    lines = [line.rstrip() for line in text.split("\n")]
-    return "\n".join(lines).strip()
+    """NFC, Unix newlines, no trailing spaces, no control or bidi characters (pipeline.untrusted)."""
+    return clean_block(text)
 
 
 def _make(subject_id: str, label: str, kind: str, location: str, text: str, max_chars: int) -> Source:

@@ -28,12 +28,17 @@ from pipeline.providers.local import BUNDLED_MODEL
 from pipeline.quality import assess
 from pipeline.schema import sha256_of
 from pipeline.scoring import dimension_score, winner
+from pipeline.untrusted import clean, harmless
 
 TEMPLATES = Path(__file__).parent / "templates"
 log = logging.getLogger("pipeline")
 REPORT_FORMAT = 1
 MANIFEST = ".render-manifest.json"  # report -> fingerprint of what it was rendered from
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#~])")
+# GFM turns these into links on its own (autolinks): the scheme's colon and www's dot are escaped,
+# and an invisible word joiner (as an entity, so the .md source shows it) keeps an e-mail address inert.
+_AUTOLINK_SCHEME = re.compile(r"(?i)\b(https?|ftp|mailto|xmpp|irc|file)(:)")
+_AUTOLINK_WWW = re.compile(r"(?i)\b(www)(\.)")
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,9 @@ class Renderer:
             "trim_blocks": True,
             "lstrip_blocks": True,
             "auto_reload": False,  # templates ship with the package; no stat() per render
+            # Every value printed is cleaned once more (control and bidi characters, lone surrogates):
+            # generations stored before the untrusted-text rule, overrides, anything that slipped past.
+            "finalize": _finalize,
         }
         # Markdown: the `md` filter neutralises HTML instead of autoescape.
         self.md_env = Environment(autoescape=False, **options)  # noqa: S701
@@ -332,11 +340,21 @@ def _claim_view(claim: Any, judged: str = "") -> dict[str, Any]:
     return {"cites": list(claim.cited), "status": claim.status, "judge": judged}
 
 
+def _finalize(value: Any) -> Any:
+    from markupsafe import Markup
+
+    # Markup is our own template output (charts, macros): already safe, and cleaning would unmark it.
+    return harmless(value) if isinstance(value, str) and not isinstance(value, Markup) else value
+
+
 def md_escape(value: Any) -> str:
-    """Plain text for Markdown: one line, no raw HTML, no link or table syntax."""
-    text = " ".join(str(value).split())
+    """Inert text for Markdown: one line; no raw HTML, emphasis, strikethrough, link, table or autolink syntax."""
+    text = clean(value)
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _MD_SPECIAL.sub(r"\\\1", text)
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    text = _AUTOLINK_SCHEME.sub(r"\1\\\2", text)
+    text = _AUTOLINK_WWW.sub(r"\1\\\2", text)
+    return text.replace("@", "&#8288;@")
 
 
 def format_value(value: Any, dim: Dimension) -> str:

@@ -9,6 +9,7 @@ its key.
 from __future__ import annotations
 
 import os
+import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -163,18 +164,30 @@ def resolve_workspace(flag: str | None) -> Path:
 def load_settings(workspace: Path, *, store: str | None = None) -> Settings:
     cfg_path = workspace / "config" / "pipeline.toml"
     cfg = read_toml(cfg_path) if cfg_path.exists() else {}
-    paths = cfg.get("paths", {})
-    store_raw = store or os.environ.get("PIPELINE_STORE") or paths.get("store", ".pipeline/store.duckdb")
+    paths = _value(cfg, "paths", dict, cfg_path, {})
+    store_raw = (
+        store or os.environ.get("PIPELINE_STORE") or _value(paths, "store", str, cfg_path, ".pipeline/store.duckdb")
+    )
     profiles = _profiles(cfg.get("providers", {}), cfg_path)
-    default = os.environ.get("PIPELINE_PROVIDER") or cfg.get("provider", "auto")
+    default = os.environ.get("PIPELINE_PROVIDER") or _value(cfg, "provider", str, cfg_path, "auto")
     if default != "auto" and default not in profiles:
         raise ConfigError(f"unknown provider {default!r}; known: auto, {', '.join(sorted(profiles))}")
+    lock = os.environ.get("PIPELINE_LOCK_TIMEOUT") or _value(
+        _value(cfg, "store", dict, cfg_path, {}), "lock_timeout_s", float, cfg_path, 30.0
+    )
+    try:
+        lock_timeout = float(lock)
+    except ValueError:
+        raise ConfigError(f"PIPELINE_LOCK_TIMEOUT must be a number of seconds, not {lock!r}") from None
+    max_chars = _value(_value(cfg, "sources", dict, cfg_path, {}), "max_chars", int, cfg_path, 6000)
+    if not 100 <= max_chars <= 1_000_000:
+        raise ConfigError(f"{cfg_path}: [sources] max_chars must be from 100 to 1,000,000")
     return Settings(
         workspace=workspace,
         store_path=_under(workspace, store_raw),
-        reports_dir=_under(workspace, paths.get("reports", "reports")),
-        lock_timeout_s=float(os.environ.get("PIPELINE_LOCK_TIMEOUT", cfg.get("store", {}).get("lock_timeout_s", 30))),
-        max_source_chars=int(cfg.get("sources", {}).get("max_chars", 6000)),
+        reports_dir=_under(workspace, _value(paths, "reports", str, cfg_path, "reports")),
+        lock_timeout_s=lock_timeout,
+        max_source_chars=max_chars,
         profiles=profiles,
         default_provider=default,
         generation=_dataclass_from(GenerationParams, cfg.get("generation", {}), cfg_path, "generation"),
@@ -246,7 +259,11 @@ def choose_profile(settings: Settings, name: str | None, model: str | None) -> t
 
 def _profiles(raw: dict[str, Any], where: Path) -> dict[str, ProviderProfile]:
     merged = {name: dict(p) for name, p in BUILTIN_PROFILES.items()}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: [providers] must hold tables ([providers.<name>])")
     for name, body in raw.items():
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}: providers.{name} must be a table, not {body!r}"[:200])
         merged[name] = {**merged.get(name, {}), **body}
     out: dict[str, ProviderProfile] = {}
     for name, body in merged.items():
@@ -280,15 +297,51 @@ def _profiles(raw: dict[str, Any], where: Path) -> dict[str, ProviderProfile]:
         unknown = set(body) - set(fields)
         if unknown:
             raise ConfigError(f"{where}: providers.{name} has unknown keys: {', '.join(sorted(unknown))}")
+        hints = typing.get_type_hints(ProviderProfile)
+        for key, value in body.items():
+            _check_type(value, hints[key], f"{where}: providers.{name}.{key}")
         out[name] = ProviderProfile(name=name, **body)
     return out
 
 
-def _dataclass_from(cls: Any, raw: dict[str, Any], where: Path, table: str) -> Any:
+def _value(table: dict[str, Any], key: str, kind: type, where: Path, default: Any) -> Any:
+    """One setting of the expected type (a table, a string, a number), or a one-line error."""
+    value = table.get(key, default)
+    if kind is not dict:
+        _check_type(value, kind, f"{where}: {key}")
+    elif not isinstance(value, dict):
+        raise ConfigError(f"{where}: [{key}] must be a table, not {value!r}"[:200])
+    return value
+
+
+def _dataclass_from(cls: Any, raw: Any, where: Path, table: str) -> Any:
+    """A settings dataclass from a TOML table: unknown keys and wrong types are one-line errors."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: [{table}] must be a table, not {raw!r}"[:200])
     unknown = set(raw) - set(cls.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"{where}: [{table}] has unknown keys: {', '.join(sorted(unknown))}")
+    hints = typing.get_type_hints(cls)
+    for key, value in raw.items():
+        _check_type(value, hints[key], f"{where}: [{table}] {key}")
     return cls(**raw)
+
+
+def _check_type(value: Any, hint: Any, where: str) -> None:
+    """`value` as TOML gave it against a field's annotation (str, int, float, bool, X | None)."""
+    allowed = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_args(hint) else [hint]
+    for kind in allowed:
+        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+            if value != value or value in (float("inf"), float("-inf")):
+                break
+            return
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return
+        if kind in (str, bool) and isinstance(value, kind):
+            return
+    names = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
+    expected = " or ".join(names.get(k, getattr(k, "__name__", str(k))) for k in allowed)
+    raise ConfigError(f"{where} must be {expected}, not {value!r}"[:200])
 
 
 def _under(workspace: Path, raw: str) -> Path:

@@ -20,6 +20,7 @@ from typing import Any
 
 from pipeline.errors import StoreBusyError, StoreError
 from pipeline.models import AttemptRecord, Comparison, Usage
+from pipeline.untrusted import storable
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -551,7 +552,7 @@ def _comparison(row: Sequence[Any]) -> Comparison:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return storable(json.dumps(value, sort_keys=True, ensure_ascii=False))
 
 
 def _first_line(exc: BaseException) -> str:

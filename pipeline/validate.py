@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
@@ -18,22 +17,32 @@ from pipeline import gates
 from pipeline.gates import caps_of
 from pipeline.models import Pair, Problem
 from pipeline.schema import canonical_json, specialise
+from pipeline.untrusted import TooLarge, clean_tree
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*|\s*```\s*$")
 
 
+MAX_ANSWER = 1_000_000  # characters; the longest valid comparison is a few thousand
+
+
 def parse(text: str) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """The answer's JSON object, its strings cleaned (pipeline.untrusted), or the problem with it."""
+    if len(text) > MAX_ANSWER:
+        return None, [Problem("", f"the answer is {len(text)} characters long; reply with one short JSON object")]
     body = _FENCE.sub("", text)
     start = body.find("{")
     if start < 0:
         return None, [Problem("", "the answer contains no JSON object; reply with one JSON object only")]
     try:
         value, _end = json.JSONDecoder(strict=False).raw_decode(body, start)
+        if not isinstance(value, dict):
+            return None, [Problem("", "the answer must be a JSON object")]
+        return clean_tree(value), []
     except json.JSONDecodeError as exc:
         return None, [Problem("", f"invalid JSON at character {exc.pos}: {exc.msg}")]
-    if not isinstance(value, dict):
-        return None, [Problem("", "the answer must be a JSON object")]
-    return _normalise(value), []
+    except (RecursionError, TooLarge) as exc:
+        reason = str(exc) if isinstance(exc, TooLarge) else "nested too deeply"
+        return None, [Problem("", f"the answer is {reason}; reply with the comparison object only")]
 
 
 Scopes = tuple[tuple[str, ...], tuple[str, ...]]  # each subject's passage ids, a's first
@@ -91,13 +100,3 @@ def _path(parts: Iterable[Any]) -> str:
 
 def _short(message: str) -> str:
     return message if len(message) <= 200 else message[:197] + "..."
-
-
-def _normalise(node: Any) -> Any:
-    if isinstance(node, str):
-        return " ".join(unicodedata.normalize("NFC", node).split())
-    if isinstance(node, dict):
-        return {_normalise(k): _normalise(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_normalise(v) for v in node]
-    return node

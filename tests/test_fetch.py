@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.errors import SourceError
 from pipeline.fetch import Fetcher, FetchPolicy, fetch
+from pipeline.render import md_escape
 from pipeline.store import Store
 from tests.fakeserver import FakeLLM
 from tests.test_batch import cli, db
@@ -143,8 +144,8 @@ def test_html_is_reduced_to_its_main_text(pages: Pages) -> None:
     [
         ("/huge", "byte cap"),
         ("/loop", "more than 5 redirects"),
-        ("/to-private", "private, link-local or reserved address"),
-        ("/to-metadata", "private, link-local or reserved address"),
+        ("/to-private", "private, link-local or other special-purpose address"),
+        ("/to-metadata", "private, link-local or other special-purpose address"),
         ("/slow", "did not answer in time"),
         ("/gone", "HTTP 404"),
         ("/boom", "HTTP 500"),
@@ -227,10 +228,10 @@ def test_report_cites_passages_of_a_url_source(workspace: Path, fake: FakeLLM, p
     result = cli(workspace, "run", "--pair", "django,flask")
     assert result.returncode == 0, result.stderr
     md = (workspace / "reports/web-frameworks/django-vs-flask.md").read_text()
-    assert url_ids and f"[^{url_ids[0]}]" in md
-    footnote = next(line for line in md.splitlines() if line.startswith(f"[^{url_ids[0]}]:"))
-    assert "dashboards" in footnote and f"{pages.base}/article" in footnote and "retrieved 20" in footnote
-    assert "Unrelated claim about pricing.[^" in md and "(not supported by the cited passage)" in md
+    assert url_ids and f"\\[{url_ids[0]}\\]" in md
+    footnote = next(line for line in md.splitlines() if line.startswith(f"- **{url_ids[0]}** "))
+    assert "dashboards" in footnote and md_escape(f"{pages.base}/article") in footnote and "retrieved 20" in footnote
+    assert "Unrelated claim about pricing. \\[" in md and "(not supported by the cited passage)" in md
     report = json.loads((workspace / "reports/web-frameworks/django-vs-flask.json").read_text())
     statuses = {c["claim"]: c["status"] for c in report["grounding"]["claims"]}
     assert statuses["a.cons[0]"] == "unsupported" and statuses["a.pros[0]"] in ("supported", "weak")

@@ -16,6 +16,7 @@ from pipeline.errors import SourceError
 from pipeline.gates import level_band
 from pipeline.gather import gather
 from pipeline.grounding import passages
+from pipeline.render import md_escape
 from pipeline.validate import validate
 from pipeline.workspace import Workspace
 from tests.conftest import REPO, TEST_KEY, make_workspace
@@ -113,7 +114,7 @@ def test_selection_mode_over_http_renders_quotations_with_their_passage_ids(smal
     report = json.loads((small / MD.replace(".md", ".json")).read_text())
     quote = report["data"]["a"]["dimensions"]["Accuracy"]["rationale"]
     pid = report["data"]["a"]["dimensions"]["Accuracy"]["sources"][0]
-    assert f"“{quote}”[^{pid}]" in md
+    assert f"“{md_escape(quote)}” \\[{pid}\\]" in md
     assert "Each rating is shown with the source passage the model chose to support it, quoted." in md
     assert "No sentence in this report was written by the model." in md
     assert report["provenance"]["params"]["mode"] == "select"

@@ -20,6 +20,7 @@ from pipeline.errors import ConfigError, ProviderError
 from pipeline.models import Completion, Usage
 from pipeline.providers.base import ProgressFn
 from pipeline.settings import GenerationParams, ProviderProfile
+from pipeline.untrusted import storable
 
 BUNDLED_MODEL = "smollm2-135m-instruct"
 _models: dict[tuple[str, int, int, int], Any] = {}
@@ -140,7 +141,7 @@ class LocalProvider:
             latency = int((time.monotonic() - started) * 1000)
             prompt_tokens = max(0, int(llm.n_tokens) - produced)
         return Completion(
-            text="".join(pieces),
+            text=storable("".join(pieces)),
             finish_reason=finish or "stop",
             usage=Usage(prompt_tokens, produced),
             model=self.model,

@@ -31,6 +31,8 @@ from pipeline.providers.base import ProgressFn
 from pipeline.providers.capabilities import detect, next_dialect
 from pipeline.schema import for_dialect
 from pipeline.settings import GenerationParams, ProviderProfile, TransportPolicy
+from pipeline.untrusted import clean, storable
+from pipeline.untrusted import count as _count
 
 if TYPE_CHECKING:
     import openai
@@ -163,12 +165,12 @@ class OpenAICompatProvider:
         text = (message.get("content") or "") if isinstance(message, dict) else ""
         refusal = (message.get("refusal") or "") if isinstance(message, dict) else ""
         return Completion(
-            text=str(text),
+            text=storable(str(text)),
             finish_reason=str(choice.get("finish_reason") or ""),
             usage=_usage(body.get("usage")),
             model=str(body.get("model") or self.model),
             latency_ms=latency_ms,
-            refusal=" ".join(str(refusal).split())[:500],
+            refusal=clean(refusal)[:500],
         )
 
     def _map(self, exc: openai.APIError) -> Exception:
@@ -234,15 +236,6 @@ def _usage(value: Any) -> Usage:
         _count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0,
         _count(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0,
     )
-
-
-def _count(value: Any) -> int:
-    """A token count: a whole number from 0 to 2**53 (JSON's Infinity, -5 or "x" are not counts)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return 0
-    if value != value or not 0 <= value <= 2**53:  # NaN, negative, infinite, absurd
-        return 0
-    return int(value)
 
 
 def _server_message(exc: openai.APIStatusError) -> str:
