@@ -170,7 +170,9 @@ def _typed(raw: dict[str, Any], key: str, kind: type | tuple[type, ...], where: 
     value = raw.get(key, default)
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):  # true is not a number
-        expected = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+        expected = (
+            "a number" if set(kinds) == {int, float} else " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+        )
         raise CatalogueError(f"{where}: `{key}` must be {expected}, not {value!r}"[:300])
     return value
 

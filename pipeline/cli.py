@@ -217,6 +217,8 @@ def batch(
     if batch_file is None and category is None:
         raise click.UsageError("give a batch file or --category")
     ws = obj.open(f"pipeline batch {batch_file or '--category ' + str(category)}")
+    if not dry_run:
+        ws.store.require_writable("pipeline batch")
     if offline:
         ws.go_offline()
     spec = b.load_batch(batch_file) if batch_file else b.BatchSpec(name=f"category-{category}")
@@ -422,7 +424,9 @@ def store_import(obj: Context, folders: tuple[Path, ...]) -> None:
     """Merge exported FOLDERS into this store; rows it already has are skipped (importing twice adds nothing)."""
     from pipeline.exchange import import_
 
-    done = import_(obj.open("pipeline store import").store, list(folders))
+    store = obj.open("pipeline store import").store
+    store.require_writable("pipeline store import")
+    done = import_(store, list(folders))
     counts = ", ".join(f"{n} {t}" for t, n in done.added.items())
     click.echo(f"imported {done.folders} export(s) in {done.seconds:.2f} s: added {counts}")
     click.echo("write the reports with: pipeline render")

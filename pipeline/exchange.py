@@ -103,6 +103,10 @@ def import_(store: Any, folders: list[Path]) -> Imported:
         missing = [t for t in TABLES if not (folder / f"{t}.parquet").is_file()]
         if missing:
             raise ConfigError(f"{folder} lacks {', '.join(t + '.parquet' for t in missing)}; export the store again")
+    with store.session() as con:
+        known_schemas = dict(con.execute("SELECT sha256, body FROM schemas").fetchall())
+    for folder in folders:
+        _check_generations(folder, known_schemas)
     started = time.monotonic()
     added = dict.fromkeys(TABLES, 0)
     try:
@@ -113,6 +117,46 @@ def import_(store: Any, folders: list[Path]) -> Imported:
     except StoreError as exc:
         raise StoreError(f"{exc}; nothing was imported") from None
     return Imported(len(folders), added, time.monotonic() - started)
+
+
+def _check_generations(folder: Path, known_schemas: dict[str, str]) -> None:
+    """Every exported generation is a comparison its own schema accepts: an export is data from elsewhere."""
+    import duckdb
+    from jsonschema import Draft202012Validator
+
+    con = duckdb.connect()
+    try:
+        schemas = dict(known_schemas)
+        exported = con.execute(f"SELECT sha256, body FROM read_parquet('{_sql_path(folder / 'schemas.parquet')}')")
+        schemas.update(dict(exported.fetchall()))
+        rows = con.execute(
+            f"SELECT id, pair_key, schema_sha256, data, params, sources "
+            f"FROM read_parquet('{_sql_path(folder / 'generations.parquet')}')"
+        ).fetchall()
+    except duckdb.Error as exc:
+        raise ConfigError(
+            f"{folder}: the export cannot be read ({str(exc).splitlines()[0]}); nothing was imported"
+        ) from None
+    finally:
+        con.close()
+    validators: dict[str, Any] = {}
+    for gid, pair_key, schema_sha, data, params, sources in rows:
+        where = f"{folder}: generation {gid} ({pair_key})"
+        try:
+            value = json.loads(data)
+            if not isinstance(json.loads(params), dict) or not isinstance(json.loads(sources), list):
+                raise ValueError("its params or sources are not what a generation stores")
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where} is not a stored comparison ({exc}); nothing was imported") from None
+        if schema_sha not in schemas:
+            raise ConfigError(f"{where} was made with a schema ({schema_sha[:12]}) the export does not carry; "
+                              "nothing was imported")  # fmt: skip
+        if schema_sha not in validators:
+            validators[schema_sha] = Draft202012Validator(json.loads(schemas[schema_sha]))
+        error = next(iter(validators[schema_sha].iter_errors(value)), None)
+        if error is not None:
+            raise ConfigError(f"{where} does not validate against its schema ({error.message[:120]}); "
+                              "nothing was imported")  # fmt: skip
 
 
 def _merge(con: Any, table: str, key: tuple[str, ...], rule: str, path: Path) -> int:

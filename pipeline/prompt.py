@@ -41,6 +41,10 @@ class PromptBuilder:
             autoescape=False,  # noqa: S701 - chat text, not HTML; sources are fenced instead
             keep_trailing_newline=False,
             trim_blocks=False,
+            # Every value printed into a prompt — subject names, vendors, dimensions as well as sources —
+            # is untrusted: none can open or close a <source> fence. (`fence` also turns " into ' for
+            # values inside tag attributes.)
+            finalize=lambda value: _unfenced(value) if isinstance(value, str) else value,
         )
         self.env.filters["fence"] = fence
         self.template_sha256 = sha256_of({name: (prompts_dir / name).read_text(encoding="utf-8") for name in TEMPLATES})
@@ -149,5 +153,9 @@ def _passage(plan: Plan, pid: str) -> dict[str, str]:
 
 
 def fence(text: str) -> str:
-    """Neutralise `<source` / `</source` inside untrusted text so it cannot end its fence."""
-    return _FENCE_TAG.sub(lambda m: f"<{m.group(1)}\u200b{m.group(2)}", str(text)).replace('"', "'")
+    """Neutralise `<source` / `</source` inside untrusted text so it cannot end its fence, and its quotes."""
+    return _unfenced(str(text)).replace('"', "'")
+
+
+def _unfenced(text: str) -> str:
+    return _FENCE_TAG.sub(lambda m: f"<{m.group(1)}\u200b{m.group(2)}", text)

@@ -13,13 +13,15 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.catalogue import Catalogue
 from pipeline.charts import grouped_bars
-from pipeline.errors import RenderError
+from pipeline.errors import RenderError, StoreBusyError
 from pipeline.grounding import point_text
 from pipeline.models import Comparison, Dimension, Pair
 from pipeline.overrides import Override
@@ -37,8 +39,8 @@ MANIFEST = ".render-manifest.json"  # report -> fingerprint of what it was rende
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|#~])")
 # GFM turns these into links on its own (autolinks): the scheme's colon and www's dot are escaped,
 # and an invisible word joiner (as an entity, so the .md source shows it) keeps an e-mail address inert.
-_AUTOLINK_SCHEME = re.compile(r"(?i)\b(https?|ftp|mailto|xmpp|irc|file)(:)")
-_AUTOLINK_WWW = re.compile(r"(?i)\b(www)(\.)")
+_AUTOLINK_SCHEME = re.compile(r"(?i)(https?|ftp|mailto|xmpp|irc|file)(:)")  # anywhere: "0http://x" links too
+_AUTOLINK_WWW = re.compile(r"(?i)(www)(\.)")
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,26 @@ class Renderer:
             atomic_write(path, rendered.files[path.suffix[1:]])
         manifest[key] = fingerprint
         return paths
+
+    @contextmanager
+    def locked(self, timeout_s: float) -> Iterator[None]:
+        """Hold the reports folder's lock: one process at a time reads the store and writes reports."""
+        from filelock import FileLock, Timeout
+
+        try:
+            self.reports_dir.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(self.reports_dir / ".render.lock"))
+            lock.acquire(timeout=timeout_s)
+        except Timeout:
+            raise StoreBusyError(f"another process is writing the reports in {self.reports_dir}; "
+                                 f"waited {timeout_s:g} s, try again later") from None  # fmt: skip
+        except OSError as exc:
+            raise RenderError(f"cannot write into {self.reports_dir}: {exc.strerror or exc}") from None
+        try:
+            self._manifest_cache = None  # another process may have written reports meanwhile
+            yield
+        finally:
+            lock.release()
 
     def _manifest(self) -> dict[str, str]:
         if self._manifest_cache is None:
@@ -317,7 +339,7 @@ def report_json(view: dict[str, Any]) -> dict[str, Any]:
 
 
 def _passages(c: Comparison, pair: Pair) -> list[dict[str, str]]:
-    """Each passage with where it comes from (for footnotes and links)."""
+    """Each passage with where it comes from (for the cited-passages lists and links)."""
     names = {pair.a.id: pair.a.name, pair.b.id: pair.b.name}
     listed = []
     for source in c.sources:

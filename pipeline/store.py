@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -219,6 +220,13 @@ _ITEM_COLUMNS = (
 )
 
 
+class _NoLock:
+    """The lock of a read-only store: there is nothing to guard."""
+
+    def release(self) -> None:
+        pass
+
+
 def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -263,6 +271,8 @@ class Store:
                 raise
         except duckdb.Error as exc:
             self._release()
+            if self.read_only():
+                raise StoreError(f"the store {self.path} is read-only here ({_first_line(exc)})") from exc
             raise StoreError(f"store {self.path}: {_first_line(exc)}") from exc
         except BaseException:
             self._release()
@@ -276,12 +286,17 @@ class Store:
 
         if self._held is not None:
             return self._held[0], self._held[1]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.read_only():
+            return self._open_read_only()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.path.parent} for the store: {exc.strerror}") from None
         lock = FileLock(str(self.path) + ".lock")
         owner_file = Path(str(self.path) + ".owner")
         try:
             lock.acquire(timeout=0)
-        except Timeout:
+        except Timeout:  # (a TimeoutError, so an OSError: caught first)
             marker = Path(f"{self.path}.waiting.{os.getpid()}")
             marker.touch()
             try:
@@ -294,6 +309,8 @@ class Store:
                 ) from None
             finally:
                 marker.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot lock the store {self.path}: {exc.strerror}; is the workspace writable?") from None
         try:
             owner_file.write_text(f"pid {os.getpid()} ({self.holder}) since {utc_now()}", encoding="utf-8")
             con = duckdb.connect(str(self.path))
@@ -302,11 +319,54 @@ class Store:
         except duckdb.Error as exc:
             lock.release()
             raise StoreError(f"cannot open the store {self.path}: {_first_line(exc)}") from exc
+        except OSError as exc:
+            lock.release()
+            raise StoreError(f"cannot open the store {self.path}: {exc.strerror or exc}") from None
         except BaseException:
             lock.release()
             raise
         self._held = (lock, con, time.monotonic())
         return lock, con
+
+    def require_writable(self, what: str) -> None:
+        """Refuse a writing command on a read-only store before it does anything (or pays for a call)."""
+        if self.read_only():
+            raise StoreError(
+                f"{what} writes the store {self.path}, which is read-only here; run it from a writable workspace "
+                "(reading commands — show, history, diff, doctor, quality, runs — work read-only)"
+            )
+        with self.session():
+            pass  # opens and migrates it now: a store of a newer release is refused before any model call
+
+    def read_only(self) -> bool:
+        """Whether this store can only be read: its folder (or the file itself) is not writable.
+
+        Reading commands then open it read-only, without the cross-process lock (which needs a
+        file next to it): nobody can write it from this workspace anyway.
+        """
+        folder = self.path.parent
+        if self.path.exists():
+            return not (os.access(folder, os.W_OK) and os.access(self.path, os.W_OK))
+        return folder.exists() and not os.access(folder, os.W_OK)
+
+    def _open_read_only(self) -> tuple[Any, Any]:
+        import duckdb
+
+        if not self.path.exists():
+            raise StoreError(f"there is no store at {self.path}, and the workspace is read-only")
+        try:
+            con = duckdb.connect(str(self.path), read_only=True)
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open the read-only store {self.path}: {_first_line(exc)}") from exc
+        try:
+            if not self._migrated:
+                self._migrate(con, read_only=True)
+                self._migrated = True
+        except BaseException:
+            con.close()
+            raise
+        self._held = (_NoLock(), con, time.monotonic())
+        return self._held[0], con
 
     def _someone_waits(self) -> bool:
         if self._held is None or time.monotonic() - self._held[2] > self._hold_max_s:
@@ -323,9 +383,26 @@ class Store:
         finally:
             lock.release()
 
-    def _migrate(self, con: Any) -> None:
-        con.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at VARCHAR)")
-        done = {row[0] for row in con.execute("SELECT name FROM _migrations").fetchall()}
+    def _migrate(self, con: Any, *, read_only: bool = False) -> None:
+        if read_only:
+            tables = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+            rows = con.execute("SELECT name FROM _migrations").fetchall() if "_migrations" in tables else []
+            done = {row[0] for row in rows}
+        else:
+            con.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at VARCHAR)")
+            done = {row[0] for row in con.execute("SELECT name FROM _migrations").fetchall()}
+        newer = sorted(done - {name for name, _ in MIGRATIONS})
+        if newer:
+            raise StoreError(
+                f"the store {self.path} was written by a newer release of comparison-pipeline (migrations "
+                f"{', '.join(newer)}); upgrade this one, or point --store at another file"
+            )
+        pending = [name for name, _ in MIGRATIONS if name not in done]
+        if read_only and pending:
+            raise StoreError(
+                f"the store {self.path} needs upgrading ({', '.join(pending)}) and the workspace is read-only; "
+                "run any command once with write access"
+            )
         for name, sql in MIGRATIONS:
             if name in done:
                 continue
@@ -559,6 +636,24 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+def _process_gone(spec_json: str) -> bool:
+    """Whether the process that runs a 'running' run is gone (only knowable on the machine it ran on)."""
+    try:
+        process = json.loads(spec_json).get("_process") or {}
+        pid, host = int(process.get("pid", 0)), str(process.get("host", ""))
+    except (ValueError, TypeError, AttributeError):
+        return False
+    if not pid or host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def _read_owner(path: Path) -> str:
     try:
         return f" (held by {path.read_text(encoding='utf-8').strip()})"
@@ -582,8 +677,12 @@ class Ledger:
                  pair_keys: Sequence[str], resumed_from: str | None, status: str = "running") -> None:  # fmt: skip
         """`start` inside a transaction the caller holds."""
         now = utc_now()
+        # Which process runs it: a run whose process was killed (SIGKILL, a lost machine) is shown as
+        # interrupted instead of running forever.
+        spec = {**spec, "_process": {"pid": os.getpid(), "host": socket.gethostname()}}
         con.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+            "INSERT INTO runs (id, name, spec, provider, model, started_at, finished_at, status, resumed_from) "
+            "VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)",
             [run_id, name, _dumps(spec), provider, model, now, status, resumed_from],
         )
         if pair_keys:
@@ -670,7 +769,15 @@ class Ledger:
                 [limit],
             )
             names = [d[0] for d in cur.description]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            specs = dict(con.execute(
+                "SELECT id, spec FROM runs WHERE id IN (SELECT unnest(?)) AND status = 'running'",
+                [[r["id"] for r in rows]],
+            ).fetchall())  # fmt: skip
+        for row in rows:
+            if row["id"] in specs and _process_gone(specs[row["id"]]):
+                row["status"] = "interrupted"
+        return rows
 
     def items(self, run_id: str) -> list[dict[str, Any]]:
         with self.store.session() as con:

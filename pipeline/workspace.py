@@ -124,6 +124,7 @@ class Workspace:
     ) -> RunOutcome:
         from pipeline.generate import generate
 
+        self.store.require_writable(f"pipeline run --pair {pair.key}")
         job = self.prepare(pair, provider)
         result = generate(
             job,
@@ -135,11 +136,21 @@ class Workspace:
             progress=progress,
             judge=self.judge,
         )
-        latest = self.store.latest_with_previous()
-        existing = frozenset(c.pair_key for c, _ in latest)
-        previous = self.previous_of(result.comparison)
-        files = self.renderer.write(result.comparison, existing, previous)
-        self.renderer.write_index([c for c, _ in latest])
+        # Reports are read from the store and written under the render lock: two runs at once could
+        # otherwise write a related report from a snapshot older than the other's commit.
+        with self.renderer.locked(self.settings.lock_timeout_s):
+            latest = self.store.latest_with_previous()
+            existing = frozenset(c.pair_key for c, _ in latest)
+            stored = {c.pair_key: (c, prev) for c, prev in latest}
+            own, previous = stored.get(pair.key, (result.comparison, self.previous_of(result.comparison)))
+            files = self.renderer.write(own, existing, previous)
+            # Reports that link to this pair ("people also compare") change when it first appears; the
+            # render manifest leaves every other report untouched.
+            for related in self.catalogue.related_pairs(pair):
+                if related.key in stored:
+                    other, its_previous = stored[related.key]
+                    self.renderer.write(other, existing, its_previous)
+            self.renderer.write_index([c for c, _ in latest])
         return RunOutcome(result=result, files=files)
 
     def previous_of(self, comparison: Comparison) -> Comparison | None:
@@ -156,6 +167,10 @@ class Workspace:
 
     def render_all(self) -> list[Path]:
         """Re-render every stored pair's latest generation and the index; no model calls."""
+        with self.renderer.locked(self.settings.lock_timeout_s):
+            return self._render_all()
+
+    def _render_all(self) -> list[Path]:
         pairs = self.store.latest_with_previous()
         latest = [c for c, _ in pairs]
         existing = frozenset(c.pair_key for c in latest)

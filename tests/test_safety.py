@@ -75,7 +75,7 @@ def test_prompt_injection_in_sources_stays_data(workspace: Path, fake: FakeLLM) 
     )
     written = sorted(p.relative_to(workspace).as_posix() for p in (workspace / "reports").rglob("*") if p.is_file())
     assert written == [
-        "reports/.render-manifest.json",
+        "reports/.render-manifest.json", "reports/.render.lock",
         "reports/computer-vision/image-classification-vs-image-segmentation.html",
         "reports/computer-vision/image-classification-vs-image-segmentation.json",
         "reports/computer-vision/image-classification-vs-image-segmentation.md",
