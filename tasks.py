@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -32,6 +33,10 @@ STAMP = VENV / ".installed"
 REFERENCE = "image-classification,image-segmentation"
 LLAMA = "llama-cpp-python==0.3.36"  # keep in step with pyproject.toml's `local` extra
 PORTABLE = "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+# Checkers nobody here wrote, for the browser and HTML tests: axe-core (injected into Chromium) and
+# the W3C Nu HTML Checker (vnu.jar, run by Java). Exact versions, installed from npm into the venv.
+CHECKERS = VENV / "checkers"
+CHECKER_PACKAGES = ("axe-core@4.14.1", "vnu-jar@26.9.27", "sitemap@8.0.3")  # sitemap: for its sitemaps.org XSD
 WHEELHOUSE = Path(os.environ.get("PIPELINE_WHEELHOUSE", Path.home() / ".cache" / "comparison-pipeline" / "wheels"))
 
 
@@ -74,11 +79,29 @@ def install() -> None:
     STAMP.write_text(wanted)
 
 
+def checkers() -> None:
+    """npm installs the checkers once per version set; without npm the tests that need them skip
+    (locally) or fail (under CI), saying what to install."""
+    stamp = CHECKERS / ".installed"
+    if stamp.exists() and stamp.read_text() == " ".join(CHECKER_PACKAGES):
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        print("npm not found: the axe-core and Nu checker tests will not run (apt-get install npm)", flush=True)
+        return
+    CHECKERS.mkdir(parents=True, exist_ok=True)
+    # --ignore-scripts: vnu-jar's postinstall would download a Java runtime; Debian's java is used instead.
+    sh(npm, "install", "--prefix", CHECKERS, "--no-audit", "--no-fund", "--ignore-scripts", "--save-exact",
+       *CHECKER_PACKAGES)  # fmt: skip
+    stamp.write_text(" ".join(CHECKER_PACKAGES))
+
+
 def demo(args: list[str]) -> None:
     sh(BIN / "pipeline", "run", "--pair", REFERENCE, *args)
 
 
 def check(args: list[str]) -> None:
+    checkers()
     sh(BIN / "ruff", "format", "--check", "pipeline", "tests", "bench", "tasks.py")
     sh(BIN / "ruff", "check", "pipeline", "tests", "bench", "tasks.py")
     sh(BIN / "mypy")

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
+from pipeline import wording
 from pipeline.errors import ConfigError, PipelineError, StoreError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -121,7 +122,8 @@ def run(
         click.echo(f"{pair.key}: cache hit, no model call (generated {r.comparison.generated_at})")
     else:
         u = r.usage
-        click.echo(f"{pair.key}: model called, {r.attempts} attempt(s), {u.total_tokens} tokens ({u.describe()})")
+        attempts = wording.count(r.attempts, "attempt")
+        click.echo(f"{pair.key}: model called, {attempts}, {u.total_tokens} tokens ({u.describe()})")
     for path in outcome.files:
         click.echo(f"  wrote {_rel(path, ws.root)}")
 
@@ -158,7 +160,8 @@ def render(obj: Context) -> None:
     ws = obj.open("pipeline render")
     paths = ws.render_all()
     count = sum(1 for p in paths if p.suffix == ".json")
-    click.echo(f"rendered {count} comparison(s) and the index into {_rel(ws.settings.reports_dir, ws.root)}")
+    rendered = wording.count(count, "comparison")
+    click.echo(f"rendered {rendered} and the index into {_rel(ws.settings.reports_dir, ws.root)}")
 
 
 @cli.command()
@@ -428,7 +431,7 @@ def store_import(obj: Context, folders: tuple[Path, ...]) -> None:
     store.require_writable("pipeline store import")
     done = import_(store, list(folders))
     counts = ", ".join(f"{n} {t}" for t, n in done.added.items())
-    click.echo(f"imported {done.folders} export(s) in {done.seconds:.2f} s: added {counts}")
+    click.echo(f"imported {wording.count(done.folders, 'export')} in {done.seconds:.2f} s: added {counts}")
     click.echo("write the reports with: pipeline render")
 
 
@@ -516,8 +519,11 @@ def doctor(obj: Context) -> None:
     report = check(obj.open("pipeline doctor"))
     for finding in report.findings:
         click.echo(f"{finding.where}: {finding.problem}")
-    state = "ok" if report.ok else f"{len(report.findings)} problem(s)"
-    click.echo(f"checked {report.checked_generations} generation(s) and {report.checked_files} report file(s): {state}")
+    state = "ok" if report.ok else wording.count(len(report.findings), "problem")
+    click.echo(
+        f"checked {wording.count(report.checked_generations, 'generation')} and "
+        f"{wording.count(report.checked_files, 'report file')}: {state}"
+    )
     sys.exit(0 if report.ok else 1)
 
 
@@ -545,7 +551,7 @@ def quality(obj: Context, json_path: str | None) -> None:
     t = found.totals()
     c = t["claims"]
     click.echo(
-        f"{t['reports']} report(s): {t['passing']} pass every gate, {t['failing']} fail one, "
+        f"{wording.count(t['reports'], 'report')}: {t['passing']} pass every gate, {t['failing']} fail one, "
         f"{t['made_before_gates']} made before the gates; claims: {c['supported']} supported "
         f"({100 * t['supported_share']:.0f}%), {c['weak']} weak, {c['unsupported']} unsupported, {c['uncited']} uncited"
     )

@@ -180,10 +180,15 @@ def render_markdown(d: Diff) -> str:
 def summary_lines(d: Diff, limit: int = 8) -> list[str]:
     """The short list for a report's "Changes since the previous generation" section."""
     ordered = sorted(d.changes, key=lambda c: (not c.material, c.kind == "source"))
-    lines = [f"{c.where}: {_fmt(c)}" for c in ordered[:limit]]
+    # "value" / "rating" said out loud: "Accuracy / X: value 0 → 7" and "rating 1 → 9 (+8)" read differently.
+    lines = [f"{_where(c)}: {c.kind + ' ' if c.kind in ('value', 'rating') else ''}{_fmt(c)}" for c in ordered[:limit]]
     if len(ordered) > limit:
-        lines.append(f"and {len(ordered) - limit} more (see `pipeline diff`)")
+        lines.append(f"and {len(ordered) - limit} more (pipeline diff lists them all)")
     return lines
+
+
+def _where(c: Change) -> str:
+    return f"Overall / {c.where}" if c.kind == "overall" else c.where
 
 
 def _fmt(c: Change) -> str:

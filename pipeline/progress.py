@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from pipeline.providers.base import ProgressFn
+from pipeline.wording import count
 
 
 @contextmanager
@@ -45,9 +46,8 @@ def batch_progress(total: int, label: str) -> Iterator[Callable[[Any, int, int],
 
         def line(outcome: Any, done: int, total_: int) -> None:
             tally(outcome)
-            detail = (
-                f" ({outcome.attempts} attempt(s), {outcome.usage.total_tokens} tokens)" if outcome.attempts else ""
-            )
+            attempts = count(outcome.attempts, "attempt")
+            detail = f" ({attempts}, {outcome.usage.total_tokens} tokens)" if outcome.attempts else ""
             reason = f": {outcome.error}" if outcome.error else ""
             print(f"[{done}/{total_}] {outcome.pair_key} {outcome.status}{detail}{reason}", file=sys.stderr, flush=True)
 

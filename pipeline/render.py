@@ -56,14 +56,18 @@ class Renderer:
         reports_dir: Path,
         overrides: dict[str, list[Override]] | None = None,
         caps: dict[str, int] | None = None,
+        base_url: str = "",
     ):
-        """`caps`: the length limits of the schema's sentence fields, for the quality line's gates."""
+        """`caps`: the length limits of the schema's sentence fields, for the quality line's gates;
+        `base_url`: where the reports folder is published (`[publish] base_url`), for canonical links,
+        the sitemap and the feed."""
         from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
         self.catalogue = catalogue
         self.reports_dir = reports_dir
         self.overrides = overrides or {}
         self.caps = caps or {}
+        self.base_url = base_url.rstrip("/")
         options: dict[str, Any] = {
             "loader": FileSystemLoader(str(TEMPLATES)),
             "undefined": StrictUndefined,
@@ -176,19 +180,23 @@ class Renderer:
                 self._manifest_cache = {}
         return self._manifest_cache
 
-    def write_index(self, comparisons: list[Comparison]) -> list[Path]:
-        """`index.md` and `index.html`: every report by category, with winner, scores and date."""
+    def write_index(
+        self, comparisons: list[Comparison], previous: dict[str, Comparison | None] | None = None
+    ) -> list[Path]:
+        """The index (`index.md`, `index.html`), one page per category (`<category>/index.*`), the Atom
+        feed of the latest generations (`feed.xml`, each with what changed since `previous`) and, with
+        a `[publish] base_url`, `sitemap.xml`."""
         entries: list[dict[str, Any]] = []
         for c in comparisons:
             pair = self.catalogue.pair(c.pair_key, allow_cross_category=True)
             won, sa, sb = winner(c.data, pair.category)
             entries.append(
                 {
+                    "c": c,
                     "category": pair.category,
                     "pair": pair,
-                    "href": f"{pair.category.id}/{pair.slug}",
                     "winner": {"a": pair.a.name, "b": pair.b.name, "tie": "Tie"}[won],
-                    "overall": {"a": f"{sa:.2f}", "b": f"{sb:.2f}"},
+                    "result": _result(pair, won, sa, sb),
                     "date": c.generated_at[:10],
                     "demo": c.provider == "local" and c.model == BUNDLED_MODEL,
                 }
@@ -196,17 +204,56 @@ class Renderer:
         entries.sort(key=lambda e: (e["category"].name, e["pair"].key))
         groups: dict[str, list[dict[str, Any]]] = {}
         for e in entries:
-            groups.setdefault(e["category"].name, []).append(e)
-        view = {"groups": groups, "count": len(entries)}
+            groups.setdefault(e["category"].id, []).append(e)
+        categories = {e["category"].id: e["category"] for e in entries}
+        pages = [(self.reports_dir, "", groups, "Comparison reports")]
+        pages += [(self.reports_dir / cid, "../", {cid: groups[cid]}, categories[cid].name) for cid in groups]
         paths = []
-        for ext, env in (("md", self.md_env), ("html", self.html_env)):
-            path = self.reports_dir / f"index.{ext}"
-            atomic_write(path, _tidy(env.get_template(f"index.{ext}.j2").render(**view)))
-            paths.append(path)
+        for folder, root, shown, title in pages:
+            view = {"groups": shown, "categories": categories, "count": sum(len(v) for v in shown.values()),
+                    "root": root, "title": title, "top": not root}  # fmt: skip
+            for ext, env in (("md", self.md_env), ("html", self.html_env)):
+                path = folder / f"index.{ext}"
+                atomic_write(path, _tidy(env.get_template(f"index.{ext}.j2").render(**view)))
+                paths.append(path)
+        paths.append(self._write_feed(entries, previous or {}))
+        if self.base_url:
+            paths.append(self._write_sitemap(entries, categories))
         if self._manifest_cache is not None:
             # Another process may write it too; losing its entries only costs a re-render later.
             atomic_write(self.reports_dir / MANIFEST, json.dumps(self._manifest_cache, indent=0, sort_keys=True))
         return paths
+
+    def _write_feed(self, entries: list[dict[str, Any]], previous: dict[str, Comparison | None]) -> Path:
+        """An Atom feed of each pair's latest generation, newest first, with what changed since the one before."""
+        from pipeline.diff import diff_reports, summary_lines
+
+        items = []
+        for e in sorted(entries, key=lambda e: (e["c"].generated_at, e["pair"].key), reverse=True)[:200]:
+            c, pair = e["c"], e["pair"]
+            before = previous.get(c.pair_key)
+            if before is None:
+                changes = ["First generation."] if c.pair_key in previous else []
+            else:
+                found = diff_reports(report_json(self.view(pair, before)), report_json(self.view(pair, c)))
+                changes = summary_lines(found)[:8] or ["No changes in content."]
+            items.append({**e, "changes": changes, "href": f"{pair.category.id}/{pair.slug}.html"})
+        view = {"items": items, "base": f"{self.base_url}/" if self.base_url else "",
+                "updated": items[0]["c"].generated_at if items else "1970-01-01T00:00:00Z"}  # fmt: skip
+        path = self.reports_dir / "feed.xml"
+        atomic_write(path, _tidy(self.html_env.get_template("feed.xml.j2").render(**view)))
+        return path
+
+    def _write_sitemap(self, entries: list[dict[str, Any]], categories: dict[str, Any]) -> Path:
+        newest: dict[str, str] = {}
+        for e in entries:
+            newest[e["category"].id] = max(newest.get(e["category"].id, ""), e["date"])
+        urls = [(f"{self.base_url}/index.html", max(newest.values(), default=""))]
+        urls += [(f"{self.base_url}/{cid}/index.html", newest[cid]) for cid in sorted(categories)]
+        urls += [(f"{self.base_url}/{e['category'].id}/{e['pair'].slug}.html", e["date"]) for e in entries]
+        path = self.reports_dir / "sitemap.xml"
+        atomic_write(path, _tidy(self.html_env.get_template("sitemap.xml.j2").render(urls=urls)))
+        return path
 
     def view(self, pair: Pair, c: Comparison, existing: frozenset[str] = frozenset()) -> dict[str, Any]:
         data, applied, unresolved = apply_overrides(c.data, self.overrides.get(pair.key, []), pair)
@@ -231,6 +278,8 @@ class Renderer:
             for side in ("a", "b"):
                 path = f"{side}.dimensions.{r['name']}"
                 r[side].update(_claim_view(found.get(path), verdicts.get(path, "")))
+            # who leads on this feature, by feature score (direction applied)
+            r["leader"] = "a" if r["a"]["score"] > r["b"]["score"] else "b" if r["b"]["score"] > r["a"]["score"] else ""
         points = {
             side: {
                 kind: [
@@ -288,12 +337,18 @@ class Renderer:
             "tokens": c.usage.total_tokens,
             "overrides": {"applied": [o.describe() for o in applied], "unresolved": [o.describe() for o in unresolved]},
             "overall_chart": grouped_bars([("Overall score", score_a, score_b)]),
+            # Feature scores, not raw ratings: where less is better the bar is 11 - rating, so a longer bar
+            # is always better (a complexity rated 1 is the best, not the shortest, bar).
             "ratings_chart": grouped_bars(
                 [
-                    (d.name, data["a"]["dimensions"][d.name]["rating"], data["b"]["dimensions"][d.name]["rating"])
-                    for d in dims
+                    (d.name if d.higher_is_better else f"{d.name} (less is better)", r["a"]["score"], r["b"]["score"])
+                    for d, r in zip(dims, rows, strict=True)
                 ]
             ),
+            "headline": _headline(pair, won, score_a, score_b),
+            "scores_line": _result(pair, won, score_a, score_b).replace(" · ", ", ") + " (overall, out of 10)",
+            "description": _description(pair, won, score_a, score_b),
+            "canonical": f"{self.base_url}/{pair.category.id}/{pair.slug}.html" if self.base_url else "",
         }
 
 
@@ -318,6 +373,18 @@ def report_json(view: dict[str, Any]) -> dict[str, Any]:
             "winner": view["winner"],
             "winner_name": view["winner_name"],
             "tie_band": pair.category.tie_band,
+            "headline": view["headline"],
+            # Enough to recompute the overall scores from this file alone (schemas/report.schema.json).
+            "dimensions": [
+                {
+                    "name": d.name,
+                    "weight": d.weight,
+                    "higher_is_better": d.higher_is_better,
+                    "feature_score": {"a": r["a"]["score"], "b": r["b"]["score"]},
+                    "leader": r["leader"] or None,
+                }
+                for d, r in zip(pair.category.dimensions, view["rows"], strict=True)
+            ],
             "people_also_compare": [r["key"] for r in view["related"]],
         },
         "previous_generated_at": (view.get("previous") or {}).get("generated_at"),
@@ -333,9 +400,34 @@ def report_json(view: dict[str, Any]) -> dict[str, Any]:
             "params": c.params,
             "sources": list(c.sources),
             "attempts": c.attempts,
-            "usage": {"prompt_tokens": c.usage.prompt_tokens, "completion_tokens": c.usage.completion_tokens},
+            "usage": {
+                "prompt_tokens": c.usage.prompt_tokens,
+                "completion_tokens": c.usage.completion_tokens,
+                "cached_tokens": c.usage.cached_tokens,
+                "reasoning_tokens": c.usage.reasoning_tokens,
+            },
         },
     }
+
+
+def _result(pair: Pair, won: str, score_a: float, score_b: float) -> str:
+    """Both overall scores, the winner's first: "Image Segmentation 7.40 · Image Classification 6.93"."""
+    first, second = ((pair.b, score_b), (pair.a, score_a)) if won == "b" else ((pair.a, score_a), (pair.b, score_b))
+    return f"{first[0].name} {first[1]:.2f} · {second[0].name} {second[1]:.2f}"
+
+
+def _headline(pair: Pair, won: str, score_a: float, score_b: float) -> str:
+    """The result at a glance, the winner first: "Image Segmentation wins, 7.40 to 6.93"."""
+    if won == "tie":
+        return f"A tie: {pair.a.name} {score_a:.2f}, {pair.b.name} {score_b:.2f} out of 10"
+    win, lose, ws, ls = (pair.a, pair.b, score_a, score_b) if won == "a" else (pair.b, pair.a, score_b, score_a)
+    return f"{win.name} wins, {ws:.2f} to {ls:.2f} out of 10 for {lose.name}"
+
+
+def _description(pair: Pair, won: str, score_a: float, score_b: float) -> str:
+    dims = ", ".join(d.name.lower() for d in pair.category.dimensions[:4])
+    return (f"{pair.a.name} vs {pair.b.name} ({pair.category.name}): {dims} and more, rated from cited sources. "
+            f"{_headline(pair, won, score_a, score_b)}.")  # fmt: skip
 
 
 def _passages(c: Comparison, pair: Pair) -> list[dict[str, str]]:

@@ -119,6 +119,13 @@ class BatchAPIPolicy:
 
 
 @dataclass(frozen=True)
+class PublishPolicy:
+    """`[publish]`: where the reports folder is served, for canonical links and the sitemap ("" = not set)."""
+
+    base_url: str = ""
+
+
+@dataclass(frozen=True)
 class GroundingPolicy:
     """`[grounding]`: an optional judge (a provider profile) that checks claims against their passages."""
 
@@ -139,6 +146,7 @@ class Settings:
     fetch: Any = None  # pipeline.fetch.FetchPolicy, from [fetch]
     batch_api: BatchAPIPolicy = field(default_factory=BatchAPIPolicy)
     grounding: GroundingPolicy = field(default_factory=GroundingPolicy)
+    publish: PublishPolicy = field(default_factory=PublishPolicy)
 
     @property
     def config_dir(self) -> Path:
@@ -195,7 +203,18 @@ def load_settings(workspace: Path, *, store: str | None = None) -> Settings:
         fetch=_fetch_policy(cfg.get("fetch", {}), cfg_path),
         batch_api=_batch_api_policy(cfg.get("batch_api", {}), cfg_path),
         grounding=_grounding_policy(cfg.get("grounding", {}), cfg_path, profiles),
+        publish=_publish_policy(cfg.get("publish", {}), cfg_path),
     )
+
+
+def _publish_policy(raw: dict[str, Any], cfg_path: Path) -> PublishPolicy:
+    policy: PublishPolicy = _dataclass_from(PublishPolicy, raw, cfg_path, "publish")
+    url = policy.base_url.strip().rstrip("/")
+    if url and (not url.startswith(("https://", "http://")) or any(ch in url for ch in " <>\"'?#")):
+        raise ConfigError(
+            f'{cfg_path}: [publish] base_url must be an http(s) URL such as "https://example.org/reports"'
+        )
+    return replace(policy, base_url=url)
 
 
 def _grounding_policy(raw: dict[str, Any], cfg_path: Path, profiles: dict[str, ProviderProfile]) -> GroundingPolicy:

@@ -72,7 +72,7 @@ class Workspace:
 
         overrides = load_overrides(self.settings.config_dir, self.catalogue)
         caps = caps_of(canonical_json(self.canonical[0]))
-        return Renderer(self.catalogue, self.settings.reports_dir, overrides, caps)
+        return Renderer(self.catalogue, self.settings.reports_dir, overrides, caps, self.settings.publish.base_url)
 
     def profile(self, provider: str | None, model: str | None) -> tuple[ProviderProfile, str]:
         return choose_profile(self.settings, provider, model)
@@ -150,7 +150,7 @@ class Workspace:
                 if related.key in stored:
                     other, its_previous = stored[related.key]
                     self.renderer.write(other, existing, its_previous)
-            self.renderer.write_index([c for c, _ in latest])
+            self.renderer.write_index([c for c, _ in latest], {c.pair_key: prev for c, prev in latest})
         return RunOutcome(result=result, files=files)
 
     def previous_of(self, comparison: Comparison) -> Comparison | None:
@@ -181,7 +181,7 @@ class Workspace:
                 "restore them in config/catalogue/ (nothing was rendered)"
             )
         paths = [p for c, prev in pairs for p in self.renderer.write(c, existing, prev, force=True)]
-        return paths + self.renderer.write_index(latest)
+        return paths + self.renderer.write_index(latest, {c.pair_key: prev for c, prev in pairs})
 
     def _renderable(self, comparison: Comparison) -> bool:
         a, b = comparison.pair_key.split(",")

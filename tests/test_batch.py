@@ -89,7 +89,7 @@ def test_batch_of_55_with_faults_ends_with_exactly_the_right_statuses(workspace:
     assert db(workspace, "SELECT status, count(*) FROM run_items GROUP BY status ORDER BY status") == [
         ("failed", 1), ("generated", 54)
     ]  # fmt: skip
-    assert len(list((workspace / "reports/widgets").glob("*.md"))) == 54
+    assert len(list((workspace / "reports/widgets").glob("*-vs-*.md"))) == 54
     assert "[1/55]" not in result.stdout and "widget" in result.stderr  # per-item lines go to stderr
 
     calls = fake.calls
@@ -167,7 +167,7 @@ def test_ctrl_c_keeps_what_arrived_and_resume_finishes(workspace: Path, fake: Fa
     # repeated calls: at most the two that were in flight when Ctrl-C came
     assert fake.calls - calls_before <= 55 - stored + 2
     assert calls_before <= stored + 2 + 1
-    md = list((workspace / "reports/widgets").glob("*.md"))
+    md = list((workspace / "reports/widgets").glob("*-vs-*.md"))
     assert len(md) == 55 and not list((workspace / "reports/widgets").glob(".*.tmp"))
 
 

@@ -77,7 +77,7 @@ def test_submit_then_collect_stores_every_answer_at_the_discounted_price(ws: Pat
     costs = {round(c, 9) for (c,) in db(ws, "SELECT cost FROM run_items")}
     assert costs == {round(BATCH_COST, 9)}
     assert db(ws, "SELECT DISTINCT status FROM runs") == [("finished",)]
-    assert len(list((ws / "reports/widgets").glob("*.html"))) == PAIRS
+    assert len(list((ws / "reports/widgets").glob("*-vs-*.html"))) == PAIRS
     assert not list((ws / ".pipeline/batch-api").glob("*/*.jsonl"))  # answer files cleaned up once stored
 
     again = cli(ws, "batch", "--collect")

@@ -94,17 +94,21 @@ def test_report_changes_section_and_clean_git_diff(run_cli, workspace: Path, fak
     allowed = (
         "| Speed | 1 | higher |",  # the rating row
         "| Overall score (out of 10) |",  # the overall score
-        "**Tie** — overall",  # the verdict line quotes the overall scores
+        "**Tie** — Image Classification",  # the headline and verdict lines quote the overall scores
+        "| Overall (out of 10) |",
+        "| Speed | Moderate",  # the matrix row gains its "(leads)" mark
+        "Contents: ",  # the table of contents gains "Changes"
         "Computer Vision · as of",  # dates
         "This side-by-side report for",
         "| Generated at |",
+        "| Generation id |",
         "| Previous generation |",
         "## Changes since the previous generation",  # the changes section
         "Compared with the generation of",
-        "- Speed / Image Classification: 6 → 7 (+1)",
-        "- Image Classification: 5.73 → 5.87 (+0.14)",
+        "- Speed / Image Classification: rating 6 → 7 (+1)",
+        "- Overall / Image Classification: 5.73 → 5.87 (+0.14)",
     )
     assert changed, diff
     unexpected = [line for line in changed if line.strip() and not line.startswith(allowed)]
-    assert unexpected == [], diff
+    assert unexpected == [], (unexpected, diff)
     assert any(line.startswith("| Speed | 1 | higher | 7/10 | 6/10 |") for line in changed)

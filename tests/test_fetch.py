@@ -229,7 +229,7 @@ def test_report_cites_passages_of_a_url_source(workspace: Path, fake: FakeLLM, p
     assert result.returncode == 0, result.stderr
     md = (workspace / "reports/web-frameworks/django-vs-flask.md").read_text()
     assert url_ids and f"\\[{url_ids[0]}\\]" in md
-    footnote = next(line for line in md.splitlines() if line.startswith(f"- **{url_ids[0]}** "))
+    footnote = next(line for line in md.splitlines() if line.startswith(f"- **\\[{url_ids[0]}\\]** "))
     assert "dashboards" in footnote and md_escape(f"{pages.base}/article") in footnote and "retrieved 20" in footnote
     assert "Unrelated claim about pricing. \\[" in md and "(not supported by the cited passage)" in md
     report = json.loads((workspace / "reports/web-frameworks/django-vs-flask.json").read_text())

@@ -161,7 +161,7 @@ def test_each_gate_violation_is_re_asked_naming_field_and_rule(run_cli, fake: Fa
     fake.mutate = mutate
     result = run_cli("run", "--pair", PAIR.key)
     assert result.exit_code == 0, result.output
-    assert "3 attempt(s)" in result.stdout and fake.calls == 3
+    assert "3 attempts" in result.stdout and fake.calls == 3
     second = fake.requests[1]["messages"][-1]["content"]
     assert "a.dimensions.Complexity.rating:" in second and "must be 3-8, not 10" in second
     assert "[rule: value-rating]" in second
@@ -217,7 +217,7 @@ def test_every_gate_is_re_asked_and_the_corrected_answer_accepted(run_cli, fake:
     fake.mutate = mutate
     result = run_cli("run", "--pair", PAIR.key)
     assert result.exit_code == 0, result.output
-    assert fake.calls == 2 and "2 attempt(s)" in result.stdout
+    assert fake.calls == 2 and "2 attempts" in result.stdout
     reask = fake.requests[1]["messages"][-1]["content"]
     line = next(line for line in reask.splitlines() if line.startswith(f"- {path}:"))
     # the schema enforces citation scope first (an enum per subject); every other rule is named

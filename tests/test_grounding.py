@@ -59,7 +59,7 @@ def test_the_judge_is_one_costed_cached_call_shown_beside_the_lexical_measure(ru
     judge_workspace(workspace)
     first = run_cli("run", "--pair", PAIR)
     assert first.exit_code == 0, first.output
-    assert fake.calls == 2 and "1 attempt(s), 300 tokens" in first.stdout  # the judge's tokens are counted
+    assert fake.calls == 2 and "1 attempt, 300 tokens" in first.stdout  # the judge's tokens are counted
     judged = fake.requests[1]
     assert "Claim id: a.dimensions.Accuracy" in judged["messages"][1]["content"]
     assert judged["response_format"]["json_schema"]["schema"]["properties"]["verdicts"]["required"][0].startswith("a.")

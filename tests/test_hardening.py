@@ -287,7 +287,7 @@ def test_names_with_tabs_newlines_and_double_spaces_can_be_generated(run_cli, wo
     cat = workspace / "config/catalogue/computer-vision.toml"
     cat.write_text(cat.read_text().replace('name = "Image Classification"', 'name = "Image\\tClassification  \\n"'))
     result = run_cli("run", "--pair", PAIR)
-    assert result.exit_code == 0 and "1 attempt(s)" in result.stdout, result.output
+    assert result.exit_code == 0 and "1 attempt" in result.stdout, result.output
     assert "# Image Classification vs Image Segmentation" in (workspace / MD).read_text()
 
 

@@ -92,7 +92,7 @@ def test_a_profile_may_allow_re_asking_a_refusal(run_cli, fake: FakeLLM, workspa
     profile_extra(workspace, "reask_refusals = 1")
     fake.push({"kind": "refusal"})
     result = run_cli("run", "--pair", PAIR)
-    assert result.exit_code == 0 and fake.calls == 2 and "2 attempt(s)" in result.stdout
+    assert result.exit_code == 0 and fake.calls == 2 and "2 attempts" in result.stdout
 
 
 def test_a_refusal_in_a_batch_fails_that_item_with_the_reason(run_cli, fake: FakeLLM) -> None:

@@ -140,7 +140,12 @@ def test_golden_reports_for_the_reference_pair(tmp_path: Path, ext: str) -> None
 def test_reference_report_content(tmp_path: Path) -> None:
     rendered = Renderer(CAT, tmp_path).render(make(), EXISTING)
     assert "as of June 2026" in rendered.files["md"]
-    assert "**Winner: Image Segmentation** — overall 6.93 vs 7.40." in rendered.files["md"]
+    md = rendered.files["md"]
+    scores = "Image Segmentation 7.40, Image Classification 6.93 (overall, out of 10)"
+    assert f"**Winner: Image Segmentation** — {scores}." in md
+    assert "Image Segmentation wins, 7.40 to 6.93 out of 10 for Image Classification." in md
+    assert md.startswith("[All reports](../index.md) › [Computer Vision](index.md)\n")
+    assert "| Generation id | `0123456789abcdef` |" in md and "generated 2026-06-15 09:30:00 UTC" in md
     assert (
         "- [Image Classification vs Object Detection](image-classification-vs-object-detection.md)"
         in (rendered.files["md"])
@@ -159,10 +164,12 @@ def test_rendering_twice_is_byte_identical_and_written_atomically(tmp_path: Path
         "image-classification-vs-image-segmentation.md",
     ]  # fmt: skip — and no temporary files left behind
     report = json.loads(second[1])
-    assert report["computed"] == {
+    computed = {k: v for k, v in report["computed"].items() if k not in ("dimensions", "headline")}
+    assert computed == {
         "overall": {"a": 6.93, "b": 7.4}, "winner": "b", "winner_name": "Image Segmentation", "tie_band": 0.25,
         "people_also_compare": [p.key for p in CAT.related_pairs(PAIR)],
     }  # fmt: skip
+    assert [d["name"] for d in report["computed"]["dimensions"]] == [d.name for d in PAIR.category.dimensions]
 
 
 def test_demo_model_reports_are_labelled(tmp_path: Path) -> None:
@@ -233,7 +240,8 @@ def test_html_contains_no_script_handler_or_unsafe_link(tmp_path: Path) -> None:
     assert "script" not in found["tags"] and "img" not in found["tags"] and "iframe" not in found["tags"]
     assert found["handlers"] == []
     assert found["tags"].count("svg") == 2  # the two charts; no injected <svg>
-    # Our only links: relative report links built from catalogue slugs, and citations to passages in the
-    # page (ids checked against P<number>); never javascript:, data: or remote.
-    assert found["links"] and all(re.fullmatch(r"[a-z0-9-]+\.html|#passage-P[0-9]{1,3}", h) for h in found["links"])
+    # Our only links: relative report and index links built from catalogue slugs, the table of contents,
+    # and citations to passages in the page (ids checked against P<number>); never javascript:, data: or remote.
+    pattern = r"(\.\./)?[a-z0-9-]+\.html|#passage-P[0-9]{1,3}|#[a-z]+"
+    assert found["links"] and all(re.fullmatch(pattern, h) for h in found["links"]), found["links"]
     assert "&lt;script&gt;" in page  # the text is shown, escaped

@@ -75,12 +75,17 @@ def test_prompt_injection_in_sources_stays_data(workspace: Path, fake: FakeLLM) 
     )
     written = sorted(p.relative_to(workspace).as_posix() for p in (workspace / "reports").rglob("*") if p.is_file())
     assert written == [
-        "reports/.render-manifest.json", "reports/.render.lock",
+        "reports/.render-manifest.json",
+        "reports/.render.lock",
         "reports/computer-vision/image-classification-vs-image-segmentation.html",
         "reports/computer-vision/image-classification-vs-image-segmentation.json",
         "reports/computer-vision/image-classification-vs-image-segmentation.md",
-        "reports/index.html", "reports/index.md",
-    ]  # fmt: skip
+        "reports/computer-vision/index.html",
+        "reports/computer-vision/index.md",
+        "reports/feed.xml",
+        "reports/index.html",
+        "reports/index.md",
+    ]  # fmt: skip — no sitemap.xml: [publish] base_url is unset
 
 
 @pytest.mark.parametrize(
@@ -152,7 +157,7 @@ def test_failing_write_leaves_no_half_written_report(workspace: Path, fake: Fake
 def test_doctor_finds_edited_reports_and_broken_rows(workspace: Path, fake: FakeLLM) -> None:
     assert cli(workspace, "run", "--pair", PAIR).returncode == 0
     ok = cli(workspace, "doctor")
-    assert ok.returncode == 0 and "checked 1 generation(s) and 3 report file(s): ok" in ok.stdout
+    assert ok.returncode == 0 and "checked 1 generation and 3 report files: ok" in ok.stdout
     md = workspace / "reports/computer-vision/image-classification-vs-image-segmentation.md"
     md.write_text(md.read_text() + "edited\n")
     edited = cli(workspace, "doctor")

@@ -106,7 +106,7 @@ def test_four_shards_run_apart_and_merge_into_one_store_without_duplicates(
 
     rendered = cli(workspace, "--store", str(merged), "render")
     assert rendered.returncode == 0, rendered.stderr
-    assert "rendered 55 comparison(s)" in rendered.stdout
+    assert "rendered 55 comparisons" in rendered.stdout
     # A re-run against the merged store finds every pair fresh: no model call.
     rerun = cli(workspace, "--store", str(merged), "batch", "--category", "widgets")
     assert rerun.returncode == 0 and "0 generated, 55 fresh" in rerun.stdout
