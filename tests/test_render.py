@@ -245,3 +245,26 @@ def test_html_contains_no_script_handler_or_unsafe_link(tmp_path: Path) -> None:
     pattern = r"(\.\./)?[a-z0-9-]+\.html|#passage-P[0-9]{1,3}|#[a-z]+"
     assert found["links"] and all(re.fullmatch(pattern, h) for h in found["links"]), found["links"]
     assert "&lt;script&gt;" in page  # the text is shown, escaped
+
+
+def _luminance(hex_colour: str) -> float:
+    channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(x: str, y: str) -> float:
+    """WCAG 2.x contrast ratio of two sRGB colours."""
+    light, dark = sorted((_luminance(x), _luminance(y)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_chart_series_colours_meet_wcag_non_text_contrast(tmp_path: Path) -> None:
+    """WCAG 1.4.11: graphics need 3:1 against the background and, to tell the series apart, each other."""
+    html = Renderer(CAT, tmp_path).render(make(), EXISTING).files["html"]
+    series_a = set(re.findall(r'class="bar bar-a"[^>]* fill="(#[0-9A-Fa-f]{6})"', html))
+    hatch = set(re.findall(r'<pattern id="ratings-chart-hatch"[^>]*><rect [^>]*fill="(#[0-9A-Fa-f]{6})"', html))
+    assert len(series_a) == 1 and len(hatch) == 1
+    (a,), (b,) = series_a, hatch
+    assert contrast(a, "#FFFFFF") >= 3 and contrast(b, "#FFFFFF") >= 3 and contrast(a, b) >= 3
+    assert round(contrast("#E69F00", "#FFFFFF"), 2) == 2.25  # the old orange, as the issue measured it
