@@ -10,7 +10,6 @@ run stopped before the item finished.
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import hashlib
 import re
@@ -20,13 +19,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.catalogue import Catalogue, read_toml
 from pipeline.errors import CatalogueError, ConfigError, SourceError
+from pipeline.exitcodes import Verdict, exit_code
 from pipeline.models import Pair, Usage
+from pipeline.pricing import Price
+from pipeline.text import utc_seconds
 
 DONE = ("generated", "fresh")
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
@@ -48,6 +50,23 @@ class BatchSpec:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+    def with_flags(
+        self, *, category: str | None = None, concurrency: int | None = None, shard: tuple[int, int] | None = None
+    ) -> BatchSpec:
+        """The spec as the command line changes it: flags win over the batch file."""
+        spec = self
+        if category:
+            spec = replace(spec, categories=(*spec.categories, category))
+        if concurrency:
+            spec = replace(spec, concurrency=concurrency)
+        if shard:
+            spec = replace(spec, name=f"{spec.name} (shard {shard[0]}/{shard[1]})")
+        return spec
+
+    def budget(self, max_cost: float | None) -> float:
+        """`--max-cost` if given, else the batch file's `[limits] max_cost` (0: none)."""
+        return self.max_cost if max_cost is None else max_cost
 
 
 def parse_age(text: str, where: str) -> float | None:
@@ -164,10 +183,10 @@ class RunSummary:
         return sum(i.cost for i in self.items)
 
     @property
-    def exit_code(self) -> int:
+    def verdict(self) -> Verdict:
         if self.interrupted:
-            return 130
-        return 0 if all(i.status in DONE for i in self.items) else 1
+            return Verdict.INTERRUPTED
+        return Verdict.DONE if all(i.status in DONE for i in self.items) else Verdict.FAILED
 
     def as_dict(self) -> dict[str, Any]:
         u = self.usage
@@ -177,36 +196,9 @@ class RunSummary:
             "stopped_by_budget": self.stopped_by_budget,
             "counts": {s: self.count(s) for s in ("generated", "fresh", "failed", "skipped", "pending")},
             "tokens": {"prompt": u.prompt_tokens, "completion": u.completion_tokens},
-            "cost": round(self.cost, 6), "exit_code": self.exit_code,
+            "cost": round(self.cost, 6), "exit_code": int(exit_code(self.verdict)),
             "items": [i.row() for i in self.items],
         }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Price:
-    input_per_mtok: float
-    output_per_mtok: float
-    cached_input_per_mtok: float | None = None  # prompt tokens served from the provider's cache
-
-    def cost(self, usage: Usage) -> float:
-        """Dollars: uncached and cached prompt tokens at their rates, completion (reasoning included) at output."""
-        cached = min(usage.cached_tokens, usage.prompt_tokens)
-        cached_rate = self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok
-        prompt = (usage.prompt_tokens - cached) * self.input_per_mtok + cached * cached_rate
-        return (prompt + usage.completion_tokens * self.output_per_mtok) / 1e6
-
-
-def load_price(config_dir: Path, model: str) -> Price | None:
-    """The price of a model from config/prices.toml (a fine-tuned `ft:<base>:...` model: its own entry, else none)."""
-    path = config_dir / "prices.toml"
-    models = read_toml(path).get("models", {}) if path.exists() else {}
-    entry = models.get(model)
-    if not entry:
-        return None
-    cached = entry.get("cached_input_per_mtok")
-    return Price(
-        float(entry["input_per_mtok"]), float(entry["output_per_mtok"]), None if cached is None else float(cached)
-    )
 
 
 ItemFn = Callable[[ItemOutcome, int, int], None]  # (outcome, done, total)
@@ -242,7 +234,7 @@ def plan(ws: Any, pairs: list[Pair], provider: Any, *, max_age_s: float | None, 
         if cached is None:
             items.append(PlanItem(pair, job, "generate", "new inputs (cache key not in the store)"))
             continue
-        age = now - calendar.timegm(time.strptime(cached.generated_at, "%Y-%m-%dT%H:%M:%SZ"))
+        age = now - utc_seconds(cached.generated_at)
         if pair.key in done_before:
             items.append(PlanItem(pair, job, "fresh", "finished by the run being resumed", cached))
         elif force:
@@ -488,17 +480,3 @@ def prepare_batch(
         resumed_from, statuses = last
         done_before = {key for key, status in statuses.items() if status in DONE}
     return plan(ws, pairs, provider, max_age_s=spec.max_age_s, force=force, done_before=done_before), resumed_from
-
-
-def estimate(items: list[PlanItem], max_tokens: int, price: Price | None) -> dict[str, Any]:
-    """What a run would spend: prompt tokens from the rendered messages, completion at half of max_tokens."""
-    todo = [i for i in items if i.action == "generate"]
-    prompt = sum(sum(len(m["content"]) for m in i.job.messages.messages) // 4 for i in todo)
-    usage = Usage(prompt, len(todo) * max_tokens // 2)
-    return {
-        "generate": len(todo),
-        "fresh": len(items) - len(todo),
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "cost": round(price.cost(usage), 4) if price else None,
-    }

@@ -18,7 +18,6 @@ before the next one starts, so any command can be stopped and run again:
 
 from __future__ import annotations
 
-import calendar
 import hashlib
 import json
 import logging
@@ -35,17 +34,19 @@ from pipeline.batch import (
     BatchSpec,
     ItemOutcome,
     PlanItem,
-    Price,
     _failed_args,
     _generation_args,
     _one_line,
     new_run_id,
 )
 from pipeline.errors import ConfigError, PipelineError, ProviderError
+from pipeline.exitcodes import Verdict
 from pipeline.generate import model_attempts
 from pipeline.models import AttemptRecord, Completion, Problem, Usage
+from pipeline.pricing import Price, load_price
 from pipeline.settings import BatchAPIPolicy
-from pipeline.store import Ledger, utc_now
+from pipeline.store import Ledger
+from pipeline.text import utc_now, utc_seconds
 
 log = logging.getLogger("pipeline")
 
@@ -239,7 +240,7 @@ def advance(ws: Any, provider: Any, run_id: str, policy: BatchAPIPolicy) -> None
 
 def _find_batch(provider: Any, run_id: str, tag: str, created_at: str) -> dict[str, Any] | None:
     """A batch this run created whose id was not recorded (the process stopped right after creating it)."""
-    since = calendar.timegm(time.strptime(created_at, "%Y-%m-%dT%H:%M:%SZ")) - 60
+    since = utc_seconds(created_at) - 60
     for batch in _call(provider, provider.client.batches.list, limit=100):
         meta = batch.metadata or {}
         if meta.get("pipeline_run") == run_id and meta.get("pipeline_part") == tag:
@@ -340,6 +341,31 @@ def cancel(ws: Any, run: dict[str, Any]) -> RunState:
         done = _call(provider, provider.client.batches.cancel, row["batch_id"])
         _set_batch(ws, *key, status=done.status)
     return state(ws, {**run, "status": "cancelling"})
+
+
+def collect_until_done(
+    ws: Any, runs: list[dict[str, Any]], *, wait: bool, poll_s: float | None, say: Say
+) -> list[RunState]:
+    """Collect every run once, or (`wait`) again every `poll_s` seconds until none is still open."""
+    policy = ws.settings.batch_api
+    states: dict[str, RunState] = {}
+    pending = list(runs)
+    while True:
+        for run in pending:
+            price = load_price(ws.settings.config_dir, run["spec"]["model"])
+            states[run["run_id"]] = collect(ws, run, policy, price, say)
+        pending = [r for r in pending if states[r["run_id"]].open]
+        if not pending or not wait:
+            return list(states.values())
+        time.sleep(poll_s or policy.poll_s)
+
+
+def verdict_of(states: list[RunState]) -> Verdict:
+    """Still running somewhere: waiting; any item failed, pending or skipped: failed; else done."""
+    if any(st.open for st in states):
+        return Verdict.WAITING
+    bad = any(st.counts.get(s, 0) for st in states for s in ("failed", "pending", "skipped"))
+    return Verdict.FAILED if bad else Verdict.DONE
 
 
 def collect(ws: Any, run: dict[str, Any], policy: BatchAPIPolicy, price: Price | None, say: Say) -> RunState:
@@ -470,10 +496,8 @@ class _Collector:
     def job(self, pair_key: str, cache_key: str) -> Any:
         """The job as it was submitted: rebuilt from the catalogue and stored snapshots (no fetching)."""
         if pair_key not in self.jobs:
-            if not self.ws.settings.fetch.offline:
-                self.ws.go_offline()
             pair = self.ws.pair(pair_key, cross_category=True)
-            self.jobs[pair_key] = self.ws.prepare(pair, self.provider)
+            self.jobs[pair_key] = self.ws.prepare(pair, self.provider, from_snapshots=True)
         job = self.jobs[pair_key]
         if job.cache_key != cache_key:
             raise ConfigError(

@@ -245,7 +245,8 @@ def _subject(raw: dict[str, Any], category: str, path: Path, index: int) -> Subj
             sources.append(SourceSpec(kind="file", label=label or clean(rel), path=rel))
         elif "url" in s:
             from pipeline.errors import SourceError
-            from pipeline.fetch import check_url, safe_url
+            from pipeline.fetch import check_url
+            from pipeline.text import safe_url
 
             url = _typed(s, "url", str, f"{where}: sources[{j}]", "")
             try:

@@ -18,30 +18,49 @@ from typing import Any, TypeVar
 import click
 
 from pipeline import wording
-from pipeline.errors import ConfigError, PipelineError, StoreError
+from pipeline.errors import PipelineError, StoreError
+from pipeline.exitcodes import Verdict, exit_code
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("pipeline")
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
 def handles_errors(func: F) -> F:
-    """Turn library errors into one line on stderr and the right exit code."""
+    """Turn library errors into one line on stderr and their exit code (`exitcodes.exit_code`)."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except PipelineError as exc:
-            _fail(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            _fail("interrupted; nothing half-written was kept", 130)
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exit_code(exc))
+        except KeyboardInterrupt as exc:
+            click.echo("error: interrupted; nothing half-written was kept", err=True)
+            sys.exit(exit_code(exc))
 
     return wrapper  # type: ignore[return-value]
+
+
+class _StderrHandler(logging.StreamHandler[Any]):
+    """Writes to whatever `sys.stderr` is now (a command run in-process by a test gets its own)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def _log_to_stderr(level: int) -> None:
+    """The pipeline's log lines as `LEVEL: message` on stderr, configured once per process."""
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(level)
 
 
 class Context:
@@ -49,10 +68,10 @@ class Context:
         self.workspace_flag = workspace
         self.store_flag = store
 
-    def open(self, holder: str) -> Any:
+    def open(self, holder: str, *, offline: bool = False) -> Any:
         from pipeline.workspace import Workspace
 
-        return Workspace(self.workspace_flag, store=self.store_flag, holder=holder)
+        return Workspace(self.workspace_flag, store=self.store_flag, holder=holder, offline=offline)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,11 +82,7 @@ class Context:
 @click.pass_context
 def cli(ctx: click.Context, workspace: str | None, store: str | None, verbose: bool) -> None:
     """Generate validated, cached, dated "X vs Y" comparison reports with an LLM."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _log_to_stderr(logging.INFO if verbose else logging.WARNING)
     ctx.obj = Context(workspace, store)
 
 
@@ -105,9 +120,7 @@ def run(
     offline: bool,
 ) -> None:
     """Generate (or take from the cache) one comparison and write its reports."""
-    ws = obj.open(f"pipeline run --pair {pair_ref}")
-    if offline:
-        ws.go_offline()
+    ws = obj.open(f"pipeline run --pair {pair_ref}", offline=offline)
     pair = ws.pair(pair_ref, cross_category=cross_category)
     profile, why = ws.profile(provider, model)
     if not provider and ws.settings.default_provider == "auto":
@@ -208,9 +221,8 @@ def batch(
     2 usage error, 75 the store stayed busy or (--collect) batches are still running,
     130 interrupted (resume with --resume).
     """
-    import dataclasses
-
     from pipeline import batch as b
+    from pipeline.pricing import check_budget, estimate, load_price
 
     if collect or cancel:
         if batch_file or category or (collect and cancel):
@@ -219,19 +231,13 @@ def batch(
         return
     if batch_file is None and category is None:
         raise click.UsageError("give a batch file or --category")
-    ws = obj.open(f"pipeline batch {batch_file or '--category ' + str(category)}")
+    ws = obj.open(f"pipeline batch {batch_file or '--category ' + str(category)}", offline=offline)
     if not dry_run:
         ws.store.require_writable("pipeline batch")
-    if offline:
-        ws.go_offline()
-    spec = b.load_batch(batch_file) if batch_file else b.BatchSpec(name=f"category-{category}")
-    if category:
-        spec = dataclasses.replace(spec, categories=(*spec.categories, category))
-    if concurrency:
-        spec = dataclasses.replace(spec, concurrency=concurrency)
     shard_of = b.parse_shard(shard) if shard else None
-    if shard_of:
-        spec = dataclasses.replace(spec, name=f"{spec.name} (shard {shard_of[0]}/{shard_of[1]})")
+    spec = (b.load_batch(batch_file) if batch_file else b.BatchSpec(name=f"category-{category}")).with_flags(
+        category=category, concurrency=concurrency, shard=shard_of
+    )
     profile, why = ws.profile(provider or spec.provider, model or spec.model)
     if not (provider or spec.provider) and ws.settings.default_provider == "auto":
         click.echo(f"provider: {profile.name} ({why})", err=True)
@@ -241,34 +247,23 @@ def batch(
 
         require_batchable(backend)
     items, resumed_from = b.prepare_batch(ws, spec, backend, force=force, resume=resume, shard=shard_of)
-    price = b.load_price(ws.settings.config_dir, backend.model)
+    price = load_price(ws.settings.config_dir, backend.model)
     if price is None:
         log.warning("no price for model %s in config/prices.toml; costs are shown as 0", backend.model)
-    policy = ws.settings.batch_api
-    if reask:
-        policy = dataclasses.replace(policy, reask=reask)
+    policy = ws.settings.batch_api.with_reask(reask)
+    discount = policy.discount if via == "openai-batch" else 1.0
+    todo = [i.job.messages for i in items if i.action == "generate"]
+    est = estimate(todo, len(items) - len(todo), ws.settings.generation.max_tokens, price, discount=discount)
     if dry_run:
-        est = b.estimate(items, ws.settings.generation.max_tokens, price)
         for item in items:
             click.echo(f"{item.action:<9} {item.pair.key}  ({item.reason})")
-        if est["cost"] is not None and via == "openai-batch":
-            est["cost"] = round(est["cost"] * policy.discount, 4)
-        cost = "unknown" if est["cost"] is None else f"${est['cost']:.4f}"
-        click.echo(
-            f"dry run: {est['generate']} to generate, {est['fresh']} fresh; estimated "
-            f"{est['prompt_tokens']} prompt + {est['completion_tokens']} completion tokens, {cost}; nothing was called"
-        )
+        click.echo(f"dry run: {est.describe()}; nothing was called")
         return
-    budget = max_cost if max_cost is not None else spec.max_cost
+    budget = spec.budget(max_cost)
     if via == "openai-batch":
         from pipeline.batch_api import submit
 
-        est = b.estimate(items, ws.settings.generation.max_tokens, price)
-        if budget and price is not None and est["cost"] * policy.discount > budget:
-            raise ConfigError(
-                f"the batch would cost about ${est['cost'] * policy.discount:.2f} at Batch API prices, over the "
-                f"budget of ${budget:g}; raise --max-cost (or [limits] max_cost) or submit fewer pairs (--shard)"
-            )
+        check_budget(est, budget)
         sub = submit(ws, spec, items, backend, policy=policy, resumed_from=resumed_from,
                      concurrency=spec.concurrency)  # fmt: skip
         click.echo(
@@ -285,11 +280,7 @@ def batch(
         return
     from pipeline.progress import batch_progress
 
-    # Ctrl-C and a scheduler's SIGTERM both stop the batch the same careful way, even when the
-    # process was started with SIGINT ignored (as background jobs of a non-interactive shell are).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-
+    _stop_on_signals()
     with batch_progress(len(items), spec.name) as on_item:
         summary = b.run_batch(ws, spec, items, backend, price=price, max_cost=budget, resumed_from=resumed_from,
                               on_item=on_item)  # fmt: skip
@@ -305,17 +296,21 @@ def batch(
         click.echo(f"interrupted: what had arrived is stored; finish with: {hint}", err=True)
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(130)  # in-flight calls are abandoned; their items stay pending for --resume
-    sys.exit(summary.exit_code)
+        os._exit(exit_code(summary.verdict))  # in-flight calls are abandoned; their items stay pending for --resume
+    sys.exit(exit_code(summary.verdict))
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C and a scheduler's SIGTERM both stop the work the same careful way, even when the process
+    was started with SIGINT ignored (as background jobs of a non-interactive shell are)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def _collect_or_cancel(
     obj: Context, cancel: bool, run_id: str | None, wait: bool, poll: float | None, json_path: str | None
 ) -> None:
-    import time
-
     from pipeline import batch_api as api
-    from pipeline.batch import load_price
 
     ws = obj.open("pipeline batch --cancel" if cancel else "pipeline batch --collect")
     runs = api.open_runs(ws, run_id)
@@ -328,24 +323,13 @@ def _collect_or_cancel(
             click.echo(f"run {st.run_id} ({st.name}): cancel requested; collect what was answered with "
                        "pipeline batch --collect")  # fmt: skip
         return
-    policy = ws.settings.batch_api
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    states: dict[str, Any] = {}
-    pending = list(runs)
+    _stop_on_signals()
     try:
-        while True:
-            for run in pending:
-                price = load_price(ws.settings.config_dir, run["spec"]["model"])
-                states[run["run_id"]] = api.collect(ws, run, policy, price, lambda m: click.echo(m, err=True))
-            pending = [r for r in pending if states[r["run_id"]].open]
-            if not pending or not wait:
-                break
-            time.sleep(poll or policy.poll_s)
-    except KeyboardInterrupt:
+        states = api.collect_until_done(ws, runs, wait=wait, poll_s=poll, say=lambda m: click.echo(m, err=True))
+    except KeyboardInterrupt as exc:
         click.echo("interrupted: everything collected so far is stored; run pipeline batch --collect again", err=True)
-        sys.exit(130)
-    for st in states.values():
+        sys.exit(exit_code(exc))
+    for st in states:
         c = st.counts
         click.echo(
             f"run {st.run_id} ({st.name}): {st.status}; {c.get('generated', 0)} generated, {c.get('fresh', 0)} fresh, "
@@ -353,12 +337,11 @@ def _collect_or_cancel(
             f"{st.usage.prompt_tokens}+{st.usage.completion_tokens} tokens, ${st.cost:.4f}"
         )
     if json_path:
-        _write_json(json_path, [st.as_dict() for st in states.values()])
-    if any(st.open for st in states.values()):
+        _write_json(json_path, [st.as_dict() for st in states])
+    verdict = api.verdict_of(states)
+    if verdict is Verdict.WAITING:
         click.echo("some batches are still running; run pipeline batch --collect again later", err=True)
-        sys.exit(75)
-    bad = any(st.counts.get(s, 0) for st in states.values() for s in ("failed", "pending", "skipped"))
-    sys.exit(1 if bad else 0)
+    sys.exit(exit_code(verdict))
 
 
 def _print_summary(summary: Any) -> None:
@@ -448,13 +431,13 @@ def history(obj: Context, pair_ref: str) -> None:
     generations = ws.store.history(pair.key)
     if not generations:
         raise StoreError(f"no stored comparison for {pair.key}; run `pipeline run --pair {pair.key}` first")
-    from pipeline.scoring import winner
+    from pipeline.scoring import winner, winner_name
 
     previous = None
     for c in generations:
         won, sa, sb = winner(c.data, pair.category)
         changed = ", ".join(input_changes(previous, c)) if previous else "first generation"
-        name = {"a": pair.a.name, "b": pair.b.name, "tie": "tie"}[won]
+        name = winner_name(pair, won)
         click.echo(
             f"{c.generated_at}  {c.generation_id}  {c.provider}/{c.model}  overall {sa:.2f}-{sb:.2f} "
             f"({name})  inputs: {changed}"
@@ -503,7 +486,7 @@ def diff(obj: Context, targets: tuple[str, ...], from_ref: str, to_ref: str, fmt
         click.echo(d.render_markdown(result), nl=False)
     else:
         click.echo(d.render_text(result, color=sys.stdout.isatty()), nl=False)
-    sys.exit(1 if result.material else 0)
+    sys.exit(exit_code(result.verdict))
 
 
 @cli.command()
@@ -524,7 +507,7 @@ def doctor(obj: Context) -> None:
         f"checked {wording.count(report.checked_generations, 'generation')} and "
         f"{wording.count(report.checked_files, 'report file')}: {state}"
     )
-    sys.exit(0 if report.ok else 1)
+    sys.exit(exit_code(report.verdict))
 
 
 @cli.command()
@@ -557,7 +540,7 @@ def quality(obj: Context, json_path: str | None) -> None:
     )
     if json_path:
         _write_json(json_path, found.as_dict())
-    sys.exit(1 if found.failing else 0)
+    sys.exit(exit_code(found.verdict))
 
 
 def _details(row: dict[str, Any]) -> str:

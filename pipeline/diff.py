@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.exitcodes import Verdict
 from pipeline.grounding import point_text
+from pipeline.text import md_escape
 
 REWORD_SIMILARITY = 0.6
 LISTS = (("a", "pros"), ("a", "cons"), ("b", "pros"), ("b", "cons"))
@@ -41,6 +43,11 @@ class Diff:
     @property
     def material(self) -> bool:
         return any(c.material for c in self.changes)
+
+    @property
+    def verdict(self) -> Verdict:
+        """A material change asks for review: the command fails so that a scheduler notices."""
+        return Verdict.FAILED if self.material else Verdict.DONE
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -162,7 +169,6 @@ def render_text(d: Diff, color: bool = False) -> str:
 
 
 def render_markdown(d: Diff) -> str:
-    from pipeline.render import md_escape
 
     lines = [f"**Comparison diff** from {md_escape(d.old_label)} to {md_escape(d.new_label)}", ""]
     if not d.changes:

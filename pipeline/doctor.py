@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import CatalogueError
+from pipeline.exitcodes import Verdict
 
 
 @dataclass
@@ -31,6 +32,10 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.findings
+
+    @property
+    def verdict(self) -> Verdict:
+        return Verdict.DONE if self.ok else Verdict.FAILED
 
 
 def check(ws: Any) -> Report:

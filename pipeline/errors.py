@@ -1,7 +1,7 @@
 """The one error tree of the pipeline.
 
 Third-party exceptions are wrapped once, where they enter our code, and every
-error carries what a user needs to act on it. The CLI maps classes to exit codes::
+error carries what a user needs to act on it. `pipeline.exitcodes.exit_code` maps classes to exit codes::
 
     PipelineError                      exit 2 unless stated
     ├── ConfigError                    settings, provider profiles, flags
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
 class PipelineError(Exception):
     """Base class. `str(err)` is the one line the CLI prints."""
-
-    exit_code = 2
 
 
 class ConfigError(PipelineError):
@@ -70,28 +68,24 @@ class QuotaError(ProviderError):
     pass
 
 
-class _AnsweredError(ProviderError):
+class AnsweredError(ProviderError):
     """The model answered, but not with a comparison: the item fails (exit 1) with its attempts kept."""
-
-    exit_code = 1
 
     def __init__(self, message: str, *, attempts: Sequence[AttemptRecord] = ()):
         super().__init__(message)
         self.attempts = list(attempts)
 
 
-class RefusedError(_AnsweredError):
+class RefusedError(AnsweredError):
     pass
 
 
-class ContentFilteredError(_AnsweredError):
+class ContentFilteredError(AnsweredError):
     pass
 
 
 class OutputInvalidError(PipelineError):
     """Every attempt produced output that failed validation."""
-
-    exit_code = 1
 
     def __init__(
         self,
@@ -112,7 +106,7 @@ class StoreError(PipelineError):
 
 
 class StoreBusyError(StoreError):
-    exit_code = 75
+    pass
 
 
 class RenderError(PipelineError):

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, StoreError
-from pipeline.store import MIGRATIONS, utc_now
+from pipeline.store import MIGRATIONS
+from pipeline.text import utc_now
 
 FORMAT = "comparison-store-export/1"
 

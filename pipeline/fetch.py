@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from pipeline.errors import SourceError
+from pipeline.text import normalise, safe_url, utc_now
 
 log = logging.getLogger("pipeline")
 
@@ -81,20 +82,6 @@ class Snapshot:
     content_type: str
     sha256: str
     text: str
-
-
-def safe_url(url: str) -> str:
-    """A URL for logs and reports: no user name, password, query or fragment (never raises)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "<malformed URL>"
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{port}" if port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def check_url(url: str) -> None:
@@ -277,7 +264,6 @@ def _kind(content_type: str) -> str | None:
 
 
 def _snapshot_of(url: str, final: str, response: Any, body: bytes) -> Snapshot:
-    from pipeline.gather import normalise
 
     ctype = response.headers.get("content-type", "")
     kind = _kind(ctype)
@@ -292,7 +278,7 @@ def _snapshot_of(url: str, final: str, response: Any, body: bytes) -> Snapshot:
     return Snapshot(
         url=url,
         final_url=safe_url(final),
-        fetched_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        fetched_at=utc_now(),
         status=response.status_code,
         etag=response.headers.get("etag", ""),
         last_modified=response.headers.get("last-modified", ""),

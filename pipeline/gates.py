@@ -35,7 +35,7 @@ from typing import Any
 
 from pipeline.grounding import content_words, point_text
 from pipeline.models import Dimension, Pair, Problem, Subject
-from pipeline.scoring import dimension_score, winner
+from pipeline.scoring import dimension_score, winner, winner_name
 
 VERSION = 1  # stored with each generation; generations made before it are listed, not failed
 GATES = {
@@ -224,7 +224,7 @@ def no_copies(data: dict[str, Any]) -> list[Problem]:
 
 def verdict(data: dict[str, Any], pair: Pair) -> list[Problem]:
     computed, sa, sb = winner(data, pair.category)
-    expected = {"a": pair.a.name, "b": pair.b.name, "tie": "tie"}[computed]
+    expected = winner_name(pair, computed)
     stated = data["verdict"]["winner"]
     if stated != expected:
         return [_p("verdict.winner", f"the ratings give {pair.a.name} {sa:.2f} and {pair.b.name} {sb:.2f} overall, "

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from pipeline.briefs import parse_brief
 from pipeline.errors import SourceError
 from pipeline.models import Source, SourceBundle, Subject
-from pipeline.untrusted import clean_block
+from pipeline.text import normalise
 
 if TYPE_CHECKING:
     from pipeline.fetch import Fetcher
@@ -57,11 +57,6 @@ def _brief(subject: Subject, workspace: Path, max_chars: int) -> Source:
         strengths=brief.strengths,
         limitations=brief.limitations,
     )
-
-
-def normalise(text: str) -> str:
-    """NFC, Unix newlines, no trailing spaces, no control or bidi characters (pipeline.untrusted)."""
-    return clean_block(text)
 
 
 def _make(subject_id: str, label: str, kind: str, location: str, text: str, max_chars: int) -> Source:

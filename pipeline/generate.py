@@ -45,7 +45,8 @@ from pipeline.providers.retry import RateGate, call_with_retries
 from pipeline.schema import canonical_json, sha256_of, specialise
 from pipeline.selection import Plan
 from pipeline.settings import GenerationParams, TransportPolicy
-from pipeline.store import Store, utc_now
+from pipeline.store import Store
+from pipeline.text import utc_now
 from pipeline.validate import parse, validate
 
 CACHE_FORMAT = "comparison-cache/2"  # 2: source hashes in the key

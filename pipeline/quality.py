@@ -13,6 +13,7 @@ from typing import Any
 
 from pipeline import gates
 from pipeline.catalogue import Catalogue
+from pipeline.exitcodes import Verdict
 from pipeline.grounding import Claim, claims, tally
 from pipeline.judge import tally as judge_tally
 from pipeline.models import Comparison, Pair, Problem
@@ -130,6 +131,10 @@ class Survey:
     @property
     def failing(self) -> list[Entry]:
         return [e for e in self.entries if e.quality.fails]
+
+    @property
+    def verdict(self) -> Verdict:
+        return Verdict.FAILED if self.failing else Verdict.DONE
 
     @property
     def ungated(self) -> list[Entry]:

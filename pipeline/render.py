@@ -29,18 +29,14 @@ from pipeline.overrides import apply as apply_overrides
 from pipeline.providers.local import BUNDLED_MODEL
 from pipeline.quality import assess
 from pipeline.schema import sha256_of
-from pipeline.scoring import dimension_score, winner
-from pipeline.untrusted import clean, harmless
+from pipeline.scoring import dimension_score, winner, winner_label
+from pipeline.text import md_escape, parse_utc
+from pipeline.untrusted import harmless
 
 TEMPLATES = Path(__file__).parent / "templates"
 log = logging.getLogger("pipeline")
 REPORT_FORMAT = 1
 MANIFEST = ".render-manifest.json"  # report -> fingerprint of what it was rendered from
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#~])")
-# GFM turns these into links on its own (autolinks): the scheme's colon and www's dot are escaped,
-# and an invisible word joiner (as an entity, so the .md source shows it) keeps an e-mail address inert.
-_AUTOLINK_SCHEME = re.compile(r"(?i)(https?|ftp|mailto|xmpp|irc|file)(:)")  # anywhere: "0http://x" links too
-_AUTOLINK_WWW = re.compile(r"(?i)(www)(\.)")
 
 
 @dataclass(frozen=True)
@@ -195,7 +191,7 @@ class Renderer:
                     "c": c,
                     "category": pair.category,
                     "pair": pair,
-                    "winner": {"a": pair.a.name, "b": pair.b.name, "tie": "Tie"}[won],
+                    "winner": winner_label(pair, won),
                     "result": _result(pair, won, sa, sb),
                     "date": c.generated_at[:10],
                     "demo": c.provider == "local" and c.model == BUNDLED_MODEL,
@@ -259,7 +255,7 @@ class Renderer:
         data, applied, unresolved = apply_overrides(c.data, self.overrides.get(pair.key, []), pair)
         dims = pair.category.dimensions
         won, score_a, score_b = winner(data, pair.category)
-        winner_name = {"a": pair.a.name, "b": pair.b.name, "tie": "Tie"}[won]
+        winner_name = winner_label(pair, won)
         rows: list[dict[str, Any]] = [
             {
                 "name": d.name,
@@ -296,7 +292,7 @@ class Renderer:
         cited = {i for cl in found.values() for i in cl.cited}
         counts, total = quality.counts, len(found)
         mode = str(c.params.get("mode", "write"))
-        generated = time.strptime(c.generated_at, "%Y-%m-%dT%H:%M:%SZ")
+        generated = parse_utc(c.generated_at)
         related = [
             {"title": f"{p.a.name} vs {p.b.name}", "slug": p.slug, "key": p.key, "exists": p.key in existing}
             for p in self.catalogue.related_pairs(pair)
@@ -459,16 +455,6 @@ def _finalize(value: Any) -> Any:
 
     # Markup is our own template output (charts, macros): already safe, and cleaning would unmark it.
     return harmless(value) if isinstance(value, str) and not isinstance(value, Markup) else value
-
-
-def md_escape(value: Any) -> str:
-    """Inert text for Markdown: one line; no raw HTML, emphasis, strikethrough, link, table or autolink syntax."""
-    text = clean(value)
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    text = _MD_SPECIAL.sub(r"\\\1", text)
-    text = _AUTOLINK_SCHEME.sub(r"\1\\\2", text)
-    text = _AUTOLINK_WWW.sub(r"\1\\\2", text)
-    return text.replace("@", "&#8288;@")
 
 
 def format_value(value: Any, dim: Dimension) -> str:

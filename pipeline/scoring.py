@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.models import Category, Dimension
+from pipeline.models import Category, Dimension, Pair
 
 
 def dimension_score(rating: int, dim: Dimension) -> int:
@@ -31,3 +31,13 @@ def winner(data: dict[str, Any], category: Category) -> tuple[str, float, float]
     if abs(sa - sb) <= category.tie_band:
         return "tie", sa, sb
     return ("a" if sa > sb else "b"), sa, sb
+
+
+def winner_name(pair: Pair, won: str) -> str:
+    """What the verdict says for `won` ('a', 'b' or 'tie'): the subject's name, or "tie"."""
+    return {"a": pair.a.name, "b": pair.b.name}.get(won, "tie")
+
+
+def winner_label(pair: Pair, won: str) -> str:
+    """The same for a reader: the subject's name, or "Tie"."""
+    return "Tie" if won == "tie" else winner_name(pair, won)

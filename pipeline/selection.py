@@ -33,7 +33,7 @@ from pipeline.errors import SourceError
 from pipeline.gates import ends_sentence, level_band, percent_band
 from pipeline.grounding import Passage, content_words, stem
 from pipeline.models import Dimension, Pair, Problem, Subject
-from pipeline.scoring import dimension_score, winner
+from pipeline.scoring import dimension_score, winner, winner_name
 
 RESERVE = 4  # passages kept for pros and cons (two each)
 MAX_CANDIDATES = 2  # passages offered per dimension
@@ -143,7 +143,7 @@ def compose(answer: dict[str, Any], the_plan: Plan) -> dict[str, Any]:
             "cons": [{"text": the_plan.text(p), "sources": [p]} for p in chosen["cons"]],
         }
     won, sa, sb = winner(data, pair.category)
-    data["verdict"] = {"winner": {"a": pair.a.name, "b": pair.b.name, "tie": "tie"}[won],
+    data["verdict"] = {"winner": winner_name(pair, won),
                        "reasoning": _reasoning(data, pair, won, sa, sb)}  # fmt: skip
     data["faq"] = _faq(data, pair, won, sa, sb)
     data["alternatives"] = list(the_plan.alternatives[:5])

@@ -117,6 +117,10 @@ class BatchAPIPolicy:
     discount: float = 0.5  # Batch API price as a share of the price table's
     poll_s: float = 60.0  # --wait: seconds between status checks
 
+    def with_reask(self, reask: str | None) -> BatchAPIPolicy:
+        """The policy with `--reask` applied (None: as configured)."""
+        return replace(self, reask=reask) if reask else self
+
 
 @dataclass(frozen=True)
 class PublishPolicy:

@@ -21,6 +21,7 @@ from typing import Any
 
 from pipeline.errors import StoreBusyError, StoreError
 from pipeline.models import AttemptRecord, Comparison, Usage
+from pipeline.text import utc_now
 from pipeline.untrusted import storable
 
 MIGRATIONS: list[tuple[str, str]] = [
@@ -225,10 +226,6 @@ class _NoLock:
 
     def release(self) -> None:
         pass
-
-
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class Store:

@@ -6,10 +6,10 @@ Everything is loaded on first use, so a command pays only for what it needs
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.catalogue import Catalogue, load_catalogue
 from pipeline.errors import CatalogueError, StoreError
@@ -24,6 +24,10 @@ from pipeline.settings import (
     resolve_workspace,
 )
 
+if TYPE_CHECKING:
+    from pipeline.fetch import Fetcher
+    from pipeline.generate import Job
+
 
 @dataclass(frozen=True)
 class RunOutcome:
@@ -32,14 +36,21 @@ class RunOutcome:
 
 
 class Workspace:
-    def __init__(self, root: str | None = None, *, store: str | None = None, holder: str = "pipeline"):
+    def __init__(
+        self, root: str | None = None, *, store: str | None = None, holder: str = "pipeline", offline: bool = False
+    ):
         self.root = resolve_workspace(root)
         self._store_flag = store
+        self._offline = offline
         self.holder = holder
 
     @cached_property
     def settings(self) -> Settings:
-        return load_settings(self.root, store=self._store_flag)
+        """The workspace's settings; `offline=True` (`--offline`) fetches nothing, whatever the file says."""
+        settings = load_settings(self.root, store=self._store_flag)
+        if self._offline and not settings.fetch.offline:
+            settings = replace(settings, fetch=replace(settings.fetch, offline=True))
+        return settings
 
     @cached_property
     def catalogue(self) -> Catalogue:
@@ -83,17 +94,17 @@ class Workspace:
         return make_provider(profile, self.settings.transport)
 
     @cached_property
-    def fetcher(self) -> Any:
+    def fetcher(self) -> Fetcher:
         from pipeline.fetch import Fetcher
 
         return Fetcher(self.store, self.settings.fetch)
 
-    def go_offline(self) -> None:
-        """Use stored snapshots of URL sources only (`--offline`)."""
-        from dataclasses import replace
+    @cached_property
+    def snapshot_fetcher(self) -> Fetcher:
+        """A fetcher that reads stored snapshots only (jobs rebuilt as they were submitted)."""
+        from pipeline.fetch import Fetcher
 
-        object.__setattr__(self.settings, "fetch", replace(self.settings.fetch, offline=True))
-        self.__dict__.pop("fetcher", None)
+        return Fetcher(self.store, replace(self.settings.fetch, offline=True))
 
     @cached_property
     def judge(self) -> Provider | None:
@@ -104,10 +115,12 @@ class Workspace:
     def pair(self, ref: str, *, cross_category: bool = False) -> Pair:
         return self.catalogue.pair(ref, allow_cross_category=cross_category)
 
-    def prepare(self, pair: Pair, provider: Provider) -> Any:
+    def prepare(self, pair: Pair, provider: Provider, *, from_snapshots: bool = False) -> Job:
+        """The job for a pair; `from_snapshots` reads URL sources from the store only (no fetching)."""
         from pipeline.generate import prepare
 
-        bundles = tuple(gather(s, self.root, self.settings.max_source_chars, self.fetcher) for s in (pair.a, pair.b))
+        fetcher = self.snapshot_fetcher if from_snapshots else self.fetcher
+        bundles = tuple(gather(s, self.root, self.settings.max_source_chars, fetcher) for s in (pair.a, pair.b))
         canonical, schema_sha = self.canonical
         others = self.catalogue.members(pair.category.id)
         return prepare(

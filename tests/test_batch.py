@@ -11,43 +11,16 @@ import threading
 import time
 from pathlib import Path
 
-import duckdb
 import pytest
 
+from tests.conftest import add_category, cli, db
 from tests.fakeserver import FakeLLM
-
-SUBJECTS = 11  # 55 pairs
-
-
-def add_category(ws: Path, subjects: int = SUBJECTS) -> None:
-    lines = ['[category]\nid = "widgets"\nname = "Widgets"\n',
-             '[[category.dimensions]]\nname = "Speed"\nkind = "level"\nlevels = ["Slow", "Fast"]\n',
-             '[[category.dimensions]]\nname = "Notes"\nkind = "text"\n']  # fmt: skip
-    for i in range(subjects):
-        lines.append(
-            f'[[subjects]]\nid = "widget-{i:02d}"\nname = "Widget {i:02d}"\nvendor = "Acme"\n'
-            f'description = "Widget number {i} is a test subject."\n'
-        )
-    (ws / "config/catalogue/widgets.toml").write_text("\n".join(lines))
 
 
 def pair_of(request: dict) -> str:
     text = request["messages"][1]["content"]
     names = sorted({w for w in text.split("(by Acme)")[0].split() if w.isdigit()})
     return "-".join(names)
-
-
-def cli(ws: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipeline", "--workspace", str(ws), *args],
-                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
-
-
-def db(ws: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(ws / ".pipeline/store.duckdb"), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_batch_of_55_with_faults_ends_with_exactly_the_right_statuses(workspace: Path, fake: FakeLLM) -> None:

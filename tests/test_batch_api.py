@@ -10,8 +10,8 @@ import duckdb
 import pytest
 
 from pipeline.batch_api import custom_id
+from tests.conftest import add_category, cli, db
 from tests.fakeserver import FakeLLM
-from tests.test_batch import add_category, cli, db
 
 PAIRS = 15  # 6 subjects
 

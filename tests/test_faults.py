@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import signal
 import subprocess
@@ -16,9 +17,12 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from pipeline.catalogue import load_catalogue
 from pipeline.store import Store
+from tests.conftest import add_category, cli, db
 from tests.fakeserver import FakeLLM
-from tests.test_batch import add_category, cli, db
+
+ROUNDS = int(os.environ.get("PIPELINE_RACE_ROUNDS", "5"))  # 20+ for a long run
 
 FAULTS = [  # (probability, behaviour) per attempt, as in the issue
     (0.10, {"kind": "status", "status": 429, "headers": {"retry-after": "0.3"}}),
@@ -68,7 +72,7 @@ def test_200_pairs_under_injected_faults(workspace: Path, fake: FakeLLM) -> None
 
     fake.chooser = chooser
     started = time.monotonic()
-    result = cli(workspace, "batch", "--category", "widgets", "--concurrency", "16", "--json", "-", timeout=600)
+    result = cli(workspace, "batch", "--category", "widgets", "--concurrency", "16", "--json", "-")
     wall = time.monotonic() - started
     assert result.returncode in (0, 1), result.stderr
     summary = json.loads(result.stdout[result.stdout.index("{") :])
@@ -141,22 +145,34 @@ def test_sigkill_at_random_points_then_resume(workspace: Path, fake: FakeLLM) ->
 
 
 def test_batch_and_five_runs_started_together(workspace: Path, fake: FakeLLM) -> None:
+    """Six processes race for one store; each either finishes its work or says the store was busy.
+
+    Every process that exits 0 must have stored exactly its generations (a batch: one per pair of
+    the category; a run: one), and at least one process per round must get through.
+    """
     cfg = workspace / "config/pipeline.toml"
     cfg.write_text(cfg.read_text() + "\n[store]\nlock_timeout_s = 60\n")
     fake.default = {"kind": "valid", "delay": 0.02}
     singles = ["django,flask", "django,fastapi", "express,flask", "fastapi,flask", "django,express"]
-    for round_ in range(20):
-        procs = [subprocess.Popen([sys.executable, "-m", "pipeline", "--workspace", str(workspace), "batch",
-                                   "--category", "message-brokers", "--force"],
+    brokers = len(list(itertools.combinations(load_catalogue(workspace / "config").members("message-brokers"), 2)))
+    assert brokers >= 3
+    base = [sys.executable, "-m", "pipeline", "--workspace", str(workspace)]
+    for round_ in range(ROUNDS):
+        before = db(workspace, "SELECT count(*) FROM generations")[0][0] if round_ else 0
+        procs = [subprocess.Popen([*base, "batch", "--category", "message-brokers", "--force"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]  # fmt: skip
-        procs += [subprocess.Popen([sys.executable, "-m", "pipeline", "--workspace", str(workspace), "run",
-                                    "--pair", p, "--force"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                  for p in singles]  # fmt: skip
+        procs += [subprocess.Popen([*base, "run", "--pair", p, "--force"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True) for p in singles]  # fmt: skip
+        codes = []
         for proc in procs:
             _out, err = proc.communicate(timeout=120)
+            codes.append(proc.returncode)
             assert proc.returncode in (0, 75), (round_, err)
             assert "Traceback" not in err and "IOException" not in err, err
             if proc.returncode == 75:
                 assert "is busy (held by pid" in err
+        assert 0 in codes, f"round {round_}: every process found the store busy ({codes})"
+        expected = (brokers if codes[0] == 0 else 0) + sum(1 for c in codes[1:] if c == 0)
+        assert db(workspace, "SELECT count(*) FROM generations")[0][0] - before == expected, (round_, codes)
     assert db(workspace, "SELECT count(*) - count(DISTINCT id) FROM generations") == [(0,)]
     assert cli(workspace, "doctor").returncode == 0

@@ -14,10 +14,10 @@ import pytest
 
 from pipeline.errors import SourceError
 from pipeline.fetch import Fetcher, FetchPolicy, fetch
-from pipeline.render import md_escape
 from pipeline.store import Store
+from pipeline.text import md_escape
+from tests.conftest import cli, db
 from tests.fakeserver import FakeLLM
-from tests.test_batch import cli, db
 
 ARTICLE = (
     "<html><head><title>Widget docs</title></head><body><nav>Home | Products | Login</nav>"
@@ -114,7 +114,7 @@ class Pages:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         return self
 
     def stop(self) -> None:

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from pipeline.catalogue import load_catalogue
 from pipeline.errors import PipelineError
 from pipeline.providers.openai_compat import _retry_after, _usage
-from pipeline.render import md_escape
 from pipeline.schema import load_canonical
+from pipeline.text import md_escape
 from pipeline.untrusted import MAX_COUNT, clean
 from pipeline.validate import parse, validate
 from tests.conftest import REPO

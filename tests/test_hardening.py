@@ -18,8 +18,8 @@ import pytest
 from pipeline import fetch as fetch_module
 from pipeline.errors import SourceError
 from pipeline.fetch import FetchPolicy, blocked, fetch
+from tests.conftest import cli, db
 from tests.fakeserver import FakeLLM
-from tests.test_batch import cli, db
 from tests.test_fetch import LOOPBACK
 
 PAIR = "image-classification,image-segmentation"
@@ -118,7 +118,7 @@ def test_redirects_to_malformed_or_inward_urls_are_refused(target: str) -> None:
             self.end_headers()
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    Thread(target=server.serve_forever, daemon=True).start()
+    Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
         with pytest.raises(SourceError) as info:
             fetch(f"http://127.0.0.1:{server.server_address[1]}/start", LOOPBACK)

@@ -226,7 +226,7 @@ def test_cached_and_reasoning_tokens_are_read_priced_and_shown(run_cli, fake: Fa
     assert summary["cost"] == pytest.approx(6 * (600 * 1.0 + 400 * 0.25 + 600 * 4.0) / 1e6)
     items = run_cli("runs", "--items", summary["run_id"]).stdout
     assert "(cached 400, reasoning 350)" in items
-    from pipeline.batch import Price
+    from pipeline.pricing import Price
 
     assert Price(1.0, 4.0).cost(Usage(1000, 600, 400, 350)) == pytest.approx((1000 + 2400) / 1e6)  # no cached rate
 

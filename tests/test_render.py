@@ -12,8 +12,9 @@ import pytest
 
 from pipeline.catalogue import load_catalogue
 from pipeline.models import Comparison, Usage
-from pipeline.render import Renderer, md_escape
+from pipeline.render import Renderer
 from pipeline.schema import load_canonical
+from pipeline.text import md_escape
 from pipeline.validate import validate
 from tests.conftest import REPO
 

@@ -16,7 +16,7 @@ from pipeline.errors import SourceError
 from pipeline.gates import level_band
 from pipeline.gather import gather
 from pipeline.grounding import passages
-from pipeline.render import md_escape
+from pipeline.text import md_escape
 from pipeline.validate import validate
 from pipeline.workspace import Workspace
 from tests.conftest import REPO, TEST_KEY, make_workspace

@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from pipeline.errors import StoreBusyError
+from pipeline.exitcodes import ExitCode, exit_code
 from pipeline.models import AttemptRecord, Comparison, Problem, Usage
 from pipeline.store import MIGRATIONS, Store
 
@@ -54,7 +55,7 @@ def test_busy_store_exits_75_and_names_the_holder(tmp_path: Path) -> None:
         started = time.monotonic()
         with pytest.raises(StoreBusyError, match=r"busy \(held by pid \d+ \(pipeline batch nightly\)") as err:
             Store(path, lock_timeout_s=0.5).find_cached("x")
-        assert err.value.exit_code == 75
+        assert exit_code(err.value) == ExitCode.BUSY == 75
         assert time.monotonic() - started < 5
     finally:
         holder.kill()

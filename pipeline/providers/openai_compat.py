@@ -15,7 +15,6 @@ import re
 import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.errors import (
     AuthenticationError,
@@ -31,6 +30,7 @@ from pipeline.providers.base import ProgressFn
 from pipeline.providers.capabilities import detect, next_dialect
 from pipeline.schema import for_dialect
 from pipeline.settings import GenerationParams, ProviderProfile, TransportPolicy
+from pipeline.text import safe_url
 from pipeline.untrusted import clean, storable
 from pipeline.untrusted import count as _count
 
@@ -67,7 +67,7 @@ class OpenAICompatProvider:
             )
         self._secret = key
         base_url = profile.base_url or (os.environ.get("OPENAI_BASE_URL") if profile.kind == "openai" else None) or None
-        self.endpoint = _safe_url(base_url or "https://api.openai.com/v1")
+        self.endpoint = safe_url(base_url or "https://api.openai.com/v1")
         self._client_args = (base_url, transport, http_client)
 
     def warm_up(self) -> None:
@@ -300,14 +300,6 @@ def _duration(value: str | None) -> float | None:
     units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
     total = sum(float(n) * units[u] for n, u in _DURATION_PART.findall(value.strip()))
     return total if total < 86_400 else None
-
-
-def _safe_url(url: str) -> str:
-    """The endpoint for messages: no userinfo, no query string."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class AzureProvider(OpenAICompatProvider):
