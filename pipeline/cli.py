@@ -243,16 +243,17 @@ def batch(
         click.echo(f"provider: {profile.name} ({why})", err=True)
     backend = ws.provider(profile)
     if via == "openai-batch":
-        from pipeline.batch_api import require_batchable
+        from pipeline.batch.api import require_batchable
 
         require_batchable(backend)
-    items, resumed_from = b.prepare_batch(ws, spec, backend, force=force, resume=resume, shard=shard_of)
+    items, resumed_from = b.prepare_batch(ws.catalogue, ws.store, lambda pair: ws.prepare(pair, backend), spec,
+                                          force=force, resume=resume, shard=shard_of)  # fmt: skip
     price = load_price(ws.settings.config_dir, backend.model)
     if price is None:
         log.warning("no price for model %s in config/prices.toml; costs are shown as 0", backend.model)
     policy = ws.settings.batch_api.with_reask(reask)
     discount = policy.discount if via == "openai-batch" else 1.0
-    todo = [i.job.messages for i in items if i.action == "generate"]
+    todo = [i.job.messages for i in items if i.job is not None and i.action == "generate"]
     est = estimate(todo, len(items) - len(todo), ws.settings.generation.max_tokens, price, discount=discount)
     if dry_run:
         for item in items:
@@ -261,10 +262,10 @@ def batch(
         return
     budget = spec.budget(max_cost)
     if via == "openai-batch":
-        from pipeline.batch_api import submit
+        from pipeline.batch.api import submit
 
         check_budget(est, budget)
-        sub = submit(ws, spec, items, backend, policy=policy, resumed_from=resumed_from,
+        sub = submit(ws.batch_context(), spec, items, backend, policy=policy, resumed_from=resumed_from,
                      concurrency=spec.concurrency)  # fmt: skip
         click.echo(
             f"run {sub.run_id} ({spec.name}, {profile.name}/{backend.model}): {sub.generate} submitted to the "
@@ -278,12 +279,13 @@ def batch(
         if sub.generate:
             click.echo("collect the answers with: pipeline batch --collect  (add --wait to wait for them)")
         return
+    from pipeline.batch.threads import run_batch
     from pipeline.progress import batch_progress
 
     _stop_on_signals()
     with batch_progress(len(items), spec.name) as on_item:
-        summary = b.run_batch(ws, spec, items, backend, price=price, max_cost=budget, resumed_from=resumed_from,
-                              on_item=on_item)  # fmt: skip
+        summary = run_batch(ws.batch_context(), spec, items, backend, price=price, max_cost=budget,
+                            resumed_from=resumed_from, on_item=on_item)  # fmt: skip
     _print_summary(summary)
     if json_path:
         _write_json(json_path, summary.as_dict())
@@ -310,22 +312,23 @@ def _stop_on_signals() -> None:
 def _collect_or_cancel(
     obj: Context, cancel: bool, run_id: str | None, wait: bool, poll: float | None, json_path: str | None
 ) -> None:
-    from pipeline import batch_api as api
+    from pipeline.batch import api
 
     ws = obj.open("pipeline batch --cancel" if cancel else "pipeline batch --collect")
-    runs = api.open_runs(ws, run_id)
+    ctx = ws.batch_context()
+    runs = api.open_runs(ws.store, run_id)
     if not runs:
         click.echo("no Batch API run is waiting to be collected")
         return
     if cancel:
         for run in runs:
-            st = api.cancel(ws, run)
+            st = api.cancel(ctx, run)
             click.echo(f"run {st.run_id} ({st.name}): cancel requested; collect what was answered with "
                        "pipeline batch --collect")  # fmt: skip
         return
     _stop_on_signals()
     try:
-        states = api.collect_until_done(ws, runs, wait=wait, poll_s=poll, say=lambda m: click.echo(m, err=True))
+        states = api.collect_until_done(ctx, runs, wait=wait, poll_s=poll, say=lambda m: click.echo(m, err=True))
     except KeyboardInterrupt as exc:
         click.echo("interrupted: everything collected so far is stored; run pipeline batch --collect again", err=True)
         sys.exit(exit_code(exc))
@@ -395,7 +398,7 @@ def store_group() -> None:
 @handles_errors
 def store_export(obj: Context, folder: Path) -> None:
     """Write the generations, attempts, schemas, snapshots and run ledger as Parquet files into FOLDER."""
-    from pipeline.exchange import export
+    from pipeline.store.exchange import export
 
     done = export(obj.open("pipeline store export").store, folder)
     counts = ", ".join(f"{n} {t}" for t, n in done.rows.items())
@@ -408,7 +411,7 @@ def store_export(obj: Context, folder: Path) -> None:
 @handles_errors
 def store_import(obj: Context, folders: tuple[Path, ...]) -> None:
     """Merge exported FOLDERS into this store; rows it already has are skipped (importing twice adds nothing)."""
-    from pipeline.exchange import import_
+    from pipeline.store.exchange import import_
 
     store = obj.open("pipeline store import").store
     store.require_writable("pipeline store import")

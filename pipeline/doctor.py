@@ -42,22 +42,17 @@ def check(ws: Any) -> Report:
     from jsonschema import Draft202012Validator
 
     from pipeline import gates
-    from pipeline.store import MIGRATIONS
+    from pipeline.store import migrations
     from pipeline.validate import semantic_problems
 
     report = Report()
     add = report.findings.append
-    with ws.store.session() as con:
-        applied = {row[0] for row in con.execute("SELECT name FROM _migrations").fetchall()}
-        schemas = dict(con.execute("SELECT sha256, body FROM schemas").fetchall())
-        rows = con.execute(
-            "SELECT id, pair_key, schema_sha256, data, params, sources FROM generations ORDER BY pair_key, id"
-        ).fetchall()
+    applied, schemas, rows = ws.store.checked_rows()
     # Generations stored before the schemas table existed can still be checked when they were
     # made with the schema file the workspace has now.
     canonical, canonical_sha = ws.canonical
     schemas.setdefault(canonical_sha, json.dumps(canonical))
-    for name, _sql in MIGRATIONS:
+    for name in migrations.names():
         if name not in applied:
             add(Finding("store", f"migration {name} is not applied"))
     for gid, pair_key, schema_sha, raw, params_raw, sources_raw in rows:

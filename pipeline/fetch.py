@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from pipeline.errors import SourceError
+from pipeline.store.snapshots import Snapshot
 from pipeline.text import normalise, safe_url, utc_now
 
 log = logging.getLogger("pipeline")
@@ -69,19 +70,6 @@ class FetchPolicy:
     allow_private: bool = False
     allow_loopback: bool = False
     offline: bool = False
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    url: str
-    final_url: str
-    fetched_at: str
-    status: int
-    etag: str
-    last_modified: str
-    content_type: str
-    sha256: str
-    text: str
 
 
 def check_url(url: str) -> None:

@@ -45,7 +45,7 @@ from pipeline.providers.retry import RateGate, call_with_retries
 from pipeline.schema import canonical_json, sha256_of, specialise
 from pipeline.selection import Plan
 from pipeline.settings import GenerationParams, TransportPolicy
-from pipeline.store import Store
+from pipeline.store import FailedAttempts, NewGeneration, Store
 from pipeline.text import utc_now
 from pipeline.validate import parse, validate
 
@@ -81,9 +81,10 @@ class Job:
     def mode(self) -> str:
         return "select" if self.plan else "write"
 
-    @cached_property
     def schema(self) -> dict[str, Any]:
-        """The schema the model is asked to follow: the pair's, or the plan's choices in selection mode."""
+        """The schema the model is asked to follow: the pair's, or the plan's choices in selection mode.
+
+        Made on each call, not kept: a batch of 10,000 jobs need not hold 10,000 large schemas."""
         return self.plan.schema() if self.plan else specialise(self.canonical, self.pair, self.scopes)
 
     def accept(self, answer: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
@@ -296,6 +297,16 @@ class Produced:
     def attempts(self) -> int:
         return model_attempts(list(self.records))
 
+    def written(self, records: Sequence[AttemptRecord] | None = None) -> NewGeneration | FailedAttempts:
+        """What the store keeps of it: the generation with its attempts, or the failed attempts.
+
+        `records` replaces the attempts (a Batch API item counts its batch answer as attempt 1)."""
+        attempts = self.records if records is None else tuple(records)
+        if self.comparison is None:
+            return FailedAttempts(self.invocation, self.job.pair.key, self.job.cache_key, attempts)
+        return NewGeneration(self.comparison, self.request, self.raw_response, sum(r.latency_ms for r in attempts),
+                             self.invocation, attempts, self.job.canonical_schema)  # fmt: skip
+
 
 def produce(
     job: Job,
@@ -321,7 +332,7 @@ def produce(
     request = {"messages": messages, "params": job.params.for_cache(), "provider": job.provider_identity}
     pair = job.pair
     try:
-        data, completion, answered_at = asker.ask(messages, job.schema, job.accept, first=first)
+        data, completion, answered_at = asker.ask(messages, job.schema(), job.accept, first=first)
     except ProviderError as exc:
         return Produced(job, invocation, tuple(asker.records), None, request, "", exc)
     except _StageFailed as failed:
@@ -373,20 +384,13 @@ def ask_judge(
 
 def commit(produced: Produced, store: Store) -> RunResult:
     """Store what was produced, in one short transaction; re-raise its error after keeping the attempts."""
-    job = produced.job
-    if produced.comparison is None:
-        store.save_failed_attempts(produced.invocation, job.pair.key, job.cache_key, produced.records)
+    written = produced.written()
+    if isinstance(written, FailedAttempts):
+        store.save_failed_attempts(written)
         assert produced.error is not None
         raise produced.error
-    store.save_generation(
-        produced.comparison,
-        request=produced.request,
-        raw_response=produced.raw_response,
-        latency_ms=sum(r.latency_ms for r in produced.records),
-        invocation_id=produced.invocation,
-        attempts=produced.records,
-        schema_body=job.canonical_schema,
-    )
+    assert produced.comparison is not None
+    store.save_generation(written)
     return RunResult(comparison=produced.comparison, cached=False, attempts=produced.attempts, usage=produced.usage)
 
 

@@ -25,8 +25,12 @@ from pipeline.settings import (
 )
 
 if TYPE_CHECKING:
+    from pipeline.batch.context import BatchContext
     from pipeline.fetch import Fetcher
     from pipeline.generate import Job
+    from pipeline.prompt import PromptBuilder
+    from pipeline.render import Renderer
+    from pipeline.store import Store
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ class Workspace:
         return load_catalogue(self.settings.config_dir)
 
     @cached_property
-    def store(self) -> Any:
+    def store(self) -> Store:
         from pipeline.store import Store
 
         return Store(self.settings.store_path, self.settings.lock_timeout_s, self.holder)
@@ -69,13 +73,13 @@ class Workspace:
         return load_canonical(self.settings.data_dir("schemas"))
 
     @cached_property
-    def prompts(self) -> Any:
+    def prompts(self) -> PromptBuilder:
         from pipeline.prompt import PromptBuilder
 
         return PromptBuilder(self.settings.data_dir("prompts"))
 
     @cached_property
-    def renderer(self) -> Any:
+    def renderer(self) -> Renderer:
         from pipeline.gates import caps_of
         from pipeline.overrides import load_overrides
         from pipeline.render import Renderer
@@ -111,6 +115,29 @@ class Workspace:
         """The grounding judge of `[grounding] judge`, if one is configured."""
         name = self.settings.grounding.judge
         return self.provider(self.settings.profiles[name]) if name else None
+
+    def provider_named(self, profile: str, model: str) -> Provider:
+        """The provider of a profile name and model (a submitted Batch API run's)."""
+        return self.provider(self.profile(profile, model)[0])
+
+    def batch_context(self) -> BatchContext:
+        """What the batch runners use of this workspace."""
+        from pipeline.batch.context import BatchContext
+
+        return BatchContext(
+            store=self.store,
+            renderer=self.renderer,
+            catalogue=self.catalogue,
+            prompts=self.prompts,
+            transport=self.settings.transport,
+            judge=self.judge,
+            config_dir=self.settings.config_dir,
+            work_dir=self.settings.store_path.parent,
+            policy=self.settings.batch_api,
+            max_attempts=self.settings.generation.max_attempts,
+            provider_for=self.provider_named,
+            prepare_from_snapshots=lambda pair, provider: self.prepare(pair, provider, from_snapshots=True),
+        )
 
     def pair(self, ref: str, *, cross_category: bool = False) -> Pair:
         return self.catalogue.pair(ref, allow_cross_category=cross_category)
@@ -167,10 +194,7 @@ class Workspace:
         return RunOutcome(result=result, files=files)
 
     def previous_of(self, comparison: Comparison) -> Comparison | None:
-        history = self.store.history(comparison.pair_key)
-        ids = [c.generation_id for c in history]
-        index = ids.index(comparison.generation_id) if comparison.generation_id in ids else len(ids)
-        return history[index - 1] if index > 0 else None
+        return self.store.previous_of(comparison)
 
     def latest(self, pair: Pair) -> Comparison:
         history = self.store.history(pair.key)

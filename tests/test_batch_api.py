@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipeline.batch_api import custom_id
+from pipeline.batch.files import custom_id
 from tests.conftest import add_category, cli, db
 from tests.fakeserver import FakeLLM
 

@@ -187,8 +187,8 @@ def exported(tmp_path_factory) -> Path:
 def test_a_tampered_export_is_imported_whole_or_refused_in_one_line(exported: Path, tmp_path_factory, value) -> None:
     import duckdb
 
-    from pipeline.exchange import import_
     from pipeline.store import Store
+    from pipeline.store.exchange import import_
 
     folder = tmp_path_factory.mktemp("tampered") / "export"
     shutil.copytree(exported, folder)

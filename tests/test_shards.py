@@ -67,7 +67,10 @@ def test_four_shards_run_apart_and_merge_into_one_store_without_duplicates(
     merged = tmp_path / "merged.duckdb"
     first = cli(workspace, "--store", str(merged), "store", "import", *exports)
     assert first.returncode == 0, first.stderr
-    assert "added 1 schemas, 55 generations, 55 attempts, 0 snapshots, 4 runs, 55 run_items" in first.stdout
+    assert (
+        "added 55 generations, 55 attempts, 4 runs, 55 run_items, 1 schemas, 0 snapshots, 0 api_batches, 0 api_requests"
+        in first.stdout
+    )
     con = duckdb.connect(str(merged), read_only=True)
     try:
         assert con.execute("SELECT count(*), count(DISTINCT pair_key) FROM generations").fetchone() == (55, 55)
@@ -82,7 +85,10 @@ def test_four_shards_run_apart_and_merge_into_one_store_without_duplicates(
 
     again = cli(workspace, "--store", str(merged), "store", "import", *exports)  # importing twice adds nothing
     assert again.returncode == 0, again.stderr
-    assert "added 0 schemas, 0 generations, 0 attempts, 0 snapshots, 0 runs, 0 run_items" in again.stdout
+    assert (
+        "added 0 generations, 0 attempts, 0 runs, 0 run_items, 0 schemas, 0 snapshots, 0 api_batches, 0 api_requests"
+        in again.stdout
+    )
     con = duckdb.connect(str(merged), read_only=True)
     try:
         assert {t: con.execute(f"SELECT count(*) FROM {t}").fetchone() for t in before} == before

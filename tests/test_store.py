@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import gzip
+import json
+import shutil
 import subprocess
 import sys
 import time
@@ -8,10 +11,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipeline.errors import StoreBusyError
+from pipeline.errors import ConfigError, StoreBusyError
 from pipeline.exitcodes import ExitCode, exit_code
 from pipeline.models import AttemptRecord, Comparison, Problem, Usage
-from pipeline.store import MIGRATIONS, Store
+from pipeline.store import MIGRATIONS, NewGeneration, Store, migrations
+from pipeline.store.exchange import export, import_
+from tests.conftest import REPO
 
 
 def comparison(gid: str, generated_at: str, key: str = "k1") -> Comparison:
@@ -28,10 +33,8 @@ def test_migrations_are_recorded_once_and_generations_round_trip(tmp_path: Path)
         AttemptRecord(1, "invalid", "{bad", (Problem("x", "wrong"),), Usage(5, 2), 10),
         AttemptRecord(2, "accepted", "{}", (), Usage(5, 3), 12),
     ]
-    store.save_generation(comparison("g1", "2026-11-01T10:00:00Z"), request={"m": 1}, raw_response="{}",
-                          latency_ms=22, invocation_id="inv", attempts=attempts)  # fmt: skip
-    store.save_generation(comparison("g2", "2026-11-02T10:00:00Z", "k2"), request={}, raw_response="{}",
-                          latency_ms=1, invocation_id="inv2", attempts=[])  # fmt: skip
+    store.save_generation(NewGeneration(comparison("g1", "2026-11-01T10:00:00Z"), {"m": 1}, "{}", 22, "inv", attempts))
+    store.save_generation(NewGeneration(comparison("g2", "2026-11-02T10:00:00Z", "k2"), {}, "{}", 1, "inv2", []))
     again = Store(tmp_path / "s.duckdb")  # a second process/session: migrations already there
     assert again.find_cached("k1") == comparison("g1", "2026-11-01T10:00:00Z")
     assert [c.generation_id for c in again.history("a,b")] == ["g1", "g2"]
@@ -68,9 +71,10 @@ def test_a_store_made_by_the_previous_release_is_upgraded_in_place(tmp_path: Pat
     path = tmp_path / "old.duckdb"
     con = duckdb.connect(str(path))
     con.execute("CREATE TABLE _migrations (name VARCHAR PRIMARY KEY, applied_at VARCHAR)")
-    for name, sql in MIGRATIONS[:6]:
-        con.execute(sql)
-        con.execute("INSERT INTO _migrations VALUES (?, ?)", [name, "2026-11-29T00:00:00Z"])
+    for migration in MIGRATIONS[:6]:
+        for statement in migration.statements():
+            con.execute(statement)
+        con.execute("INSERT INTO _migrations VALUES (?, ?)", [migration.name, "2026-11-29T00:00:00Z"])
     con.execute(  # the 18 columns of a release before 007, in their order
         "INSERT INTO generations VALUES ('g0', 'a,b', 'c', 'k0', 'openai', 'm', '{}', 'p', 's', "
         "'[{\"subject\": \"a\", \"sha256\": \"0\"}]', '{}', '{}', '{\"x\": 1}', 1, 10, 5, 3, '2026-11-28T10:00:00Z')"
@@ -80,11 +84,72 @@ def test_a_store_made_by_the_previous_release_is_upgraded_in_place(tmp_path: Pat
     old = store.history("a,b")
     assert [c.generation_id for c in old] == ["g0"] and old[0].usage == Usage(10, 5)
     attempt = AttemptRecord(1, "accepted", "{}", (), Usage(7, 3, 4, 2), 5)
-    store.save_generation(comparison("g1", "2026-12-01T10:00:00Z"), request={}, raw_response="{}", latency_ms=1,
-                          invocation_id="i", attempts=[attempt])  # fmt: skip
+    store.save_generation(NewGeneration(comparison("g1", "2026-12-01T10:00:00Z"), {}, "{}", 1, "i", [attempt]))
     assert [c.generation_id for c in store.history("a,b")] == ["g0", "g1"]
     assert store.attempts("a,b")[0]["cached_tokens"] == 4
     con = duckdb.connect(str(path))
     assert [r[0] for r in con.execute("SELECT name FROM _migrations ORDER BY name").fetchall()][
         -1
     ] == "007_token_details"
+
+
+def _release_1_store(tmp_path: Path) -> Path:
+    """The store that the first release (310488a) wrote: see tests/data/stores/make_release_1.py."""
+    path = tmp_path / "release-1.duckdb"
+    with gzip.open(REPO / "tests/data/stores/release-1.duckdb.gz") as packed, path.open("wb") as out:
+        shutil.copyfileobj(packed, out)
+    return path
+
+
+def test_a_store_written_by_the_first_release_is_upgraded_and_reads_back(tmp_path: Path) -> None:
+    path = _release_1_store(tmp_path)
+    before = duckdb.connect(str(path), read_only=True)
+    assert before.execute("SELECT name FROM _migrations ORDER BY name").fetchall() == [
+        ("001_generations",), ("002_attempts",)
+    ]  # fmt: skip
+    old_rows = before.execute("SELECT id, pair_key, data FROM generations ORDER BY id").fetchall()
+    before.close()
+    store = Store(path)
+    history = store.history("image-classification,image-segmentation")
+    assert len(history) == 1 and history[0].model == "fake-model" and history[0].provider == "openai"
+    assert {(c.generation_id, c.pair_key) for c in store.latest_all()} == {(r[0], r[1]) for r in old_rows}
+    assert [json.loads(r[2]) for r in sorted(old_rows)] == [
+        c.data for c in sorted(store.latest_all(), key=lambda c: c.generation_id)
+    ]
+    assert [a["outcome"] for a in store.attempts("django,flask")] == ["accepted"]
+    con = duckdb.connect(str(path), read_only=True)
+    applied = [r[0] for r in con.execute("SELECT name FROM _migrations ORDER BY name").fetchall()]
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    con.close()
+    assert applied == [m.name for m in MIGRATIONS]
+    assert tables == {"_migrations", *migrations.tables()}  # every table the registry declares, no other
+
+
+def test_export_carries_every_table_of_the_registry(tmp_path: Path) -> None:
+    """Export then import into an empty store: every table the registry declares, every row."""
+    store = Store(tmp_path / "s.duckdb")
+    store.save_generation(NewGeneration(comparison("g1", "2026-12-01T10:00:00Z"), {}, "{}", 1, "i", [],
+                                        schema_body='{"type": "object"}'))  # fmt: skip
+    exported = export(store, tmp_path / "export")
+    assert set(exported.rows) == set(migrations.tables())
+    assert {p.name for p in (tmp_path / "export").iterdir()} == {"manifest.json"} | {
+        f"{t}.parquet" for t in migrations.tables()
+    }
+    imported = import_(Store(tmp_path / "fresh.duckdb"), [tmp_path / "export"])
+    assert imported.added == exported.rows and exported.rows["generations"] == 1
+
+
+def test_an_upgraded_first_release_store_exports_but_its_unverifiable_generations_are_refused(tmp_path: Path) -> None:
+    """The first release kept no schema bodies, so its generations cannot be checked on import: refused in one line."""
+    exported = export(Store(_release_1_store(tmp_path)), tmp_path / "export")
+    assert set(exported.rows) == set(migrations.tables()) and exported.rows["generations"] == 2
+    fresh = Store(tmp_path / "fresh.duckdb")
+    with pytest.raises(ConfigError, match=r"was made with a schema \(\w{12}\) the export does not carry; nothing"):
+        import_(fresh, [tmp_path / "export"])
+    assert fresh.latest_all() == []
+
+
+def test_a_migration_must_declare_the_tables_it_creates() -> None:
+    with pytest.raises(AssertionError, match="creates \\['extra'\\] but declares \\[\\]"):
+        migrations.register("999_extra", "CREATE TABLE extra (id VARCHAR)", {})
+    assert MIGRATIONS[-1].name != "999_extra"

@@ -29,3 +29,11 @@ class Provider(Protocol):
     def identity(self) -> dict[str, str]:
         """What goes into the cache key: kind, model, dialect (never a key or URL credentials)."""
         ...
+
+    def warm_up(self) -> None:
+        """Do the slow first-use work (import the SDK, load the model) now, before workers start."""
+        ...
+
+    def token_limit(self, requested: int) -> int:
+        """The completion-token limit a request with `max_tokens = requested` is counted with by rate limits."""
+        ...

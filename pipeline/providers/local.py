@@ -70,6 +70,13 @@ class LocalProvider:
             "sampling": f"last_n={p.repeat_last_n},presence={p.presence_penalty}",
         }
 
+    def warm_up(self) -> None:
+        """Load the model now (once per process), not inside the first item's call."""
+        self._llama()
+
+    def token_limit(self, requested: int) -> int:
+        return requested
+
     def _llama(self) -> Any:
         key = (str(self.path), self.profile.n_ctx, self.n_threads, self.profile.repeat_last_n)
         with _load_lock:

@@ -70,6 +70,9 @@ class OpenAICompatProvider:
         self.endpoint = safe_url(base_url or "https://api.openai.com/v1")
         self._client_args = (base_url, transport, http_client)
 
+    def token_limit(self, requested: int) -> int:
+        return self.caps.max_tokens(requested)
+
     def warm_up(self) -> None:
         """Import the SDK and make the client now, on this thread, not inside the first call of many workers."""
         _ = self.client
@@ -147,7 +150,7 @@ class OpenAICompatProvider:
             raw = self.client.chat.completions.with_raw_response.create(**kwargs)
             body = json.loads(raw.content)
         except openai.APIError as exc:
-            raise self._map(exc) from None
+            raise self.map_error(exc) from None
         except ValueError:
             raise TransientProviderError(f"{self.endpoint} answered with a body that is not JSON", status=200) from None
         completion = self.completion_from(body, int((time.monotonic() - started) * 1000))
@@ -173,7 +176,8 @@ class OpenAICompatProvider:
             refusal=clean(refusal)[:500],
         )
 
-    def _map(self, exc: openai.APIError) -> Exception:
+    def map_error(self, exc: openai.APIError) -> Exception:
+        """An SDK error as the pipeline's error, with what to do about it."""
         import openai
 
         where = self.endpoint

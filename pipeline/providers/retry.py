@@ -108,7 +108,7 @@ def call_with_retries(
         return float(delay)
 
     # OpenAI counts a request as its prompt plus the token limit it sends (reasoning budget included).
-    limit = provider.caps.max_tokens(params.max_tokens) if hasattr(provider, "caps") else params.max_tokens
+    limit = provider.token_limit(params.max_tokens)
     estimate = sum(len(m["content"]) for m in messages) // 4 + limit
 
     def one_call() -> Completion:

@@ -18,20 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, StoreError
-from pipeline.store import MIGRATIONS
+from pipeline.store import migrations
+from pipeline.store.connection import Connection
+from pipeline.store.generations import Generations
 from pipeline.text import utc_now
 
-FORMAT = "comparison-store-export/1"
-
-# table -> (natural key columns, how a row with a known key is merged)
-TABLES: dict[str, tuple[tuple[str, ...], str]] = {
-    "schemas": (("sha256",), "keep"),
-    "generations": (("id",), "keep"),
-    "attempts": (("invocation_id", "number"), "keep"),
-    "snapshots": (("url", "sha256"), "newer:checked_at"),
-    "runs": (("id",), "newer:finished_at"),
-    "run_items": (("run_id", "pair_key"), "newer:updated_at"),
-}
+FORMAT = "comparison-store-export/2"  # /2: every table of the registry; /1 lacked the Batch API tables
+FORMATS = ("comparison-store-export/1", FORMAT)
 
 
 @dataclass(frozen=True)
@@ -41,7 +34,7 @@ class Exported:
     bytes: int
 
 
-def export(store: Any, folder: Path) -> Exported:
+def export(store: Connection, folder: Path) -> Exported:
     """Every table as `<table>.parquet` and a manifest, written to a temporary folder and renamed."""
     if folder.exists() and any(folder.iterdir()):
         raise ConfigError(f"{folder} exists and is not empty; export into a new folder")
@@ -51,16 +44,16 @@ def export(store: Any, folder: Path) -> Exported:
     rows: dict[str, int] = {}
     try:
         with store.session() as con:
-            for table, (key, _) in TABLES.items():
+            for table, spec in migrations.tables().items():
                 path = tmp / f"{table}.parquet"
-                order = ", ".join(key)
+                order = ", ".join(spec.key)
                 con.execute(f"COPY (SELECT * FROM {table} ORDER BY {order}) TO '{_sql_path(path)}' (FORMAT parquet)")
                 rows[table] = int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
         manifest = {
             "format": FORMAT,
             "exported_at": utc_now(),
             "store": str(store.path.name),
-            "migrations": [name for name, _ in MIGRATIONS],
+            "migrations": migrations.names(),
             "rows": rows,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -81,9 +74,10 @@ class Imported:
     seconds: float
 
 
-def import_(store: Any, folders: list[Path]) -> Imported:
+def import_(store: Generations, folders: list[Path]) -> Imported:
     """Merge export folders into the store, all in one transaction (all of them or nothing)."""
-    known = {name for name, _ in MIGRATIONS}
+    known = set(migrations.names())
+    contents: dict[Path, list[str]] = {}  # folder -> the tables it carries
     for folder in folders:
         manifest_path = folder / "manifest.json"
         if not manifest_path.is_file():
@@ -94,27 +88,31 @@ def import_(store: Any, folders: list[Path]) -> Imported:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise ConfigError(f"{manifest_path} is not valid JSON ({exc}); export the store again") from None
-        if manifest.get("format") != FORMAT:
+        if manifest.get("format") not in FORMATS:
             raise ConfigError(f"{folder}: unknown export format {manifest.get('format')!r}; expected {FORMAT}")
         newer = [m for m in manifest.get("migrations", []) if m not in known]
         if newer:
             raise ConfigError(
                 f"{folder} was exported by a newer pipeline (store migrations {', '.join(newer)}); upgrade this one"
             )
-        missing = [t for t in TABLES if not (folder / f"{t}.parquet").is_file()]
+        carried = list(migrations.created_by(list(manifest.get("migrations", []))))
+        if manifest["format"] != FORMAT:  # an export of an older release: it did not carry the Batch API tables
+            carried = [t for t in carried if not t.startswith("api_")]
+        contents[folder] = carried
+        missing = [t for t in carried if not (folder / f"{t}.parquet").is_file()]
         if missing:
             raise ConfigError(f"{folder} lacks {', '.join(t + '.parquet' for t in missing)}; export the store again")
-    with store.session() as con:
-        known_schemas = dict(con.execute("SELECT sha256, body FROM schemas").fetchall())
+    known_schemas = store.schemas()
     for folder in folders:
         _check_generations(folder, known_schemas)
     started = time.monotonic()
-    added = dict.fromkeys(TABLES, 0)
+    tables = migrations.tables()
+    added = dict.fromkeys(tables, 0)
     try:
         with store.session() as con:
             for folder in folders:
-                for table, (key, rule) in TABLES.items():
-                    added[table] += _merge(con, table, key, rule, folder / f"{table}.parquet")
+                for table in contents[folder]:
+                    added[table] += _merge(con, table, tables[table], folder / f"{table}.parquet")
     except StoreError as exc:
         raise StoreError(f"{exc}; nothing was imported") from None
     return Imported(len(folders), added, time.monotonic() - started)
@@ -160,13 +158,14 @@ def _check_generations(folder: Path, known_schemas: dict[str, str]) -> None:
                               "nothing was imported")  # fmt: skip
 
 
-def _merge(con: Any, table: str, key: tuple[str, ...], rule: str, path: Path) -> int:
-    """Insert the file's rows whose key is new; for `newer:<col>` rules, replace rows the file has newer."""
+def _merge(con: Any, table: str, spec: migrations.Table, path: Path) -> int:
+    """Insert the file's rows whose key is new; for `newer` tables, replace rows the file has newer."""
     source = f"read_parquet('{_sql_path(path)}')"
+    key = spec.key
     match = " AND ".join(f"t.{k} IS NOT DISTINCT FROM s.{k}" for k in key)
     before = int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-    if rule.startswith("newer:"):
-        column = rule.split(":", 1)[1]
+    if spec.newer:
+        column = spec.newer
         con.execute(
             f"DELETE FROM {table} t USING {source} s WHERE {match} "
             f"AND coalesce(s.{column}, '') > coalesce(t.{column}, '')"

@@ -1,0 +1,34 @@
+"""What the batch runners use of a workspace, typed: nothing else reaches them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.catalogue import Catalogue
+from pipeline.generate import Job
+from pipeline.models import Pair
+from pipeline.prompt import PromptBuilder
+from pipeline.providers.base import Provider
+from pipeline.render import Renderer
+from pipeline.settings import BatchAPIPolicy, TransportPolicy
+from pipeline.store import Store
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    store: Store
+    renderer: Renderer
+    catalogue: Catalogue
+    prompts: PromptBuilder
+    transport: TransportPolicy
+    judge: Provider | None
+    config_dir: Path  # prices.toml
+    work_dir: Path  # Batch API request and answer files live under it
+    policy: BatchAPIPolicy
+    max_attempts: int
+    # (profile name, model) -> the provider that answers a submitted run
+    provider_for: Callable[[str, str], Provider]
+    # (pair, provider) -> its job rebuilt as it was submitted: URL sources from stored snapshots only
+    prepare_from_snapshots: Callable[[Pair, Provider], Job]
