@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.errors import CatalogueError
 from pipeline.exitcodes import Verdict
+from pipeline.models import SourceRecord
 
 
 @dataclass
@@ -86,12 +87,10 @@ def check(ws: Any) -> Report:
     return report
 
 
-def _scopes(pair_key: str, sources: list[dict[str, Any]]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+def _scopes(pair_key: str, stored: list[dict[str, Any]]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
     a, b = pair_key.split(",", 1)
-    ids = {
-        side: tuple(p["id"] for s in sources if s.get("subject") == side for p in s.get("passages", []))
-        for side in (a, b)
-    }
+    sources = [SourceRecord.from_json(s) for s in stored if isinstance(s, dict)]
+    ids = {side: tuple(p.id for s in sources if s.subject == side for p in s.passages) for side in (a, b)}
     return (ids[a], ids[b]) if ids[a] or ids[b] else None
 
 

@@ -33,9 +33,11 @@ from pipeline.models import (
     Completion,
     Messages,
     Pair,
+    PassageText,
     Problem,
     RunResult,
     SourceBundle,
+    SourceRecord,
     Subject,
     Usage,
 )
@@ -427,18 +429,18 @@ def comparison_from(
 ) -> Comparison:
     flat = [s for bundle in job.bundles for s in bundle.sources]
     sources = tuple(
-        {
-            "subject": s.subject_id,
-            "label": s.label,
-            "kind": s.kind,
-            "location": s.location,
-            "sha256": s.sha256,
-            "truncated": s.truncated,
-            **({"retrieved_at": s.retrieved_at} if s.retrieved_at else {}),
-            "passages": [{"id": p.id, "text": p.text} for p in group],
-            **({"references": list(s.references)} if s.references else {}),
-            **({"alternatives": list(s.alternatives)} if s.alternatives else {}),
-        }
+        SourceRecord(
+            s.subject_id,
+            s.label,
+            s.kind,
+            s.location,
+            s.sha256,
+            s.truncated,
+            s.retrieved_at,
+            tuple(PassageText(p.id, p.text) for p in group),
+            s.references,
+            s.alternatives,
+        )
         for s, group in zip(flat, job.passage_groups, strict=True)
     )
     generation_id = hashlib.sha256(f"{job.cache_key}|{answered_at}|{time.monotonic_ns()}".encode()).hexdigest()[:16]
@@ -459,10 +461,10 @@ def comparison_from(
         params={
             **job.params.for_cache(),
             "dialect": job.provider_identity.get("dialect", "json_object_schema"),
-            "answered_by": answered_model,
-            "template_sha256": job.messages.template_sha256,
             "mode": job.mode,
             "gates": gates.VERSION,
             **({"judge": verdicts} if verdicts else {}),
         },
+        template_sha256=job.messages.template_sha256,
+        answered_by=answered_model,
     )

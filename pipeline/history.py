@@ -9,15 +9,15 @@ from pipeline.errors import ConfigError, StoreError
 from pipeline.models import Comparison
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}Z)?$")
-_PARAMS_NOT_SAMPLING = ("template_sha256", "answered_by", "mode", "gates", "judge")
+_PARAMS_NOT_SAMPLING = ("mode", "gates", "judge")
 
 
 def input_changes(old: Comparison, new: Comparison) -> list[str]:
     """Which parts of the cache key differ: sources, prompt, schema, model, parameters."""
     changed = []
-    if [s["sha256"] for s in old.sources] != [s["sha256"] for s in new.sources]:
+    if [s.sha256 for s in old.sources] != [s.sha256 for s in new.sources]:
         changed.append("sources")
-    if old.params.get("template_sha256") != new.params.get("template_sha256"):
+    if old.template_sha256 != new.template_sha256:
         changed.append("prompt")
     if old.schema_sha256 != new.schema_sha256:
         changed.append("schema")

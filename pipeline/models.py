@@ -158,6 +158,55 @@ class AttemptRecord:
 
 
 @dataclass(frozen=True)
+class PassageText:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """A source as a generation recorded it: where it came from, its hash, and the passages the prompt numbered.
+
+    Stored (and published in the JSON report's provenance) as the dict of `to_json`; `from_json`
+    reads every shape stored so far (older generations lack the optional keys).
+    """
+
+    subject: str
+    label: str
+    kind: str
+    location: str
+    sha256: str
+    truncated: bool = False
+    retrieved_at: str = ""
+    passages: tuple[PassageText, ...] = ()
+    references: tuple[str, ...] = ()
+    alternatives: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject, "label": self.label, "kind": self.kind, "location": self.location,
+            "sha256": self.sha256, "truncated": self.truncated,
+            **({"retrieved_at": self.retrieved_at} if self.retrieved_at else {}),
+            "passages": [{"id": p.id, "text": p.text} for p in self.passages],
+            **({"references": list(self.references)} if self.references else {}),
+            **({"alternatives": list(self.alternatives)} if self.alternatives else {}),
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> SourceRecord:
+        passages = value.get("passages") or []
+        return cls(
+            subject=str(value.get("subject", "")), label=str(value.get("label", "")), kind=str(value.get("kind", "")),
+            location=str(value.get("location", "")), sha256=str(value.get("sha256", "")),
+            truncated=bool(value.get("truncated", False)), retrieved_at=str(value.get("retrieved_at", "")),
+            passages=tuple(PassageText(str(p.get("id", "")), str(p.get("text", ""))) for p in passages
+                           if isinstance(p, dict)),
+            references=tuple(map(str, value.get("references") or ())),
+            alternatives=tuple(map(str, value.get("alternatives") or ())),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Comparison:
     """A stored, validated generation of one pair, plus what code computes from it."""
 
@@ -171,10 +220,17 @@ class Comparison:
     cache_key: str
     prompt_sha256: str
     schema_sha256: str
-    sources: tuple[dict[str, Any], ...]
+    sources: tuple[SourceRecord, ...]
     attempts: int
     usage: Usage
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # sampling parameters, dialect, mode, gates, judge
+    template_sha256: str = ""  # the prompt templates the messages were made from
+    answered_by: str = ""  # the model the endpoint says answered (may differ from the one asked for)
+
+    def report_params(self) -> dict[str, Any]:
+        """The parameters as the JSON report publishes them (its format keeps the two fields among them)."""
+        extra = {"template_sha256": self.template_sha256, "answered_by": self.answered_by}
+        return {**self.params, **{k: v for k, v in extra.items() if v}}
 
 
 @dataclass(frozen=True)

@@ -85,10 +85,9 @@ def passage_texts(c: Comparison) -> tuple[dict[str, str], tuple[frozenset[str], 
     texts: dict[str, str] = {}
     owners: dict[str, str] = {}
     for source in c.sources:
-        for p in source.get("passages", []):
-            pid = str(p.get("id", ""))
-            texts[pid] = str(p.get("text", ""))
-            owners[pid] = str(source.get("subject", ""))
+        for p in source.passages:
+            texts[p.id] = p.text
+            owners[p.id] = source.subject
     a, b = c.pair_key.split(",", 1)
     if not texts:
         return texts, None

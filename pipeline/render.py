@@ -393,8 +393,8 @@ def report_json(view: dict[str, Any]) -> dict[str, Any]:
             "cache_key": c.cache_key,
             "prompt_sha256": c.prompt_sha256,
             "schema_sha256": c.schema_sha256,
-            "params": c.params,
-            "sources": list(c.sources),
+            "params": c.report_params(),
+            "sources": [s.to_json() for s in c.sources],
             "attempts": c.attempts,
             "usage": {
                 "prompt_tokens": c.usage.prompt_tokens,
@@ -431,15 +431,13 @@ def _passages(c: Comparison, pair: Pair) -> list[dict[str, str]]:
     names = {pair.a.id: pair.a.name, pair.b.id: pair.b.name}
     listed = []
     for source in c.sources:
-        for p in source.get("passages", []):
-            pid, text = str(p.get("id", "")), str(p.get("text", ""))
-            if not _PASSAGE_ID.fullmatch(pid):
+        for p in source.passages:
+            if not _PASSAGE_ID.fullmatch(p.id):
                 continue
             listed.append({
-                "id": pid, "text": text, "subject": names.get(source.get("subject", ""), source.get("subject", "")),
-                "label": str(source.get("label", "")), "location": str(source.get("location", "")),
-                "url": str(source.get("location", "")) if source.get("kind") == "url" else "",
-                "retrieved_at": str(source.get("retrieved_at", "")),
+                "id": p.id, "text": p.text, "subject": names.get(source.subject, source.subject),
+                "label": source.label, "location": source.location,
+                "url": source.location if source.kind == "url" else "", "retrieved_at": source.retrieved_at,
             })  # fmt: skip
     return listed
 

@@ -49,8 +49,8 @@ def site(tmp_path_factory) -> dict[str, Path]:
     first = make()
     # a brief with references: long URLs must wrap on a phone
     refs = ["https://example.org/a/very/long/path/that/does/not/break/at/any/space/image-classification-benchmarks"]
-    first = dataclasses.replace(first, sources=(*first.sources[:1], {**first.sources[1], "references": refs},
-                                                *first.sources[2:]))  # fmt: skip
+    with_refs = dataclasses.replace(first.sources[1], references=tuple(refs))
+    first = dataclasses.replace(first, sources=(*first.sources[:1], with_refs, *first.sources[2:]))
     second = dataclasses.replace(
         make(), generation_id="fedcba9876543210", pair_key="image-classification,object-detection",
         generated_at="2026-06-16T10:00:00Z",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.catalogue import load_catalogue
-from pipeline.models import Comparison, Usage
+from pipeline.models import Comparison, PassageText, SourceRecord, Usage
 from pipeline.render import Renderer
 from pipeline.schema import load_canonical
 from pipeline.text import md_escape
@@ -107,17 +107,16 @@ SOURCES = (
 
 def make(data: dict = REFERENCE_DATA, provider: str = "openai", model: str = "gpt-4o-mini") -> Comparison:
     sources = tuple(
-        {"subject": subject, "label": label, "kind": "text" if label == "description" else "brief",
-         "location": "catalogue" if label == "description" else f"config/sources/{subject}.md",
-         "sha256": (subject[6] + label[0]) * 32, "truncated": False,
-         "passages": [{"id": pid, "text": text} for pid, text in passages]}
+        SourceRecord(subject, label, "text" if label == "description" else "brief",
+                     "catalogue" if label == "description" else f"config/sources/{subject}.md",
+                     (subject[6] + label[0]) * 32, passages=tuple(PassageText(pid, text) for pid, text in passages))
         for subject, label, passages in SOURCES
     )  # fmt: skip
     return Comparison(
         generation_id="0123456789abcdef", pair_key=PAIR.key, category=PAIR.category.id, data=data,
         generated_at="2026-06-15T09:30:00Z", provider=provider, model=model, cache_key="c" * 64,
         prompt_sha256="p" * 64, schema_sha256="s" * 64, sources=sources, attempts=1, usage=Usage(1200, 800),
-        params={"template_sha256": "t" * 64, "dialect": "json_schema", "mode": "write", "gates": 1},
+        params={"dialect": "json_schema", "mode": "write", "gates": 1}, template_sha256="t" * 64,
     )  # fmt: skip
 
 

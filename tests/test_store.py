@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.errors import ConfigError, StoreBusyError
 from pipeline.exitcodes import ExitCode, exit_code
-from pipeline.models import AttemptRecord, Comparison, Problem, Usage
+from pipeline.models import AttemptRecord, Comparison, Problem, SourceRecord, Usage
 from pipeline.store import MIGRATIONS, NewGeneration, Store, migrations
 from pipeline.store.exchange import export, import_
 from tests.conftest import REPO
@@ -23,7 +23,7 @@ def comparison(gid: str, generated_at: str, key: str = "k1") -> Comparison:
     return Comparison(
         generation_id=gid, pair_key="a,b", category="c", data={"x": 1}, generated_at=generated_at,
         provider="openai", model="m", cache_key=key, prompt_sha256="p", schema_sha256="s",
-        sources=({"subject": "a", "sha256": "0"},), attempts=2, usage=Usage(10, 5),
+        sources=(SourceRecord("a", "description", "text", "catalogue", "0"),), attempts=2, usage=Usage(10, 5),
     )  # fmt: skip
 
 
@@ -88,9 +88,8 @@ def test_a_store_made_by_the_previous_release_is_upgraded_in_place(tmp_path: Pat
     assert [c.generation_id for c in store.history("a,b")] == ["g0", "g1"]
     assert store.attempts("a,b")[0]["cached_tokens"] == 4
     con = duckdb.connect(str(path))
-    assert [r[0] for r in con.execute("SELECT name FROM _migrations ORDER BY name").fetchall()][
-        -1
-    ] == "007_token_details"
+    applied = [r[0] for r in con.execute("SELECT name FROM _migrations ORDER BY name").fetchall()]
+    assert applied == [m.name for m in MIGRATIONS]
 
 
 def _release_1_store(tmp_path: Path) -> Path:
@@ -112,6 +111,11 @@ def test_a_store_written_by_the_first_release_is_upgraded_and_reads_back(tmp_pat
     store = Store(path)
     history = store.history("image-classification,image-segmentation")
     assert len(history) == 1 and history[0].model == "fake-model" and history[0].provider == "openai"
+    # migration 008 moved the prompt templates' hash and the answering model out of params into fields
+    old = history[0]
+    assert old.answered_by == "fake-model" and len(old.template_sha256) == 64
+    assert "template_sha256" not in old.params and "answered_by" not in old.params and old.params["seed"] == 7
+    assert old.report_params()["template_sha256"] == old.template_sha256  # the report's format is unchanged
     assert {(c.generation_id, c.pair_key) for c in store.latest_all()} == {(r[0], r[1]) for r in old_rows}
     assert [json.loads(r[2]) for r in sorted(old_rows)] == [
         c.data for c in sorted(store.latest_all(), key=lambda c: c.generation_id)

@@ -7,28 +7,25 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from pipeline.models import AttemptRecord, Comparison, Usage
+from pipeline.models import AttemptRecord, Comparison, SourceRecord, Usage
 from pipeline.store.connection import Connection, dicts, dumps, insert_rows
 from pipeline.store.records import FailedAttempts, NewGeneration
 from pipeline.text import utc_now
 
 _COLUMNS = (
     "id, pair_key, category, cache_key, provider, model, params, prompt_sha256, schema_sha256, "
-    "sources, data, attempts, prompt_tokens, completion_tokens, generated_at, cached_tokens, reasoning_tokens"
+    "sources, data, attempts, prompt_tokens, completion_tokens, generated_at, cached_tokens, reasoning_tokens, "
+    "template_sha256, answered_by"
 )
 # Inserts name their columns: a store with more columns (a newer release's) is not written out of place.
 _GENERATION_COLUMNS = (
     "generations (id, pair_key, category, cache_key, provider, model, params, prompt_sha256, schema_sha256, "
     "sources, request, raw_response, data, attempts, prompt_tokens, completion_tokens, latency_ms, generated_at, "
-    "cached_tokens, reasoning_tokens)"
+    "cached_tokens, reasoning_tokens, template_sha256, answered_by)"
 )
 _ATTEMPT_COLUMNS = (
     "attempts (invocation_id, generation_id, pair_key, cache_key, number, outcome, finish_reason, raw_response, "
     "problems, error, prompt_tokens, completion_tokens, latency_ms, created_at, cached_tokens, reasoning_tokens)"
-)
-_ITEM_COLUMNS = (
-    "run_items (run_id, pair_key, status, attempts, prompt_tokens, completion_tokens, cost, latency_ms, error, "
-    "generation_id, updated_at, cached_tokens, reasoning_tokens)"
 )
 
 
@@ -159,9 +156,9 @@ def _generation_row(g: NewGeneration) -> list[Any]:
     c, request, raw_response, latency_ms = g.comparison, g.request, g.raw_response, g.latency_ms
     return [
         c.generation_id, c.pair_key, c.category, c.cache_key, c.provider, c.model, dumps(c.params),
-        c.prompt_sha256, c.schema_sha256, dumps(list(c.sources)), dumps(request), raw_response,
+        c.prompt_sha256, c.schema_sha256, dumps([s.to_json() for s in c.sources]), dumps(request), raw_response,
         dumps(c.data), c.attempts, c.usage.prompt_tokens, c.usage.completion_tokens, latency_ms, c.generated_at,
-        c.usage.cached_tokens, c.usage.reasoning_tokens,
+        c.usage.cached_tokens, c.usage.reasoning_tokens, c.template_sha256, c.answered_by,
     ]  # fmt: skip
 
 
@@ -198,6 +195,8 @@ def comparison_of(row: Sequence[Any]) -> Comparison:
         generated_at,
         cached,
         reasoning,
+        template_sha,
+        answered_by,
     ) = row
     return Comparison(
         generation_id=gid,
@@ -210,8 +209,10 @@ def comparison_of(row: Sequence[Any]) -> Comparison:
         cache_key=cache_key,
         prompt_sha256=prompt_sha,
         schema_sha256=schema_sha,
-        sources=tuple(json.loads(sources)),
+        sources=tuple(SourceRecord.from_json(s) for s in json.loads(sources) if isinstance(s, dict)),
         attempts=attempts,
         usage=Usage(p_tok, c_tok, cached, reasoning),
         params=json.loads(params),
+        template_sha256=template_sha,
+        answered_by=answered_by,
     )

@@ -8,13 +8,16 @@ a store with migrations this release does not know (a newer release's) is refuse
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import StoreError
 from pipeline.text import utc_now
+from pipeline.untrusted import storable
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class Migration:
     name: str
     sql: str
     tables: dict[str, Table] = field(default_factory=dict)
+    python: Callable[[Any], None] | None = None  # a step SQL cannot say, run after `sql` on the same connection
 
     def statements(self) -> list[str]:
         return [s for s in self.sql.split(";") if s.strip()]
@@ -42,7 +46,9 @@ class Migration:
 MIGRATIONS: list[Migration] = []
 
 
-def register(name: str, sql: str, tables: dict[str, Table] | None = None) -> Migration:
+def register(
+    name: str, sql: str, tables: dict[str, Table] | None = None, python: Callable[[Any], None] | None = None
+) -> Migration:
     """Append a migration. Every `CREATE TABLE` in its SQL must be declared in `tables`."""
     created = set(re.findall(r"CREATE TABLE (\w+)", sql))
     declared = set(tables or {})
@@ -50,7 +56,7 @@ def register(name: str, sql: str, tables: dict[str, Table] | None = None) -> Mig
         raise AssertionError(f"migration {name}: creates {sorted(created)} but declares {sorted(declared)}")
     if MIGRATIONS and name <= MIGRATIONS[-1].name:
         raise AssertionError(f"migration {name} must sort after {MIGRATIONS[-1].name}")
-    migration = Migration(name, sql, dict(tables or {}))
+    migration = Migration(name, sql, dict(tables or {}), python)
     MIGRATIONS.append(migration)
     return migration
 
@@ -232,6 +238,37 @@ register(
 )
 
 
+def _prompt_and_model_as_columns(con: Any) -> None:
+    """Move `template_sha256` and `answered_by` out of each generation's params JSON into their columns.
+
+    DuckDB cannot alter a table that has indexes, and rewrites rows of an indexed table as delete
+    plus insert: the indexes are dropped first and made again after the rows are moved.
+    """
+    con.execute("DROP INDEX generations_cache")
+    con.execute("DROP INDEX generations_pair")
+    con.execute("ALTER TABLE generations ADD COLUMN template_sha256 VARCHAR NOT NULL DEFAULT ''")
+    con.execute("ALTER TABLE generations ADD COLUMN answered_by VARCHAR NOT NULL DEFAULT ''")
+    moved: list[list[str]] = []
+    for gid, params in con.execute("SELECT id, params FROM generations").fetchall():
+        values = json.loads(params)
+        if isinstance(values, dict) and ("template_sha256" in values or "answered_by" in values):
+            template, model = str(values.pop("template_sha256", "")), str(values.pop("answered_by", ""))
+            moved.append([gid, storable(json.dumps(values, sort_keys=True, ensure_ascii=False)), template, model])
+    if moved:
+        columns = [list(c) for c in zip(*moved, strict=True)]
+        con.execute(
+            "UPDATE generations SET params = m.params, template_sha256 = m.template, answered_by = m.model "
+            "FROM (SELECT unnest(?) AS id, unnest(?) AS params, unnest(?) AS template, unnest(?) AS model) m "
+            "WHERE generations.id = m.id",
+            columns,
+        )
+    con.execute("CREATE INDEX generations_cache ON generations (cache_key)")
+    con.execute("CREATE INDEX generations_pair ON generations (pair_key)")
+
+
+register("008_prompt_and_model_columns", "", {}, _prompt_and_model_as_columns)
+
+
 def tables() -> dict[str, Table]:
     """Every table the migrations create, in the order they were created."""
     return {name: table for m in MIGRATIONS for name, table in m.tables.items()}
@@ -272,5 +309,7 @@ def apply(con: Any, path: Path, *, read_only: bool = False) -> None:
         con.execute("BEGIN TRANSACTION")
         for statement in migration.statements():
             con.execute(statement)
+        if migration.python is not None:
+            migration.python(con)
         con.execute("INSERT INTO _migrations VALUES (?, ?)", [migration.name, utc_now()])
         con.execute("COMMIT")
