@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import CatalogueError
 from pipeline.exitcodes import Verdict
 from pipeline.models import SourceRecord
+
+if TYPE_CHECKING:
+    from pipeline.workspace import Workspace
 
 
 @dataclass
@@ -39,7 +42,7 @@ class Report:
         return Verdict.DONE if self.ok else Verdict.FAILED
 
 
-def check(ws: Any) -> Report:
+def check(ws: Workspace) -> Report:
     from jsonschema import Draft202012Validator
 
     from pipeline import gates
@@ -94,7 +97,7 @@ def _scopes(pair_key: str, stored: list[dict[str, Any]]) -> tuple[tuple[str, ...
     return (ids[a], ids[b]) if ids[a] or ids[b] else None
 
 
-def _check_files(ws: Any, report: Report) -> None:
+def _check_files(ws: Workspace, report: Report) -> None:
     pairs = ws.store.latest_with_previous()
     existing = frozenset(c.pair_key for c, _ in pairs)
     for comparison, previous in pairs:

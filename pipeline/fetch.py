@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from pipeline.errors import SourceError
-from pipeline.store.snapshots import Snapshot
+from pipeline.store.snapshots import Snapshot, Snapshots
 from pipeline.text import normalise, safe_url, utc_now
 
 log = logging.getLogger("pipeline")
@@ -88,7 +88,7 @@ def check_url(url: str) -> None:
 class Fetcher:
     """Fetches URL sources once per process, through the store's snapshots."""
 
-    def __init__(self, store: Any, policy: FetchPolicy):
+    def __init__(self, store: Snapshots, policy: FetchPolicy):
         self.store = store
         self.policy = policy
         self._memo: dict[str, Snapshot] = {}

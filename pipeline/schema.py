@@ -94,7 +94,8 @@ def for_dialect(schema: dict[str, Any], dialect: str, *, fine_tuned: bool = Fals
     """The schema as the endpoint's dialect takes it."""
     if dialect != "json_schema":
         return schema
-    return _strict(schema, FINE_TUNED_UNSUPPORTED if fine_tuned else STRICT_UNSUPPORTED)
+    strict: dict[str, Any] = _strict(schema, FINE_TUNED_UNSUPPORTED if fine_tuned else STRICT_UNSUPPORTED)
+    return strict
 
 
 def _inline(node: Any, defs: dict[str, Any]) -> Any:

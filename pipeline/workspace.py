@@ -25,7 +25,9 @@ from pipeline.settings import (
 )
 
 if TYPE_CHECKING:
+    from pipeline.batch import BatchSpec
     from pipeline.batch.context import BatchContext
+    from pipeline.batch.start import BatchPlan
     from pipeline.fetch import Fetcher
     from pipeline.generate import Job
     from pipeline.prompt import PromptBuilder
@@ -138,6 +140,30 @@ class Workspace:
             provider_for=self.provider_named,
             prepare_from_snapshots=lambda pair, provider: self.prepare(pair, provider, from_snapshots=True),
         )
+
+    def plan_batch(
+        self, spec: BatchSpec, provider: str | None, model: str | None, *, via: str, force: bool, resume: bool,
+        shard: tuple[int, int] | None, reask: str | None,
+    ) -> BatchPlan:  # fmt: skip
+        """Everything a batch needs before its first call: provider, per-pair plan, price and estimate."""
+        from pipeline.batch import prepare_batch
+        from pipeline.batch.api import require_batchable
+        from pipeline.batch.start import BatchPlan
+        from pipeline.pricing import estimate, load_price
+
+        profile, why = self.profile(provider or spec.provider, model or spec.model)
+        backend = self.provider(profile)
+        if via == "openai-batch":
+            require_batchable(backend)
+        items, resumed_from = prepare_batch(self.catalogue, self.store, lambda pair: self.prepare(pair, backend),
+                                            spec, force=force, resume=resume, shard=shard)  # fmt: skip
+        price = load_price(self.settings.config_dir, backend.model)
+        policy = self.settings.batch_api.with_reask(reask)
+        todo = [i.job.messages for i in items if i.job is not None and i.action == "generate"]
+        est = estimate(todo, len(items) - len(todo), self.settings.generation.max_tokens, price,
+                       discount=policy.discount if via == "openai-batch" else 1.0)  # fmt: skip
+        chose = "" if (provider or spec.provider) or self.settings.default_provider != "auto" else why
+        return BatchPlan(spec, profile, chose, backend, items, resumed_from, price, est, policy)
 
     def pair(self, ref: str, *, cross_category: bool = False) -> Pair:
         return self.catalogue.pair(ref, allow_cross_category=cross_category)

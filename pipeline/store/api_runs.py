@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.store.connection import Connection, dicts, insert_rows
 from pipeline.store.ledger import Ledger
 from pipeline.store.records import LedgerEntry
 from pipeline.text import utc_now
+
+if TYPE_CHECKING:
+    from duckdb import DuckDBPyConnection
 
 # (custom_id, status, records JSON ('[]': unchanged), answer)
 Status = tuple[str, str, str, str]
@@ -114,11 +117,12 @@ class ApiRuns(Connection):
     def submitted_requests(self, run_id: str, round_: int, part: int) -> list[tuple[str, int, str, str, str, str]]:
         """(custom_id, round, pair_key, cache_key, invocation_id, records JSON) of one file still waiting."""
         with self.session() as con:
-            return con.execute(
+            rows: list[tuple[str, int, str, str, str, str]] = con.execute(
                 "SELECT custom_id, round, pair_key, cache_key, invocation_id, records FROM api_requests "
                 "WHERE run_id = ? AND round = ? AND part = ? AND status = 'submitted'",
                 [run_id, round_, part],
             ).fetchall()
+        return rows
 
     def record_answers(self, run_id: str, entries: Sequence[LedgerEntry], statuses: Sequence[Status]) -> None:
         """Answers and their requests' new states: one transaction (an answer is never stored twice)."""
@@ -145,11 +149,12 @@ class ApiRuns(Connection):
 
     def follow_ups(self, run_id: str, round_: int, part: int) -> list[FollowUp]:
         with self.session() as con:
-            return con.execute(
+            rows: list[FollowUp] = con.execute(
                 "SELECT custom_id, pair_key, cache_key, invocation_id, records, answer FROM api_requests "
                 "WHERE run_id = ? AND round = ? AND part = ? AND status = 'follow' ORDER BY custom_id",
                 [run_id, round_, part],
             ).fetchall()
+        return rows
 
     def close_batch(
         self, run_id: str, round_: int, part: int, parts: Sequence[PartRow],
@@ -182,11 +187,12 @@ class ApiRuns(Connection):
 
     def reask_requests(self, run_id: str) -> list[RequestRow]:
         with self.session() as con:
-            return con.execute(
+            rows: list[RequestRow] = con.execute(
                 "SELECT custom_id, round, pair_key, cache_key, invocation_id, records, answer FROM api_requests "
                 "WHERE run_id = ? AND status = 'reask' ORDER BY custom_id",
                 [run_id],
             ).fetchall()
+        return rows
 
     def cancel_reasks(self, run_id: str) -> None:
         with self.session() as con:
@@ -195,7 +201,7 @@ class ApiRuns(Connection):
             _pending_cancelled(con, run_id)
 
 
-def _pending_cancelled(con: Any, run_id: str) -> None:
+def _pending_cancelled(con: DuckDBPyConnection, run_id: str) -> None:
     """Items whose request was cancelled stay `pending` in the ledger (resume with --resume)."""
     con.execute(
         "UPDATE run_items SET status = 'pending', error = 'Batch API run cancelled before it was answered', "

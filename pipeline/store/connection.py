@@ -13,12 +13,15 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import StoreBusyError, StoreError
 from pipeline.store import migrations
 from pipeline.text import utc_now
 from pipeline.untrusted import storable
+
+if TYPE_CHECKING:
+    from duckdb import DuckDBPyConnection
 
 
 class _NoLock:
@@ -182,12 +185,12 @@ class Connection:
         finally:
             lock.release()
 
-    def _migrate(self, con: Any, *, read_only: bool = False) -> None:
+    def _migrate(self, con: DuckDBPyConnection, *, read_only: bool = False) -> None:
         migrations.apply(con, self.path, read_only=read_only)
         self._migrated = True
 
 
-def insert_rows(con: Any, table: str, rows: Sequence[Sequence[Any]]) -> None:
+def insert_rows(con: DuckDBPyConnection, table: str, rows: Sequence[Sequence[Any]]) -> None:
     """All rows in one statement, passed column by column (`unnest` of one list per column).
 
     Binding thousands of single values is what costs in DuckDB: a list per column is bound once.
@@ -217,3 +220,10 @@ def dicts(cursor: Any) -> list[dict[str, Any]]:
     """A cursor's rows as dicts keyed by column name."""
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def scalar(con: DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> Any:
+    """The one value of a query that always returns one row (a count, a max)."""
+    row = con.execute(sql, list(params)).fetchone()
+    assert row is not None, sql
+    return row[0]

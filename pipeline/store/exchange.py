@@ -15,13 +15,16 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError, StoreError
 from pipeline.store import migrations
-from pipeline.store.connection import Connection
+from pipeline.store.connection import Connection, scalar
 from pipeline.store.generations import Generations
 from pipeline.text import utc_now
+
+if TYPE_CHECKING:
+    from duckdb import DuckDBPyConnection
 
 FORMAT = "comparison-store-export/2"  # /2: every table of the registry; /1 lacked the Batch API tables
 FORMATS = ("comparison-store-export/1", FORMAT)
@@ -48,7 +51,7 @@ def export(store: Connection, folder: Path) -> Exported:
                 path = tmp / f"{table}.parquet"
                 order = ", ".join(spec.key)
                 con.execute(f"COPY (SELECT * FROM {table} ORDER BY {order}) TO '{_sql_path(path)}' (FORMAT parquet)")
-                rows[table] = int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+                rows[table] = int(scalar(con, f"SELECT count(*) FROM {table}"))
         manifest = {
             "format": FORMAT,
             "exported_at": utc_now(),
@@ -158,12 +161,12 @@ def _check_generations(folder: Path, known_schemas: dict[str, str]) -> None:
                               "nothing was imported")  # fmt: skip
 
 
-def _merge(con: Any, table: str, spec: migrations.Table, path: Path) -> int:
+def _merge(con: DuckDBPyConnection, table: str, spec: migrations.Table, path: Path) -> int:
     """Insert the file's rows whose key is new; for `newer` tables, replace rows the file has newer."""
     source = f"read_parquet('{_sql_path(path)}')"
     key = spec.key
     match = " AND ".join(f"t.{k} IS NOT DISTINCT FROM s.{k}" for k in key)
-    before = int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    before = int(scalar(con, f"SELECT count(*) FROM {table}"))
     if spec.newer:
         column = spec.newer
         con.execute(
@@ -174,7 +177,7 @@ def _merge(con: Any, table: str, spec: migrations.Table, path: Path) -> int:
         f"INSERT INTO {table} BY NAME SELECT DISTINCT ON ({', '.join(key)}) * FROM {source} s "
         f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {match})"
     )
-    return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]) - before
+    return int(scalar(con, f"SELECT count(*) FROM {table}")) - before
 
 
 def _sql_path(path: Path) -> str:

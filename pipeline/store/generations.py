@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.models import AttemptRecord, Comparison, SourceRecord, Usage
 from pipeline.store.connection import Connection, dicts, dumps, insert_rows
 from pipeline.store.records import FailedAttempts, NewGeneration
 from pipeline.text import utc_now
+
+if TYPE_CHECKING:
+    from duckdb import DuckDBPyConnection
 
 _COLUMNS = (
     "id, pair_key, category, cache_key, provider, model, params, prompt_sha256, schema_sha256, "
@@ -134,7 +137,7 @@ class Generations(Connection):
             return dict(con.execute("SELECT sha256, body FROM schemas").fetchall())
 
 
-def write_generations(con: Any, new: Sequence[NewGeneration], failed: Sequence[FailedAttempts]) -> None:
+def write_generations(con: DuckDBPyConnection, new: Sequence[NewGeneration], failed: Sequence[FailedAttempts]) -> None:
     """Generations with their attempts and schemas, and failed items' attempts, inside the caller's transaction."""
     schemas = {g.comparison.schema_sha256: g.schema_body for g in new if g.schema_body}
     for sha, body in schemas.items():

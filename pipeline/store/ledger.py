@@ -6,12 +6,15 @@ import json
 import os
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.store.connection import Connection, dicts, dumps, insert_rows
 from pipeline.store.generations import write_generations
 from pipeline.store.records import LedgerEntry
 from pipeline.text import utc_now
+
+if TYPE_CHECKING:
+    from duckdb import DuckDBPyConnection
 
 _ITEM_COLUMNS = (
     "run_items (run_id, pair_key, status, attempts, prompt_tokens, completion_tokens, cost, latency_ms, error, "
@@ -31,7 +34,7 @@ class Ledger:
             self.start_in(con, run_id, name, spec, provider, model, pair_keys, resumed_from)
 
     @staticmethod
-    def start_in(con: Any, run_id: str, name: str, spec: dict[str, Any], provider: str, model: str,
+    def start_in(con: DuckDBPyConnection, run_id: str, name: str, spec: dict[str, Any], provider: str, model: str,
                  pair_keys: Sequence[str], resumed_from: str | None, status: str = "running") -> None:  # fmt: skip
         """`start` inside a transaction the caller holds."""
         now = utc_now()
@@ -57,7 +60,7 @@ class Ledger:
                 self.record_in(con, run_id, entries)
 
     @staticmethod
-    def record_in(con: Any, run_id: str, entries: Sequence[LedgerEntry]) -> None:
+    def record_in(con: DuckDBPyConnection, run_id: str, entries: Sequence[LedgerEntry]) -> None:
         """`record` inside a transaction the caller holds."""
         if not entries:
             return

@@ -13,11 +13,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import StoreError
 from pipeline.text import utc_now
 from pipeline.untrusted import storable
+
+if TYPE_CHECKING:
+    from duckdb import DuckDBPyConnection
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,7 @@ register(
 )
 
 
-def _prompt_and_model_as_columns(con: Any) -> None:
+def _prompt_and_model_as_columns(con: DuckDBPyConnection) -> None:
     """Move `template_sha256` and `answered_by` out of each generation's params JSON into their columns.
 
     DuckDB cannot alter a table that has indexes, and rewrites rows of an indexed table as delete
@@ -284,7 +287,7 @@ def created_by(migration_names: list[str]) -> dict[str, Table]:
     return {name: table for m in MIGRATIONS if m.name in applied for name, table in m.tables.items()}
 
 
-def apply(con: Any, path: Path, *, read_only: bool = False) -> None:
+def apply(con: DuckDBPyConnection, path: Path, *, read_only: bool = False) -> None:
     """Bring the store at `path` (open on `con`) up to this release's schema, or refuse."""
     if read_only:
         listed = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}

@@ -1,0 +1,138 @@
+"""Command line: commands parse their arguments, call one library function and print.
+
+Errors are caught once (`common.handles_errors`) and every exit code comes from
+`pipeline.exitcodes.exit_code`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from pipeline import wording
+from pipeline.cli.batch import batch, runs
+from pipeline.cli.common import Context, handles_errors, log_to_stderr, rel
+from pipeline.cli.reading import diff, doctor, history, quality, show
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--workspace", envvar="PIPELINE_WORKSPACE", help="Workspace folder (default: current folder).")
+@click.option("--store", help="DuckDB store file (default: .pipeline/store.duckdb in the workspace).")
+@click.option("-v", "--verbose", is_flag=True, help="Log what each stage does.")
+@click.version_option(package_name="comparison-pipeline")
+@click.pass_context
+def cli(ctx: click.Context, workspace: str | None, store: str | None, verbose: bool) -> None:
+    """Generate validated, cached, dated "X vs Y" comparison reports with an LLM."""
+    log_to_stderr(logging.INFO if verbose else logging.WARNING)
+    ctx.obj = Context(workspace, store)
+
+
+@cli.command("list")
+@click.pass_obj
+@handles_errors
+def list_cmd(obj: Context) -> None:
+    """List the catalogue's categories, their dimensions and subjects (and which have a brief)."""
+    cat = obj.open("pipeline list").catalogue
+    for category in sorted(cat.categories.values(), key=lambda c: c.id):
+        dims = ", ".join(d.name for d in category.dimensions)
+        click.echo(f"{category.id}  {category.name}  [{dims}]")
+        for s in sorted((s for s in cat.subjects.values() if s.category == category.id), key=lambda s: s.id):
+            aliases = f"  (aliases: {', '.join(s.aliases)})" if s.aliases else ""
+            brief = f"  [brief: config/{s.brief}]" if s.brief else "  [no brief]"
+            click.echo(f"  {s.id:<32} {s.name}, by {s.vendor}{aliases}{brief}")
+
+
+@cli.command()
+@click.option("--pair", "pair_ref", required=True, help="Two subject ids or aliases: a,b (order does not matter).")
+@click.option("--provider", help="Provider profile: local, openai, or one from config/pipeline.toml.")
+@click.option("--model", help="Model name (overrides the profile's).")
+@click.option("--force", is_flag=True, help="Call the model even when the cache has this generation.")
+@click.option("--cross-category", is_flag=True, help="Allow subjects from different categories.")
+@click.option("--offline", is_flag=True, help="Fetch nothing: URL sources come from their stored snapshots.")
+@click.pass_obj
+@handles_errors
+def run(
+    obj: Context,
+    pair_ref: str,
+    provider: str | None,
+    model: str | None,
+    force: bool,
+    cross_category: bool,
+    offline: bool,
+) -> None:
+    """Generate (or take from the cache) one comparison and write its reports."""
+    ws = obj.open(f"pipeline run --pair {pair_ref}", offline=offline)
+    pair = ws.pair(pair_ref, cross_category=cross_category)
+    profile, why = ws.profile(provider, model)
+    if not provider and ws.settings.default_provider == "auto":
+        click.echo(f"provider: {profile.name} ({why})", err=True)
+    backend = ws.provider(profile)
+    from pipeline.progress import token_progress
+
+    with token_progress(f"{pair.a.name} vs {pair.b.name}") as progress:
+        outcome = ws.run_pair(pair, backend, force=force, progress=progress)
+    r = outcome.result
+    if r.cached:
+        click.echo(f"{pair.key}: cache hit, no model call (generated {r.comparison.generated_at})")
+    else:
+        u = r.usage
+        attempts = wording.count(r.attempts, "attempt")
+        click.echo(f"{pair.key}: model called, {attempts}, {u.total_tokens} tokens ({u.describe()})")
+    for path in outcome.files:
+        click.echo(f"  wrote {rel(path, ws.root)}")
+
+
+@cli.command()
+@click.pass_obj
+@handles_errors
+def render(obj: Context) -> None:
+    """Re-render every stored comparison's reports from the store; no model calls."""
+    ws = obj.open("pipeline render")
+    paths = ws.render_all()
+    count = sum(1 for p in paths if p.suffix == ".json")
+    rendered = wording.count(count, "comparison")
+    click.echo(f"rendered {rendered} and the index into {rel(ws.settings.reports_dir, ws.root)}")
+
+
+@cli.group("store")
+def store_group() -> None:
+    """Move comparisons between stores: export as Parquet, import (merge) exports of other machines."""
+
+
+@store_group.command("export")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.pass_obj
+@handles_errors
+def store_export(obj: Context, folder: Path) -> None:
+    """Write the generations, attempts, schemas, snapshots and run ledger as Parquet files into FOLDER."""
+    from pipeline.store.exchange import export
+
+    done = export(obj.open("pipeline store export").store, folder)
+    counts = ", ".join(f"{n} {t}" for t, n in done.rows.items())
+    click.echo(f"exported {counts} into {folder} ({done.bytes / 1e6:.1f} MB)")
+
+
+@store_group.command("import")
+@click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.pass_obj
+@handles_errors
+def store_import(obj: Context, folders: tuple[Path, ...]) -> None:
+    """Merge exported FOLDERS into this store; rows it already has are skipped (importing twice adds nothing)."""
+    from pipeline.store.exchange import import_
+
+    store = obj.open("pipeline store import").store
+    store.require_writable("pipeline store import")
+    done = import_(store, list(folders))
+    counts = ", ".join(f"{n} {t}" for t, n in done.added.items())
+    click.echo(f"imported {wording.count(done.folders, 'export')} in {done.seconds:.2f} s: added {counts}")
+    click.echo("write the reports with: pipeline render")
+
+
+for command in (show, batch, runs, history, diff, doctor, quality):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="pipeline")
