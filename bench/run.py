@@ -117,7 +117,7 @@ def render_and_fresh(n: int, latency: float, concurrency: int) -> dict[str, floa
 
 def jinja_floor(ws: Path) -> float:
     """Rendering the same templates with Jinja2 alone on the same, precomputed view data (no store, no I/O)."""
-    from pipeline.render import report_json
+    from pipeline.report_view import report_json
     from pipeline.workspace import Workspace
 
     w = Workspace(str(ws))

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import difflib
 import re
-import tomllib
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from pipeline.configfile import read_toml
 from pipeline.errors import CatalogueError, ConfigError
 from pipeline.models import Category, Dimension, Pair, SourceSpec, Subject
 from pipeline.untrusted import clean
@@ -118,22 +118,6 @@ def load_catalogue(config_dir: Path) -> Catalogue:
                 raise CatalogueError(f"{subject.defined_in}: alias {alias!r} of {subject.id} is ambiguous")
             aliases[key] = subject.id
     return Catalogue(categories=categories, subjects=subjects, aliases=aliases)
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
-        where = f"{path}:{match.group(1)}:{match.group(2)}" if match else str(path)
-        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        raise ConfigError(f"{where}: malformed TOML: {message}") from exc
 
 
 def check_slug(value: object, what: str, where: Path) -> str:

@@ -32,11 +32,11 @@ import logging
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from pipeline.errors import SourceError
+from pipeline.settings import FetchPolicy
 from pipeline.store.snapshots import Snapshot, Snapshots
 from pipeline.text import normalise, safe_url, utc_now
 
@@ -58,18 +58,6 @@ BLOCKED = tuple(
     )
 )  # fmt: skip
 TEXT_TYPES = {"text/html": "html", "application/xhtml+xml": "html", "text/plain": "text", "application/pdf": "pdf"}
-
-
-@dataclass(frozen=True)
-class FetchPolicy:
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 10.0
-    deadline_s: float = 30.0
-    max_bytes: int = 5_000_000
-    max_redirects: int = 5
-    allow_private: bool = False
-    allow_loopback: bool = False
-    offline: bool = False
 
 
 def check_url(url: str) -> None:

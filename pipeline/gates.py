@@ -33,9 +33,19 @@ from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 
-from pipeline.grounding import content_words, point_text
-from pipeline.models import Dimension, Pair, Problem, Subject
+from pipeline.grounding import point_text
+from pipeline.models import Dimension, Pair, Problem
 from pipeline.scoring import dimension_score, winner, winner_name
+from pipeline.textcheck import (
+    WORD,
+    contains_words,
+    ends_sentence,
+    names,
+    names_subject,
+    repetitive,
+    shouting,
+    subject_names,
+)
 
 VERSION = 1  # stored with each generation; generations made before it are listed, not failed
 GATES = {
@@ -49,9 +59,7 @@ GATES = {
     "citation-scope": "each subject's claims cite that subject's passages",
     "consistency": "no duplicates, empty or looping text",
 }
-_TERMINAL = re.compile(r"[.!?…][\"'”’)\]]*$")
 _SENTENCE_MARK = re.compile(r"[.!?;:,](\s|$)")
-_WORD = re.compile(r"\w+", re.UNICODE)
 _PLACEHOLDER = re.compile(
     r"^(n/?a|tbd|todo|unknown|none|null|nil|placeholder|lorem ipsum.*|value|values|text|string|example|sample|"
     r"test|foo|bar|x+|\?+|-+|\.+|(item|value|option|feature|thing|example) ?\d*)$",
@@ -79,11 +87,6 @@ def check(
         *plausible_values(data, pair),
         *(citation_scope(data, pair, scopes) if scopes else []),
     ]
-
-
-def ends_sentence(text: str) -> bool:
-    """Whether a text ends like a sentence: . ! ? or …, perhaps inside closing quotes or brackets."""
-    return bool(_TERMINAL.search(text.strip()))
 
 
 def by_gate(problems: Iterable[Problem]) -> dict[str, list[Problem]]:
@@ -185,14 +188,14 @@ def faq_questions(data: dict[str, Any], pair: Pair) -> list[Problem]:
 
 def alternative_names(data: dict[str, Any], pair: Pair) -> list[Problem]:
     out = []
-    own = [(s, words) for s in (pair.a, pair.b) for words in _subject_names(s)]
+    own = [(s, words) for s in (pair.a, pair.b) for words in subject_names(s)]
     for i, alt in enumerate(data["alternatives"]):
         path = f"alternatives[{i}]"
-        tokens = _WORD.findall(alt.casefold())
+        tokens = WORD.findall(alt.casefold())
         if len(alt.split()) > 6 or _SENTENCE_MARK.search(alt):
             out.append(_p(path, f"{_quote(alt)} is a sentence, not a name: give the name of a product or technique "
                                 "(at most 6 words, no sentence punctuation)", "alternative-names"))  # fmt: skip
-        hit = next((s for s, words in own if _contains(tokens, words)), None)
+        hit = next((s for s, words in own if contains_words(tokens, words)), None)
         if hit is not None:
             out.append(
                 _p(
@@ -257,7 +260,7 @@ def plausible_values(data: dict[str, Any], pair: Pair) -> list[Problem]:
             for j, item in enumerate(value if isinstance(value, list) else [value]):
                 path = f"{side}.dimensions.{dim.name}.value" + (f"[{j}]" if isinstance(value, list) else "")
                 text = str(item).strip()
-                if _shouting(text):
+                if shouting(text):
                     out.append(
                         _p(path, f"{_quote(text)} is written in capitals; write it normally", "plausible-values")
                     )
@@ -303,7 +306,7 @@ def consistency(data: dict[str, Any], pair: Pair) -> list[Problem]:
     for path, text in _strings(data, ""):
         if not text.strip():
             problems.append(_p(path, "is empty", "consistency"))
-        elif _repetitive(text):
+        elif repetitive(text):
             problems.append(
                 _p(path, "repeats the same words over and over; write a short plain sentence", "consistency")
             )
@@ -326,29 +329,6 @@ def sentence_fields(data: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
         yield f"faq[{i}].answer", "answer", entry["answer"]
 
 
-def names(text: str, phrase: str) -> bool:
-    """Whether `text` names `phrase`: one of its words (stemmed, 4+ letters) is in the text."""
-    wanted = {w for w in content_words(phrase) if len(w) >= 4}
-    return bool(wanted & content_words(text))
-
-
-def names_subject(text: str, pair: Pair, only: Subject | None = None) -> bool:
-    """Whether `text` names a subject of the pair (or `only` that one) by name, id or alias."""
-    tokens = _WORD.findall(text.casefold())
-    subjects = (only,) if only else (pair.a, pair.b)
-    return any(_contains(tokens, words) for s in subjects for words in _subject_names(s))
-
-
-def _subject_names(subject: Subject) -> list[list[str]]:
-    found = [subject.name, subject.id.replace("-", " "), *subject.aliases]
-    return [_WORD.findall(n.casefold()) for n in found if _WORD.findall(n)]
-
-
-def _contains(tokens: list[str], words: list[str]) -> bool:
-    n = len(words)
-    return any(tokens[i : i + n] == words for i in range(len(tokens) - n + 1))
-
-
 def _citations(analysis: dict[str, Any], side: str) -> Iterator[tuple[str, list[str]]]:
     for name, entry in analysis["dimensions"].items():
         yield f"{side}.dimensions.{name}", list(entry.get("sources") or ())
@@ -360,13 +340,6 @@ def _citations(analysis: dict[str, Any], side: str) -> Iterator[tuple[str, list[
 
 def _score(data: dict[str, Any], side: str, dim: Dimension) -> int:
     return dimension_score(int(data[side]["dimensions"][dim.name]["rating"]), dim)
-
-
-def _shouting(text: str) -> bool:
-    letters = [c for c in text if c.isalpha()]
-    return (
-        bool(letters) and all(c.isupper() for c in letters) and any(len(w) >= 6 for w in re.findall(r"[^\W\d_]+", text))
-    )
 
 
 def _shown(value: Any, dim: Dimension) -> str:
@@ -409,17 +382,3 @@ def _strings(node: Any, path: str) -> Iterator[tuple[str, str]]:
     elif isinstance(node, list):
         for i, v in enumerate(node):
             yield from _strings(v, f"{path}[{i}]")
-
-
-def _repetitive(text: str) -> bool:
-    """Degenerate output: a word or short phrase looping, or very few distinct words."""
-    words = [w.casefold() for w in _WORD.findall(text)]
-    if len(words) < 8:
-        return False
-    for n in (1, 2, 3):
-        run = 1
-        for i in range(n, len(words) - n + 1, n):
-            run = run + 1 if words[i : i + n] == words[i - n : i] else 1
-            if run >= 4:
-                return True
-    return len(set(words)) / len(words) < 0.35

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.catalogue import read_toml
+from pipeline.configfile import read_toml
 from pipeline.errors import ConfigError
 from pipeline.grounding import point_text
 from pipeline.models import Pair

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.catalogue import read_toml
+from pipeline.configfile import read_toml
 from pipeline.errors import ConfigError
 from pipeline.models import Messages, Usage
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,19 +22,31 @@ from pipeline.catalogue import Catalogue
 from pipeline.charts import grouped_bars
 from pipeline.errors import RenderError, StoreBusyError
 from pipeline.grounding import point_text
-from pipeline.models import Comparison, Dimension, Pair
+from pipeline.models import Comparison, Pair
 from pipeline.overrides import Override
 from pipeline.overrides import apply as apply_overrides
 from pipeline.providers.local import BUNDLED_MODEL
 from pipeline.quality import assess
+from pipeline.report_view import (
+    REPORT_FORMAT,
+    cell_view,
+    claim_view,
+    description,
+    headline,
+    number_text,
+    passages_of,
+    report_json,
+    result_line,
+    tidy,
+)
 from pipeline.schema import sha256_of
-from pipeline.scoring import dimension_score, winner, winner_label
+from pipeline.scoring import winner, winner_label
 from pipeline.text import md_escape, parse_utc
 from pipeline.untrusted import harmless
 
-TEMPLATES = Path(__file__).parent / "templates"
+HERE = Path(__file__).parent
+TEMPLATES = HERE / "templates"
 log = logging.getLogger("pipeline")
-REPORT_FORMAT = 1
 MANIFEST = ".render-manifest.json"  # report -> fingerprint of what it was rendered from
 
 
@@ -81,7 +92,11 @@ class Renderer:
         self.html_env = Environment(autoescape=True, **options)
         self._templates_sha256 = sha256_of(
             {p.name: p.read_text(encoding="utf-8") for p in sorted(TEMPLATES.iterdir()) if p.is_file()}
-            | {"report_format": str(REPORT_FORMAT), "renderer": Path(__file__).read_text(encoding="utf-8")}
+            | {
+                "report_format": str(REPORT_FORMAT),
+                "renderer": Path(__file__).read_text(encoding="utf-8")
+                + (Path(__file__).parent / "report_view.py").read_text(encoding="utf-8"),
+            }
         )
         self._manifest_cache: dict[str, str] | None = None
 
@@ -101,8 +116,8 @@ class Renderer:
 
             changes = diff_reports(report_json(self.view(pair, previous)), report_json(view))
             view["previous"] = {"generated_at": previous.generated_at, "changes": summary_lines(changes)}
-        markdown = _tidy(self.md_env.get_template("report.md.j2").render(**view))
-        html = _tidy(self.html_env.get_template("report.html.j2").render(**view))
+        markdown = tidy(self.md_env.get_template("report.md.j2").render(**view))
+        html = tidy(self.html_env.get_template("report.html.j2").render(**view))
         document = json.dumps(report_json(view), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
         return Rendered(pair=pair, files={"md": markdown, "html": html, "json": document})
 
@@ -192,7 +207,7 @@ class Renderer:
                     "category": pair.category,
                     "pair": pair,
                     "winner": winner_label(pair, won),
-                    "result": _result(pair, won, sa, sb),
+                    "result": result_line(pair, won, sa, sb),
                     "date": c.generated_at[:10],
                     "demo": c.provider == "local" and c.model == BUNDLED_MODEL,
                 }
@@ -210,7 +225,7 @@ class Renderer:
                     "root": root, "title": title, "top": not root}  # fmt: skip
             for ext, env in (("md", self.md_env), ("html", self.html_env)):
                 path = folder / f"index.{ext}"
-                atomic_write(path, _tidy(env.get_template(f"index.{ext}.j2").render(**view)))
+                atomic_write(path, tidy(env.get_template(f"index.{ext}.j2").render(**view)))
                 paths.append(path)
         paths.append(self._write_feed(entries, previous or {}))
         if self.base_url:
@@ -237,7 +252,7 @@ class Renderer:
         view = {"items": items, "base": f"{self.base_url}/" if self.base_url else "",
                 "updated": items[0]["c"].generated_at if items else "1970-01-01T00:00:00Z"}  # fmt: skip
         path = self.reports_dir / "feed.xml"
-        atomic_write(path, _tidy(self.html_env.get_template("feed.xml.j2").render(**view)))
+        atomic_write(path, tidy(self.html_env.get_template("feed.xml.j2").render(**view)))
         return path
 
     def _write_sitemap(self, entries: list[dict[str, Any]], categories: dict[str, Any]) -> Path:
@@ -248,7 +263,7 @@ class Renderer:
         urls += [(f"{self.base_url}/{cid}/index.html", newest[cid]) for cid in sorted(categories)]
         urls += [(f"{self.base_url}/{e['category'].id}/{e['pair'].slug}.html", e["date"]) for e in entries]
         path = self.reports_dir / "sitemap.xml"
-        atomic_write(path, _tidy(self.html_env.get_template("sitemap.xml.j2").render(urls=urls)))
+        atomic_write(path, tidy(self.html_env.get_template("sitemap.xml.j2").render(urls=urls)))
         return path
 
     def view(self, pair: Pair, c: Comparison, existing: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -259,21 +274,21 @@ class Renderer:
         rows: list[dict[str, Any]] = [
             {
                 "name": d.name,
-                "weight": _num(d.weight),
+                "weight": number_text(d.weight),
                 "better": "higher" if d.higher_is_better else "lower",
-                "a": _cell(data["a"]["dimensions"][d.name], d),
-                "b": _cell(data["b"]["dimensions"][d.name], d),
+                "a": cell_view(data["a"]["dimensions"][d.name], d),
+                "b": cell_view(data["b"]["dimensions"][d.name], d),
             }
             for d in dims
         ]
-        passages = _passages(c, pair)
+        passages = passages_of(c, pair)
         quality = assess(c, pair, data, self.caps)
         found = {cl.path: cl for cl in quality.claims}
         verdicts = (quality.judgement or {}).get("verdicts") or {}
         for r in rows:
             for side in ("a", "b"):
                 path = f"{side}.dimensions.{r['name']}"
-                r[side].update(_claim_view(found.get(path), verdicts.get(path, "")))
+                r[side].update(claim_view(found.get(path), verdicts.get(path, "")))
             # who leads on this feature, by feature score (direction applied)
             r["leader"] = "a" if r["a"]["score"] > r["b"]["score"] else "b" if r["b"]["score"] > r["a"]["score"] else ""
         points = {
@@ -281,7 +296,7 @@ class Renderer:
                 kind: [
                     {
                         "text": point_text(item),
-                        **_claim_view(found.get(f"{side}.{kind}[{i}]"), verdicts.get(f"{side}.{kind}[{i}]", "")),
+                        **claim_view(found.get(f"{side}.{kind}[{i}]"), verdicts.get(f"{side}.{kind}[{i}]", "")),
                     }
                     for i, item in enumerate(data[side][kind])
                 ]
@@ -325,7 +340,7 @@ class Renderer:
             "overall": {"a": f"{score_a:.2f}", "b": f"{score_b:.2f}"},
             "winner": won,
             "winner_name": winner_name,
-            "tie_band": _num(pair.category.tie_band),
+            "tie_band": number_text(pair.category.tie_band),
             "related": related,
             "as_of": time.strftime("%B %Y", generated),
             "generated_exact": time.strftime("%Y-%m-%d %H:%M:%S UTC", generated),
@@ -341,111 +356,11 @@ class Renderer:
                     for d, r in zip(dims, rows, strict=True)
                 ]
             ),
-            "headline": _headline(pair, won, score_a, score_b),
-            "scores_line": _result(pair, won, score_a, score_b).replace(" · ", ", ") + " (overall, out of 10)",
-            "description": _description(pair, won, score_a, score_b),
+            "headline": headline(pair, won, score_a, score_b),
+            "scores_line": result_line(pair, won, score_a, score_b).replace(" · ", ", ") + " (overall, out of 10)",
+            "description": description(pair, won, score_a, score_b),
             "canonical": f"{self.base_url}/{pair.category.id}/{pair.slug}.html" if self.base_url else "",
         }
-
-
-def report_json(view: dict[str, Any]) -> dict[str, Any]:
-    pair: Pair = view["pair"]
-    c: Comparison = view["c"]
-    return {
-        "report_format": REPORT_FORMAT,
-        "title": f"{pair.a.name} vs {pair.b.name}",
-        "pair": pair.key,
-        "category": {"id": pair.category.id, "name": pair.category.name},
-        "subjects": {
-            side: {"id": s.id, "name": s.name, "vendor": s.vendor, "description": s.description}
-            for side, s in (("a", pair.a), ("b", pair.b))
-        },
-        "data": view["data"],
-        "overrides": view["overrides"],
-        "grounding": view["grounding"],
-        "quality": view["quality"],
-        "computed": {
-            "overall": {"a": float(view["overall"]["a"]), "b": float(view["overall"]["b"])},
-            "winner": view["winner"],
-            "winner_name": view["winner_name"],
-            "tie_band": pair.category.tie_band,
-            "headline": view["headline"],
-            # Enough to recompute the overall scores from this file alone (schemas/report.schema.json).
-            "dimensions": [
-                {
-                    "name": d.name,
-                    "weight": d.weight,
-                    "higher_is_better": d.higher_is_better,
-                    "feature_score": {"a": r["a"]["score"], "b": r["b"]["score"]},
-                    "leader": r["leader"] or None,
-                }
-                for d, r in zip(pair.category.dimensions, view["rows"], strict=True)
-            ],
-            "people_also_compare": [r["key"] for r in view["related"]],
-        },
-        "previous_generated_at": (view.get("previous") or {}).get("generated_at"),
-        "provenance": {
-            "generation_id": c.generation_id,
-            "generated_at": c.generated_at,
-            "provider": c.provider,
-            "model": c.model,
-            "demo_model": view["demo"],
-            "cache_key": c.cache_key,
-            "prompt_sha256": c.prompt_sha256,
-            "schema_sha256": c.schema_sha256,
-            "params": c.report_params(),
-            "sources": [s.to_json() for s in c.sources],
-            "attempts": c.attempts,
-            "usage": {
-                "prompt_tokens": c.usage.prompt_tokens,
-                "completion_tokens": c.usage.completion_tokens,
-                "cached_tokens": c.usage.cached_tokens,
-                "reasoning_tokens": c.usage.reasoning_tokens,
-            },
-        },
-    }
-
-
-def _result(pair: Pair, won: str, score_a: float, score_b: float) -> str:
-    """Both overall scores, the winner's first: "Image Segmentation 7.40 · Image Classification 6.93"."""
-    first, second = ((pair.b, score_b), (pair.a, score_a)) if won == "b" else ((pair.a, score_a), (pair.b, score_b))
-    return f"{first[0].name} {first[1]:.2f} · {second[0].name} {second[1]:.2f}"
-
-
-def _headline(pair: Pair, won: str, score_a: float, score_b: float) -> str:
-    """The result at a glance, the winner first: "Image Segmentation wins, 7.40 to 6.93"."""
-    if won == "tie":
-        return f"A tie: {pair.a.name} {score_a:.2f}, {pair.b.name} {score_b:.2f} out of 10"
-    win, lose, ws, ls = (pair.a, pair.b, score_a, score_b) if won == "a" else (pair.b, pair.a, score_b, score_a)
-    return f"{win.name} wins, {ws:.2f} to {ls:.2f} out of 10 for {lose.name}"
-
-
-def _description(pair: Pair, won: str, score_a: float, score_b: float) -> str:
-    dims = ", ".join(d.name.lower() for d in pair.category.dimensions[:4])
-    return (f"{pair.a.name} vs {pair.b.name} ({pair.category.name}): {dims} and more, rated from cited sources. "
-            f"{_headline(pair, won, score_a, score_b)}.")  # fmt: skip
-
-
-def _passages(c: Comparison, pair: Pair) -> list[dict[str, str]]:
-    """Each passage with where it comes from (for the cited-passages lists and links)."""
-    names = {pair.a.id: pair.a.name, pair.b.id: pair.b.name}
-    listed = []
-    for source in c.sources:
-        for p in source.passages:
-            if not _PASSAGE_ID.fullmatch(p.id):
-                continue
-            listed.append({
-                "id": p.id, "text": p.text, "subject": names.get(source.subject, source.subject),
-                "label": source.label, "location": source.location,
-                "url": source.location if source.kind == "url" else "", "retrieved_at": source.retrieved_at,
-            })  # fmt: skip
-    return listed
-
-
-def _claim_view(claim: Any, judged: str = "") -> dict[str, Any]:
-    if claim is None:
-        return {"cites": [], "status": "uncited", "judge": ""}
-    return {"cites": list(claim.cited), "status": claim.status, "judge": judged}
 
 
 def _finalize(value: Any) -> Any:
@@ -453,14 +368,6 @@ def _finalize(value: Any) -> Any:
 
     # Markup is our own template output (charts, macros): already safe, and cleaning would unmark it.
     return harmless(value) if isinstance(value, str) and not isinstance(value, Markup) else value
-
-
-def format_value(value: Any, dim: Dimension) -> str:
-    if dim.kind == "percent":
-        return f"{value}%"
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
-    return str(value)
 
 
 def atomic_write(path: Path, text: str) -> bool:
@@ -490,28 +397,3 @@ def atomic_write(path: Path, text: str) -> bool:
         Path(tmp).unlink(missing_ok=True)
         raise RenderError(f"cannot write {path}: {exc.strerror}") from exc
     return True
-
-
-_PASSAGE_ID = re.compile(r"P[0-9]{1,3}")
-
-
-def _cell(entry: dict[str, Any], dim: Dimension) -> dict[str, Any]:
-    pinned = entry.get("overridden", [])
-    return {
-        "value": format_value(entry["value"], dim) + (" (override)" if "value" in pinned else ""),
-        "rating": int(entry["rating"]),
-        "pinned": "rating" in pinned,
-        "score": dimension_score(int(entry["rating"]), dim),
-        "rationale": entry["rationale"],
-    }
-
-
-def _tidy(text: str) -> str:
-    """No runs of blank lines, exactly one trailing newline."""
-    return re.sub(r"\n{3,}", "\n\n", text).rstrip("\n") + "\n"
-
-
-def _num(value: float) -> str:
-    """Stable number formatting: at most two decimals, no trailing zeros."""
-    text = f"{value:.2f}".rstrip("0").rstrip(".")
-    return text if text != "-0" else "0"

@@ -30,10 +30,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import SourceError
-from pipeline.gates import ends_sentence, level_band, percent_band
+from pipeline.gates import level_band, percent_band
 from pipeline.grounding import Passage, content_words, stem
 from pipeline.models import Dimension, Pair, Problem, Subject
-from pipeline.scoring import dimension_score, winner, winner_name
+from pipeline.scoring import winner, winner_name
+from pipeline.selection_text import faq_entries, verdict_reasoning
+from pipeline.textcheck import ends_sentence
 
 RESERVE = 4  # passages kept for pros and cons (two each)
 MAX_CANDIDATES = 2  # passages offered per dimension
@@ -144,15 +146,15 @@ def compose(answer: dict[str, Any], the_plan: Plan) -> dict[str, Any]:
         }
     won, sa, sb = winner(data, pair.category)
     data["verdict"] = {"winner": winner_name(pair, won),
-                       "reasoning": _reasoning(data, pair, won, sa, sb)}  # fmt: skip
-    data["faq"] = _faq(data, pair, won, sa, sb)
+                       "reasoning": verdict_reasoning(data, pair, won, sa, sb)}  # fmt: skip
+    data["faq"] = faq_entries(data, pair, won, sa, sb)
     data["alternatives"] = list(the_plan.alternatives[:5])
     return data
 
 
 def alternatives_for(pair: Pair, named: Sequence[str], others: Sequence[Subject]) -> tuple[str, ...]:
     """The briefs' market alternatives (neither subject, nor naming one); else other catalogue subjects."""
-    from pipeline.gates import names_subject
+    from pipeline.textcheck import names_subject
 
     found = [n for n in dict.fromkeys(named) if not names_subject(n, pair)]
     return tuple(found or [s.name for s in others if s.id not in (pair.a.id, pair.b.id)])
@@ -353,71 +355,3 @@ def _two_of(values: Sequence[str], *, item: bool = False) -> dict[str, Any]:
         for i, v in enumerate(values[:-1])
     ]  # fmt: skip
     return branches[0] if len(branches) == 1 else {"anyOf": branches}
-
-
-# -- what code writes -------------------------------------------------------------------------
-
-
-def _leads(data: dict[str, Any], pair: Pair, side: str) -> list[Dimension]:
-    other = "b" if side == "a" else "a"
-
-    def score(s: str, d: Dimension) -> int:
-        return dimension_score(int(data[s]["dimensions"][d.name]["rating"]), d)
-
-    gaps = [(score(side, d) - score(other, d), d) for d in pair.category.dimensions]
-    return [d for gap, d in sorted(gaps, key=lambda g: -g[0]) if gap > 0]
-
-
-def _names(dims: Sequence[Dimension], limit: int = 3) -> str:
-    shown = [d.name for d in dims[:limit]]
-    if len(dims) > limit:
-        shown.append(f"{len(dims) - limit} more")
-    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
-
-
-def _reasoning(data: dict[str, Any], pair: Pair, won: str, sa: float, sb: float) -> str:
-    a_leads, b_leads = _leads(data, pair, "a"), _leads(data, pair, "b")
-    if won == "tie":
-        text = (f"It is a tie: {pair.a.name} scores {sa:.2f} and {pair.b.name} {sb:.2f} out of 10, within the "
-                f"tie band of {pair.category.tie_band:g}.")  # fmt: skip
-        parts = [f"{s.name} leads on {_names(lead)}" for s, lead in ((pair.a, a_leads), (pair.b, b_leads)) if lead]
-        return text + (" " + "; ".join(parts) + "." if parts else "")
-    win, lose = (pair.a, pair.b) if won == "a" else (pair.b, pair.a)
-    ws, ls = (sa, sb) if won == "a" else (sb, sa)
-    w_leads, l_leads = (a_leads, b_leads) if won == "a" else (b_leads, a_leads)
-    text = f"{win.name} comes out ahead with {ws:.2f} against {ls:.2f} out of 10 for {lose.name}."
-    text += f" It leads on {_names(w_leads)}"
-    return text + (f", while {lose.name} leads on {_names(l_leads)}." if l_leads else ".")
-
-
-def _faq(data: dict[str, Any], pair: Pair, won: str, sa: float, sb: float) -> list[dict[str, str]]:
-    a, b = pair.a, pair.b
-    if won == "tie":
-        overall = (
-            f"Neither: {a.name} scores {sa:.2f} and {b.name} {sb:.2f} out of 10, which this comparison counts as a tie."
-        )
-    else:
-        win, lose, ws, ls = (a, b, sa, sb) if won == "a" else (b, a, sb, sa)
-        overall = (f"{win.name} scores {ws:.2f} against {ls:.2f} for {lose.name}, the weighted mean of the feature "
-                   "scores out of 10.")  # fmt: skip
-    dims = pair.category.dimensions
-
-    def gap(d: Dimension) -> int:
-        ra, rb = (int(data[s]["dimensions"][d.name]["rating"]) for s in ("a", "b"))
-        return abs(dimension_score(ra, d) - dimension_score(rb, d))
-
-    ranked = sorted(dims, key=lambda d: (-gap(d), dims.index(d)))
-    most, least = ranked[0], ranked[-1]
-
-    def ratings(d: Dimension) -> str:
-        ra, rb = (data[s]["dimensions"][d.name]["rating"] for s in ("a", "b"))
-        better = "more" if d.higher_is_better else "less"
-        return f"On {d.name}: {a.name} is rated {ra} and {b.name} {rb} out of 10, where {better} is better."
-
-    faq = [
-        {"question": f"Which scores higher overall, {a.name} or {b.name}?", "answer": overall},
-        {"question": f"Where do {a.name} and {b.name} differ most?", "answer": ratings(most)},
-    ]
-    if least is not most:
-        faq.append({"question": f"Where are {a.name} and {b.name} closest?", "answer": ratings(least)})
-    return faq

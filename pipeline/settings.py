@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.catalogue import read_toml
+from pipeline.configfile import read_toml
 from pipeline.errors import ConfigError
 
 PACKAGE_WORKSPACE = Path(__file__).parent / "_workspace"
@@ -137,6 +137,20 @@ class GroundingPolicy:
 
 
 @dataclass(frozen=True)
+class FetchPolicy:
+    """`[fetch]`: how URL sources are fetched (and whether at all: `offline`)."""
+
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 10.0
+    deadline_s: float = 30.0
+    max_bytes: int = 5_000_000
+    max_redirects: int = 5
+    allow_private: bool = False
+    allow_loopback: bool = False
+    offline: bool = False
+
+
+@dataclass(frozen=True)
 class Settings:
     workspace: Path
     store_path: Path
@@ -147,7 +161,7 @@ class Settings:
     default_provider: str
     generation: GenerationParams = field(default_factory=GenerationParams)
     transport: TransportPolicy = field(default_factory=TransportPolicy)
-    fetch: Any = None  # pipeline.fetch.FetchPolicy, from [fetch]
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
     batch_api: BatchAPIPolicy = field(default_factory=BatchAPIPolicy)
     grounding: GroundingPolicy = field(default_factory=GroundingPolicy)
     publish: PublishPolicy = field(default_factory=PublishPolicy)
@@ -244,13 +258,9 @@ def _batch_api_policy(raw: dict[str, Any], cfg_path: Path) -> BatchAPIPolicy:
     return policy
 
 
-def _fetch_policy(raw: dict[str, Any], cfg_path: Path) -> Any:
-    from pipeline.fetch import FetchPolicy
-
-    policy = _dataclass_from(FetchPolicy, raw, cfg_path, "fetch")
+def _fetch_policy(raw: dict[str, Any], cfg_path: Path) -> FetchPolicy:
+    policy: FetchPolicy = _dataclass_from(FetchPolicy, raw, cfg_path, "fetch")
     if os.environ.get("PIPELINE_OFFLINE", "") not in ("", "0"):
-        from dataclasses import replace
-
         policy = replace(policy, offline=True)
     return policy
 

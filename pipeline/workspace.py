@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from pipeline.batch.context import BatchContext
     from pipeline.batch.start import BatchPlan
     from pipeline.fetch import Fetcher
-    from pipeline.generate import Job
+    from pipeline.job import Job
     from pipeline.prompt import PromptBuilder
     from pipeline.render import Renderer
     from pipeline.store import Store
@@ -170,7 +170,7 @@ class Workspace:
 
     def prepare(self, pair: Pair, provider: Provider, *, from_snapshots: bool = False) -> Job:
         """The job for a pair; `from_snapshots` reads URL sources from the store only (no fetching)."""
-        from pipeline.generate import prepare
+        from pipeline.job import prepare
 
         fetcher = self.snapshot_fetcher if from_snapshots else self.fetcher
         bundles = tuple(gather(s, self.root, self.settings.max_source_chars, fetcher) for s in (pair.a, pair.b))

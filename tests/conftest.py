@@ -12,7 +12,10 @@ import duckdb
 import pytest
 from click.testing import CliRunner, Result
 
+from pipeline.catalogue import load_catalogue
 from pipeline.cli import cli as cli_group
+from pipeline.models import Comparison, PassageText, SourceRecord, Usage
+from pipeline.settings import FetchPolicy
 from tests.fakeserver import FakeLLM
 
 REPO = Path(__file__).resolve().parent.parent
@@ -141,3 +144,113 @@ def add_category(ws: Path, subjects: int = 11) -> None:
             f'description = "Widget number {i} is a test subject."\n'
         )
     (ws / "config/catalogue/widgets.toml").write_text("\n".join(lines))
+
+
+# -- the reference case: the seed page's content as a capable model returns it ---------------------
+
+GOLDEN = Path(__file__).parent / "golden"
+CAT = load_catalogue(REPO / "config")
+PAIR = CAT.pair("image-classification,image-segmentation")
+
+
+def rating(value, r: int, why: str, cite: str) -> dict:
+    return {"value": value, "rating": r, "rationale": why, "sources": [cite]}
+
+
+def points(*items: tuple[str, str]) -> list[dict]:
+    return [{"text": text, "sources": [cite]} for text, cite in items]
+
+
+# The reference page's own content, as a capable model would return it under the content gates:
+# ratings that agree with their values, sentences, each subject citing its own passages.
+REFERENCE_DATA = {
+    "a": {
+        "subject": "Image Classification",
+        "dimensions": {
+            "Accuracy": rating(90, 7, "Modern classifiers reach about 90% top-1 accuracy on ImageNet.", "P2"),
+            "Complexity": rating("Low", 3, "A pretrained model can be fine-tuned in a few lines of code.", "P3"),
+            "Speed": rating("Fast", 8, "One forward pass gives the label, so inference is quick.", "P3"),
+            "Applications": rating(["Photo Tagging", "Content Moderation"], 5,
+                                   "It is used for photo tagging and content moderation.", "P4"),
+            "Data Requirements": rating("Small", 3, "It needs comparatively little labelled data.", "P4"),
+            "Real-world Impact": rating("Moderate", 6, "It is common in products but limited in depth.", "P2"),
+        },
+        "pros": points(("Easy to implement.", "P3"), ("Requires less computational power.", "P3"),
+                       ("Can be used for simple tagging tasks.", "P4")),
+        "cons": points(("Less accurate than image segmentation.", "P2"), ("Gives no location for objects.", "P4"),
+                       ("May not provide detailed results.", "P4")),
+    },
+    "b": {
+        "subject": "Image Segmentation",
+        "dimensions": {
+            "Accuracy": rating(95, 9, "Segmentation models reach about 95% pixel accuracy on standard benchmarks.",
+                               "P6"),
+            "Complexity": rating("High", 6, "It is complex because it predicts a label for every pixel.", "P7"),
+            "Speed": rating("Slow", 5, "Dense per-pixel predictions make it slow.", "P7"),
+            "Applications": rating(["Medical Imaging", "Autonomous Vehicles"], 9,
+                                   "It is used in medical imaging and autonomous vehicles.", "P8"),
+            "Data Requirements": rating("Large", 6, "It needs large amounts of pixel-level labelled data.", "P7"),
+            "Real-world Impact": rating("High", 9, "Its real-world impact is high in medicine and driving.", "P6"),
+        },
+        "pros": points(("Provides more detailed and accurate results.", "P6"),
+                       ("Can be used in complex applications such as medical imaging.", "P8"),
+                       ("Gives the precise shape of every object.", "P8")),
+        "cons": points(("More complex to implement.", "P7"), ("Slow, because it predicts every pixel.", "P7"),
+                       ("May require large amounts of labelled data.", "P7")),
+    },
+    "verdict": {
+        "winner": "Image Segmentation",
+        "reasoning": "Image Segmentation is the winner due to its higher accuracy and real-world impact, making it "
+        "a better choice for complex applications such as medical imaging and autonomous vehicles.",
+    },
+    "faq": [
+        {"question": "What is the main difference between image classification and image segmentation?",
+         "answer": "Image classification assigns a label to a whole image, while image segmentation labels every "
+         "pixel of it."},
+        {"question": "Which one is more accurate?",
+         "answer": "Image segmentation, at about 95% pixel accuracy against about 90% top-1 accuracy."},
+    ],
+    "alternatives": ["Object Detection", "Keypoint Detection"],
+}  # fmt: skip
+
+SOURCES = (
+    ("image-classification", "description", [("P1", CAT.subjects["image-classification"].description)]),
+    ("image-classification", "brief", [
+        ("P2", "Modern classifiers reach about 90% top-1 accuracy on ImageNet, and classification is common in "
+               "products."),
+        ("P3", "A pretrained model can be fine-tuned in a few lines of code, and one forward pass gives the label "
+               "quickly, with less computational power than dense prediction."),
+        ("P4", "Classification needs comparatively little labelled data and is used for photo tagging and content "
+               "moderation, but it gives no location for objects."),
+    ]),
+    ("image-segmentation", "description", [("P5", CAT.subjects["image-segmentation"].description)]),
+    ("image-segmentation", "brief", [
+        ("P6", "Segmentation models reach about 95% pixel accuracy on standard benchmarks, with more detailed "
+               "results and a high real-world impact in medicine and driving."),
+        ("P7", "Segmentation is complex and slow to run: it predicts every pixel and needs large amounts of "
+               "pixel-level labelled data."),
+        ("P8", "It is used in complex applications such as medical imaging and autonomous vehicles, where the "
+               "precise shape of every object matters."),
+    ]),
+)  # fmt: skip
+
+
+def make(data: dict = REFERENCE_DATA, provider: str = "openai", model: str = "gpt-4o-mini") -> Comparison:
+    sources = tuple(
+        SourceRecord(subject, label, "text" if label == "description" else "brief",
+                     "catalogue" if label == "description" else f"config/sources/{subject}.md",
+                     (subject[6] + label[0]) * 32, passages=tuple(PassageText(pid, text) for pid, text in passages))
+        for subject, label, passages in SOURCES
+    )  # fmt: skip
+    return Comparison(
+        generation_id="0123456789abcdef", pair_key=PAIR.key, category=PAIR.category.id, data=data,
+        generated_at="2026-06-15T09:30:00Z", provider=provider, model=model, cache_key="c" * 64,
+        prompt_sha256="p" * 64, schema_sha256="s" * 64, sources=sources, attempts=1, usage=Usage(1200, 800),
+        params={"dialect": "json_schema", "mode": "write", "gates": 1}, template_sha256="t" * 64,
+    )  # fmt: skip
+
+
+EXISTING = frozenset({PAIR.key, "image-classification,object-detection"})
+
+# A fetch policy for the tests' own servers on 127.0.0.1.
+LOOPBACK = FetchPolicy(allow_loopback=True, read_timeout_s=1.0, connect_timeout_s=1.0, max_bytes=1_000_000)

@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.render import Renderer
-from tests.conftest import REPO
-from tests.test_render import CAT, PAIR, make
+from tests.conftest import CAT, PAIR, REPO, make
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"

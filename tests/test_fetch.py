@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from pipeline.errors import SourceError
-from pipeline.fetch import Fetcher, FetchPolicy, fetch
+from pipeline.fetch import Fetcher, fetch
+from pipeline.settings import FetchPolicy
 from pipeline.store import Store
 from pipeline.text import md_escape
-from tests.conftest import cli, db
+from tests.conftest import LOOPBACK, cli, db
 from tests.fakeserver import FakeLLM
 
 ARTICLE = (
@@ -127,9 +128,6 @@ def pages() -> Iterator[Pages]:
     p = Pages().start()
     yield p
     p.stop()
-
-
-LOOPBACK = FetchPolicy(allow_loopback=True, read_timeout_s=1.0, connect_timeout_s=1.0, max_bytes=1_000_000)
 
 
 def test_html_is_reduced_to_its_main_text(pages: Pages) -> None:

@@ -11,9 +11,8 @@ from pipeline.catalogue import load_catalogue
 from pipeline.gates import level_band, percent_band
 from pipeline.schema import load_canonical, specialise
 from pipeline.validate import validate
-from tests.conftest import REPO
+from tests.conftest import REFERENCE_DATA, REPO
 from tests.fakeserver import FakeLLM, synthesise
-from tests.test_render import REFERENCE_DATA
 
 CAT = load_catalogue(REPO / "config")
 PAIR = CAT.pair("image-classification,image-segmentation")

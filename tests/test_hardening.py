@@ -17,10 +17,10 @@ import pytest
 
 from pipeline import fetch as fetch_module
 from pipeline.errors import SourceError
-from pipeline.fetch import FetchPolicy, blocked, fetch
-from tests.conftest import cli, db
+from pipeline.fetch import blocked, fetch
+from pipeline.settings import FetchPolicy
+from tests.conftest import LOOPBACK, cli, db
 from tests.fakeserver import FakeLLM
-from tests.test_fetch import LOOPBACK
 
 PAIR = "image-classification,image-segmentation"
 MD = Path("reports/computer-vision/image-classification-vs-image-segmentation.md")

@@ -16,7 +16,7 @@ import lxml.html
 from cmarkgfm.cmark import Options
 
 from pipeline.render import Renderer
-from tests.test_render import CAT, EXISTING, GOLDEN, make
+from tests.conftest import CAT, EXISTING, GOLDEN, make
 
 GITHUB = Options.CMARK_OPT_FOOTNOTES | Options.CMARK_OPT_GITHUB_PRE_LANG  # as github.com renders .md files
 LABEL = re.compile(r"\[P\d{1,3}\]")

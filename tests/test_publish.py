@@ -16,8 +16,7 @@ import pytest
 from pipeline.errors import ConfigError
 from pipeline.render import Renderer
 from pipeline.settings import load_settings
-from tests.conftest import REPO
-from tests.test_render import CAT, PAIR, REFERENCE_DATA, make
+from tests.conftest import CAT, PAIR, REFERENCE_DATA, REPO, make
 
 BASE = "https://example.org/compare"
 XSD = Path(os.environ.get("PIPELINE_CHECKERS", REPO / ".venv" / "checkers")) / "node_modules/sitemap/schema/sitemap.xsd"

@@ -11,8 +11,7 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
 from pipeline.render import Renderer
-from tests.conftest import REPO
-from tests.test_render import CAT, EXISTING, make
+from tests.conftest import CAT, EXISTING, REPO, make
 
 SCHEMA = json.loads((REPO / "schemas" / "report.schema.json").read_text(encoding="utf-8"))
 VALIDATOR = Draft202012Validator(SCHEMA, format_checker=FormatChecker())

@@ -9,8 +9,8 @@ import duckdb
 import pytest
 
 from pipeline.batch import shard_of
+from tests.conftest import add_category, cli
 from tests.fakeserver import FakeLLM
-from tests.test_batch import add_category, cli
 
 SUBJECTS = 11  # 55 pairs
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.catalogue import Catalogue
-from pipeline.generate import Job
+from pipeline.job import Job
 from pipeline.models import Pair
 from pipeline.prompt import PromptBuilder
 from pipeline.providers.base import Provider

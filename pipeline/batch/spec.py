@@ -8,7 +8,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.catalogue import Catalogue, read_toml
+from pipeline.catalogue import Catalogue
+from pipeline.configfile import read_toml
 from pipeline.errors import CatalogueError, ConfigError
 from pipeline.models import Pair
 

@@ -89,7 +89,7 @@ def diff(obj: Context, targets: tuple[str, ...], from_ref: str, to_ref: str, fmt
         old, new = (d.load_report(Path(t)) for t in targets)
     elif len(targets) == 1:
         from pipeline.history import pick
-        from pipeline.render import report_json
+        from pipeline.report_view import report_json
 
         ws = obj.open(f"pipeline diff {targets[0]}")
         pair = ws.pair(targets[0], cross_category=True)

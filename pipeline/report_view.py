@@ -1,0 +1,144 @@
+"""The pieces of a report view that depend on the comparison alone: the JSON report, cells, headlines, passages."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pipeline.models import Comparison, Dimension, Pair
+from pipeline.scoring import dimension_score
+
+REPORT_FORMAT = 1  # the JSON report's format (schemas/report.schema.json)
+
+
+def report_json(view: dict[str, Any]) -> dict[str, Any]:
+    pair: Pair = view["pair"]
+    c: Comparison = view["c"]
+    return {
+        "report_format": REPORT_FORMAT,
+        "title": f"{pair.a.name} vs {pair.b.name}",
+        "pair": pair.key,
+        "category": {"id": pair.category.id, "name": pair.category.name},
+        "subjects": {
+            side: {"id": s.id, "name": s.name, "vendor": s.vendor, "description": s.description}
+            for side, s in (("a", pair.a), ("b", pair.b))
+        },
+        "data": view["data"],
+        "overrides": view["overrides"],
+        "grounding": view["grounding"],
+        "quality": view["quality"],
+        "computed": {
+            "overall": {"a": float(view["overall"]["a"]), "b": float(view["overall"]["b"])},
+            "winner": view["winner"],
+            "winner_name": view["winner_name"],
+            "tie_band": pair.category.tie_band,
+            "headline": view["headline"],
+            # Enough to recompute the overall scores from this file alone (schemas/report.schema.json).
+            "dimensions": [
+                {
+                    "name": d.name,
+                    "weight": d.weight,
+                    "higher_is_better": d.higher_is_better,
+                    "feature_score": {"a": r["a"]["score"], "b": r["b"]["score"]},
+                    "leader": r["leader"] or None,
+                }
+                for d, r in zip(pair.category.dimensions, view["rows"], strict=True)
+            ],
+            "people_also_compare": [r["key"] for r in view["related"]],
+        },
+        "previous_generated_at": (view.get("previous") or {}).get("generated_at"),
+        "provenance": {
+            "generation_id": c.generation_id,
+            "generated_at": c.generated_at,
+            "provider": c.provider,
+            "model": c.model,
+            "demo_model": view["demo"],
+            "cache_key": c.cache_key,
+            "prompt_sha256": c.prompt_sha256,
+            "schema_sha256": c.schema_sha256,
+            "params": c.report_params(),
+            "sources": [s.to_json() for s in c.sources],
+            "attempts": c.attempts,
+            "usage": {
+                "prompt_tokens": c.usage.prompt_tokens,
+                "completion_tokens": c.usage.completion_tokens,
+                "cached_tokens": c.usage.cached_tokens,
+                "reasoning_tokens": c.usage.reasoning_tokens,
+            },
+        },
+    }
+
+
+def result_line(pair: Pair, won: str, score_a: float, score_b: float) -> str:
+    """Both overall scores, the winner's first: "Image Segmentation 7.40 · Image Classification 6.93"."""
+    first, second = ((pair.b, score_b), (pair.a, score_a)) if won == "b" else ((pair.a, score_a), (pair.b, score_b))
+    return f"{first[0].name} {first[1]:.2f} · {second[0].name} {second[1]:.2f}"
+
+
+def headline(pair: Pair, won: str, score_a: float, score_b: float) -> str:
+    """The result at a glance, the winner first: "Image Segmentation wins, 7.40 to 6.93"."""
+    if won == "tie":
+        return f"A tie: {pair.a.name} {score_a:.2f}, {pair.b.name} {score_b:.2f} out of 10"
+    win, lose, ws, ls = (pair.a, pair.b, score_a, score_b) if won == "a" else (pair.b, pair.a, score_b, score_a)
+    return f"{win.name} wins, {ws:.2f} to {ls:.2f} out of 10 for {lose.name}"
+
+
+def description(pair: Pair, won: str, score_a: float, score_b: float) -> str:
+    dims = ", ".join(d.name.lower() for d in pair.category.dimensions[:4])
+    return (f"{pair.a.name} vs {pair.b.name} ({pair.category.name}): {dims} and more, rated from cited sources. "
+            f"{headline(pair, won, score_a, score_b)}.")  # fmt: skip
+
+
+def passages_of(c: Comparison, pair: Pair) -> list[dict[str, str]]:
+    """Each passage with where it comes from (for the cited-passages lists and links)."""
+    names = {pair.a.id: pair.a.name, pair.b.id: pair.b.name}
+    listed = []
+    for source in c.sources:
+        for p in source.passages:
+            if not _PASSAGE_ID.fullmatch(p.id):
+                continue
+            listed.append({
+                "id": p.id, "text": p.text, "subject": names.get(source.subject, source.subject),
+                "label": source.label, "location": source.location,
+                "url": source.location if source.kind == "url" else "", "retrieved_at": source.retrieved_at,
+            })  # fmt: skip
+    return listed
+
+
+def claim_view(claim: Any, judged: str = "") -> dict[str, Any]:
+    if claim is None:
+        return {"cites": [], "status": "uncited", "judge": ""}
+    return {"cites": list(claim.cited), "status": claim.status, "judge": judged}
+
+
+def format_value(value: Any, dim: Dimension) -> str:
+    if dim.kind == "percent":
+        return f"{value}%"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+_PASSAGE_ID = re.compile(r"P[0-9]{1,3}")
+
+
+def cell_view(entry: dict[str, Any], dim: Dimension) -> dict[str, Any]:
+    pinned = entry.get("overridden", [])
+    return {
+        "value": format_value(entry["value"], dim) + (" (override)" if "value" in pinned else ""),
+        "rating": int(entry["rating"]),
+        "pinned": "rating" in pinned,
+        "score": dimension_score(int(entry["rating"]), dim),
+        "rationale": entry["rationale"],
+    }
+
+
+def tidy(text: str) -> str:
+    """No runs of blank lines, exactly one trailing newline."""
+    return re.sub(r"\n{3,}", "\n\n", text).rstrip("\n") + "\n"
+
+
+def number_text(value: float) -> str:
+    """Stable number formatting: at most two decimals, no trailing zeros."""
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return text if text != "-0" else "0"
