@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from pipeline.providers.base import Provider
 from pipeline.providers.batch_client import TERMINAL, BatchClient
 from pipeline.settings import BatchAPIPolicy
 from pipeline.store import Store
+from pipeline.store.api_runs import ApiRun
 from pipeline.text import utc_seconds
 
 log = logging.getLogger("pipeline")
@@ -144,7 +145,7 @@ class RunState:
         }  # fmt: skip
 
 
-def open_runs(store: Store, run_id: str | None = None) -> list[dict[str, Any]]:
+def open_runs(store: Store, run_id: str | None = None) -> list[ApiRun]:
     """Batch API runs still waiting for answers (or the one named)."""
     rows = store.api_runs(run_id)
     if run_id and not rows:
@@ -153,40 +154,40 @@ def open_runs(store: Store, run_id: str | None = None) -> list[dict[str, Any]]:
     for rid, name, spec, status in rows:
         if spec.get("via") != "openai-batch":
             raise ConfigError(f"run {rid} was not submitted to the Batch API; nothing to collect")
-        out.append({"run_id": rid, "name": name, "spec": spec, "status": status})
+        out.append(ApiRun(rid, name, spec, status))
     return out
 
 
-def state(store: Store, run: dict[str, Any]) -> RunState:
-    status, counts, p, c, cost = store.run_totals(run["run_id"])
-    return RunState(run["run_id"], run["name"], status, counts, store.batches(run["run_id"]), cost, Usage(p, c))
+def state(store: Store, run: ApiRun) -> RunState:
+    status, counts, p, c, cost = store.run_totals(run.run_id)
+    return RunState(run.run_id, run.name, status, counts, store.batches(run.run_id), cost, Usage(p, c))
 
 
-def cancel(ctx: BatchContext, run: dict[str, Any]) -> RunState:
+def cancel(ctx: BatchContext, run: ApiRun) -> RunState:
     """Ask the provider to stop every batch of the run; what it already answered is still collected."""
-    client = BatchClient.of(ctx.provider_for(run["spec"]["profile"], run["spec"]["model"]))
-    ctx.store.mark_cancelling(run["run_id"])
-    for row in ctx.store.batches(run["run_id"]):
-        key = (run["run_id"], row["round"], row["part"])
+    client = BatchClient.of(ctx.provider_for(run.profile, run.model))
+    ctx.store.mark_cancelling(run.run_id)
+    for row in ctx.store.batches(run.run_id):
+        key = (run.run_id, row["round"], row["part"])
         if row["collected_at"] or row["status"] in TERMINAL:
             continue
         if not row["batch_id"]:
             ctx.store.set_batch(*key, status="cancelled")  # never created: nothing to stop
             continue
         ctx.store.set_batch(*key, status=client.cancel(row["batch_id"]))
-    return state(ctx.store, {**run, "status": "cancelling"})
+    return state(ctx.store, replace(run, status="cancelling"))
 
 
 def collect_until_done(
-    ctx: BatchContext, runs: list[dict[str, Any]], *, wait: bool, poll_s: float | None, say: Say
+    ctx: BatchContext, runs: list[ApiRun], *, wait: bool, poll_s: float | None, say: Say
 ) -> list[RunState]:
     """Collect every run once, or (`wait`) again every `poll_s` seconds until none is still open."""
     states: dict[str, RunState] = {}
     pending = list(runs)
     while True:
         for run in pending:
-            states[run["run_id"]] = collect(ctx, run, say)
-        pending = [r for r in pending if states[r["run_id"]].open]
+            states[run.run_id] = collect(ctx, run, say)
+        pending = [r for r in pending if states[r.run_id].open]
         if not pending or not wait:
             return list(states.values())
         time.sleep(poll_s or ctx.policy.poll_s)
@@ -200,20 +201,20 @@ def verdict_of(states: list[RunState]) -> Verdict:
     return Verdict.FAILED if bad else Verdict.DONE
 
 
-def collect(ctx: BatchContext, run: dict[str, Any], say: Say) -> RunState:
+def collect(ctx: BatchContext, run: ApiRun, say: Say) -> RunState:
     """One pass: finish any interrupted submission, download what has finished, store, re-ask."""
     with ctx.store.holding():  # many short transactions: keep the file open between them
         return _collect(ctx, run, say)
 
 
-def _collect(ctx: BatchContext, run: dict[str, Any], say: Say) -> RunState:
+def _collect(ctx: BatchContext, run: ApiRun, say: Say) -> RunState:
     store, policy = ctx.store, ctx.policy
-    provider = ctx.provider_for(run["spec"]["profile"], run["spec"]["model"])
+    provider = ctx.provider_for(run.profile, run.model)
     client = BatchClient.of(provider)
-    run_id = run["run_id"]
+    run_id = run.run_id
     if store.run_status(run_id) != "cancelling":
         advance(store, client, run_id, policy)
-    price = load_price(ctx.config_dir, run["spec"]["model"])
+    price = load_price(ctx.config_dir, run.model)
     collector = Collector(ctx, run, client, price)
     for row in store.batches(run_id):
         if row["collected_at"]:

@@ -21,7 +21,7 @@ from pipeline.pricing import Price
 from pipeline.providers.batch_client import BatchClient
 from pipeline.providers.retry import RateGate
 from pipeline.store import LedgerEntry
-from pipeline.store.api_runs import Status
+from pipeline.store.api_runs import ApiRun, Status
 from pipeline.text import utc_now
 
 log = logging.getLogger("pipeline")
@@ -50,12 +50,12 @@ class _Request:
 class Collector:
     """Judges, stores and routes every answer of a run's finished batches; commits per chunk."""
 
-    def __init__(self, ctx: BatchContext, run: dict[str, Any], client: BatchClient, price: Price | None):
+    def __init__(self, ctx: BatchContext, run: ApiRun, client: BatchClient, price: Price | None):
         self.ctx, self.store, self.run, self.client, self.price = ctx, ctx.store, run, client, price
         self.provider = client.provider
-        self.run_id = run["run_id"]
-        self.reask_mode = run["spec"].get("reask", ctx.policy.reask)
-        self.concurrency = int(run["spec"].get("concurrency") or 4)
+        self.run_id = run.run_id
+        self.reask_mode = run.spec.get("reask", ctx.policy.reask)
+        self.concurrency = int(run.spec.get("concurrency") or 4)
         self.jobs: dict[str, Job] = {}
         self.reports = ReportWriter(ctx.store, ctx.renderer, ctx.catalogue, ctx.store.run_pairs(self.run_id))
 
@@ -234,7 +234,7 @@ class Collector:
         if self.store.run_status(self.run_id) == "cancelling":
             self.store.cancel_reasks(self.run_id)
             return
-        spec = self.run["spec"]
+        spec = self.run.spec
         gate = RateGate(spec.get("requests_per_minute") or None, spec.get("tokens_per_minute") or None)
 
         def work(req: _Request, job: Job) -> Produced:  # calls the model only: the store stays on this thread

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.store.connection import Connection, dicts, insert_rows
@@ -31,6 +32,24 @@ PartRow = tuple[int, int, str, int, int]
 def _batch_rows(run_id: str, parts: Sequence[PartRow], now: str) -> list[list[Any]]:
     return [[run_id, round_, part, path, requests, size, None, None, "prepared", None, None, 0, 0, now, now, None]
             for round_, part, path, requests, size in parts]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ApiRun:
+    """A run submitted to the Batch API, as the ledger has it; `spec` is the run's stored spec (JSON)."""
+
+    run_id: str
+    name: str
+    spec: dict[str, Any]
+    status: str
+
+    @property
+    def profile(self) -> str:
+        return str(self.spec["profile"])
+
+    @property
+    def model(self) -> str:
+        return str(self.spec["model"])
 
 
 class ApiRuns(Connection):
