@@ -39,24 +39,19 @@ def handles_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class _StderrHandler(logging.StreamHandler[Any]):
-    """Writes to whatever `sys.stderr` is now (a command run in-process by a test gets its own)."""
-
-    @property
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: Any) -> None:
-        pass
+_HANDLER_NAME = "pipeline-cli"
 
 
 def log_to_stderr(level: int) -> None:
-    """The pipeline's log lines as `LEVEL: message` on stderr, configured once per process."""
-    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
-        handler = _StderrHandler()
+    """The pipeline's log lines as `LEVEL: message` on this command's stderr (one handler per process,
+    pointed at the current `sys.stderr`: a command run in-process by a test has its own)."""
+    handler = next((h for h in log.handlers if h.get_name() == _HANDLER_NAME), None)
+    if not isinstance(handler, logging.StreamHandler):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.set_name(_HANDLER_NAME)
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         log.addHandler(handler)
+    handler.setStream(sys.stderr)
     log.setLevel(level)
 
 

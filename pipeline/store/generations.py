@@ -85,23 +85,15 @@ class Generations(Connection):
 
     def latest_by_cache_key(self, cache_keys: Sequence[str]) -> dict[str, Comparison]:
         """For each cache key that has a generation, its latest one (one query for a whole batch)."""
-        return self._latest_by("cache_key", cache_keys)
-
-    def latest_for_pairs(self, pair_keys: Sequence[str]) -> dict[str, Comparison]:
-        """Each of these pairs' latest generation, if it has one (one query)."""
-        return self._latest_by("pair_key", pair_keys)
-
-    def _latest_by(self, column: str, keys: Sequence[str]) -> dict[str, Comparison]:
-        if not keys:
+        if not cache_keys:
             return {}
         with self.session() as con:
             rows = con.execute(
-                f"SELECT {_COLUMNS} FROM generations WHERE {column} IN (SELECT unnest(?)) "
-                f"QUALIFY row_number() OVER (PARTITION BY {column} ORDER BY generated_at DESC, rowid DESC) = 1",
-                [list(keys)],
+                f"SELECT {_COLUMNS} FROM generations WHERE cache_key IN (SELECT unnest(?)) "
+                "QUALIFY row_number() OVER (PARTITION BY cache_key ORDER BY generated_at DESC, rowid DESC) = 1",
+                [list(cache_keys)],
             ).fetchall()
-        found = list(map(comparison_of, rows))
-        return {(c.cache_key if column == "cache_key" else c.pair_key): c for c in found}
+        return {c.cache_key: c for c in map(comparison_of, rows)}
 
     def attempts(self, pair_key: str) -> list[dict[str, Any]]:
         with self.session() as con:
