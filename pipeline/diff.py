@@ -5,6 +5,13 @@ generation and a file from another git revision compare the same way. List
 items are matched by similarity, so a reworded pro is reported as reworded,
 not as a removal plus an addition. Changes below the materiality threshold
 are listed but do not count as material.
+
+Generations made with several samples (pipeline.consensus) carry each rating's spread. A move
+is noise, not material, when the new rating lies within the previous generation's spread or the
+previous rating within the new one's: each generation's published value is one the other's
+samples produced. The same holds for the overall scores (their sample ranges), and a winner that
+changes between two results that were both only leaning (or a tie) is a close call, not a change.
+`threshold` applies on top: a move smaller than it is not material either way.
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ def diff_reports(old: dict[str, Any], new: dict[str, Any], threshold: float = 1.
     result = Diff(_label(old), _label(new))
     add = result.changes.append
     names = {side: new["subjects"][side]["name"] for side in ("a", "b")}
+    old_spread, new_spread = old["computed"].get("spread"), new["computed"].get("spread")
     for side in ("a", "b"):
         old_dims, new_dims = old["data"][side]["dimensions"], new["data"][side]["dimensions"]
         for dim in new_dims:
@@ -85,17 +93,24 @@ def diff_reports(old: dict[str, Any], new: dict[str, Any], threshold: float = 1.
                 add(Change("value", f"{dim} / {names[side]}", _show(o["value"]), _show(n["value"]), True))
             delta = n["rating"] - o["rating"]
             if delta:
-                add(Change("rating", f"{dim} / {names[side]}", o["rating"], n["rating"], abs(delta) >= threshold,
-                           f"{delta:+d}"))  # fmt: skip
+                ranges = (_range(old_spread, "ratings", side, dim), _range(new_spread, "ratings", side, dim))
+                noise = _noise(o["rating"], n["rating"], *ranges)
+                add(Change("rating", f"{dim} / {names[side]}", o["rating"], n["rating"],
+                           abs(delta) >= threshold and not noise, f"{delta:+d}{noise}"))  # fmt: skip
         for dim in old_dims:
             if dim not in new_dims:
                 add(Change("value", f"{dim} / {names[side]}", _show(old_dims[dim]["value"]), None, True, "removed"))
     for side in ("a", "b"):
         o, n = old["computed"]["overall"][side], new["computed"]["overall"][side]
         if o != n:
-            add(Change("overall", names[side], o, n, abs(n - o) >= threshold / 10, f"{n - o:+.2f}"))
+            noise = _noise(o, n, _range(old_spread, "overall", side), _range(new_spread, "overall", side))
+            add(Change("overall", names[side], o, n, abs(n - o) >= threshold / 10 and not noise,
+                       f"{n - o:+.2f}{noise}"))  # fmt: skip
     if old["computed"]["winner_name"] != new["computed"]["winner_name"]:
-        add(Change("winner", "verdict", old["computed"]["winner_name"], new["computed"]["winner_name"], True))
+        close = old_spread and new_spread and "firm" not in (old_spread["standing"], new_spread["standing"])
+        note = "both results were close calls (leaning or a tie across the samples): noise, not material"
+        add(Change("winner", "verdict", old["computed"]["winner_name"], new["computed"]["winner_name"], not close,
+                   note if close else ""))  # fmt: skip
     old_reason, new_reason = old["data"]["verdict"]["reasoning"], new["data"]["verdict"]["reasoning"]
     if old_reason != new_reason:
         add(Change("verdict", "verdict reasoning", old_reason, new_reason, False,
@@ -106,6 +121,27 @@ def diff_reports(old: dict[str, Any], new: dict[str, Any], threshold: float = 1.
     _items(result, "alternatives", old["data"]["alternatives"], new["data"]["alternatives"])
     _sources(result, old["provenance"]["sources"], new["provenance"]["sources"])
     return result
+
+
+def _range(spread: dict[str, Any] | None, kind: str, side: str, dim: str = "") -> tuple[float, float] | None:
+    """A generation's sample range of one rating (`dim`) or overall score; None without samples."""
+    if not spread:
+        return None
+    found = spread[kind][side].get(dim) if dim else spread[kind][side]
+    return (found[0], found[1]) if found else None
+
+
+def _noise(old: float, new: float, old_range: tuple[float, float] | None, new_range: tuple[float, float] | None) -> str:
+    """Why a move is sampling noise ("" when it is not): a value within the other generation's spread."""
+    if old_range and old_range[0] <= new <= old_range[1]:
+        return f", within the previous samples' spread {_show_range(old_range)}: noise, not material"
+    if new_range and new_range[0] <= old <= new_range[1]:
+        return f", the previous value is within the new samples' spread {_show_range(new_range)}: noise, not material"
+    return ""
+
+
+def _show_range(r: tuple[float, float]) -> str:
+    return f"{r[0]}–{r[1]}" if isinstance(r[0], int) else f"{r[0]:.2f}–{r[1]:.2f}"
 
 
 def _texts(items: list[Any]) -> list[str]:

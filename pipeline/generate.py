@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pipeline import gates
+from pipeline import consensus, gates
 from pipeline import judge as judge_mod
 from pipeline.errors import (
     ContentFilteredError,
@@ -39,7 +39,8 @@ from pipeline.models import (
 )
 from pipeline.prompt import PromptBuilder
 from pipeline.providers.base import ProgressFn, Provider
-from pipeline.providers.retry import RateGate, call_with_retries
+from pipeline.providers.retry import RateGate, call_many_with_retries, call_with_retries
+from pipeline.selection import with_verdict
 from pipeline.settings import GenerationParams, TransportPolicy
 from pipeline.store import FailedAttempts, NewGeneration, Store
 from pipeline.text import utc_now
@@ -65,11 +66,15 @@ def judge(
 _FILTERED = "the provider's content filter stopped the answer; keep to a neutral, factual comparison of the sources"
 
 
+SAMPLE_SEED_STEP = 1000
+
+
 class _StageFailed(Exception):
-    def __init__(self, problems: list[Problem], last_raw: str):
+    def __init__(self, problems: list[Problem], last_raw: str, valid: int = 0):
         super().__init__("stage failed")
         self.problems = problems
         self.last_raw = last_raw
+        self.valid = valid  # with samples: how many were valid
 
 
 @dataclass
@@ -85,6 +90,7 @@ class _Asker:
     gate: RateGate | None = None
     label: str = ""  # "judge:" for the grounding judge's calls, so they are told apart from the answer's
     what: str = ""  # the pair, for errors
+    sample: int = 1  # which of `params.samples` answers this asker is after (pipeline.consensus)
 
     def ask(
         self,
@@ -118,6 +124,7 @@ class _Asker:
                     latency_ms=completion.latency_ms,
                     finish_reason=completion.finish_reason,
                     error=completion.refusal,
+                    sample=self.sample,
                 )
             )
             if data is not None and not problems:
@@ -133,9 +140,24 @@ class _Asker:
             messages = self.builder.reask(base, completion.text, problems, show_previous=not self.provider.small)
         raise _StageFailed(problems, raw)
 
+    def first_answers(self, messages: list[dict[str, str]], schema: dict[str, Any]) -> list[Completion]:
+        """Up to `params.samples` first answers from one request (`n`), where the endpoint takes it."""
+        return call_many_with_retries(
+            self.provider,
+            messages,
+            schema,
+            self.params,
+            self.transport,
+            n=self.params.samples,
+            on_failure=self._transport_failure,
+            progress=self.progress,
+            gate=self.gate,
+        )
+
     def _call(self, messages: list[dict[str, str]], schema: dict[str, Any], index: int) -> Completion:
-        # A re-ask with the same seed tends to reproduce the same mistake; vary it per attempt.
-        seed = None if self.params.seed is None else self.params.seed + index
+        # A re-ask with the same seed tends to reproduce the same mistake; vary it per attempt, and
+        # per sample (samples 1, 2, 3 start at seed, seed + 1000, seed + 2000).
+        seed = None if self.params.seed is None else self.params.seed + SAMPLE_SEED_STEP * (self.sample - 1) + index
         params = replace(self.params, seed=seed)
         if self.provider.small and index:
             # A small model stuck in a loop needs more randomness, not just another seed.
@@ -154,7 +176,14 @@ class _Asker:
     def _transport_failure(self, exc: TransientProviderError, latency_ms: int) -> None:
         self.records.append(
             AttemptRecord(
-                len(self.records) + 1, self.label + "transport_error", "", (), Usage(), latency_ms, error=str(exc)
+                len(self.records) + 1,
+                self.label + "transport_error",
+                "",
+                (),
+                Usage(),
+                latency_ms,
+                error=str(exc),
+                sample=self.sample,
             )
         )
 
@@ -213,16 +242,23 @@ def produce(
     messages = job.messages.as_list()
     request = {"messages": messages, "params": job.params.for_cache(), "provider": job.provider_identity}
     pair = job.pair
+    samples_meta: dict[str, Any] | None = None
     try:
-        data, completion, answered_at = asker.ask(messages, job.schema(), job.accept, first=first)
+        if job.params.samples > 1 and first is None:
+            data, completion, answered_at, samples_meta = _sampled(job, asker, messages)
+        else:
+            data, completion, answered_at = asker.ask(messages, job.schema(), job.accept, first=first)
     except ProviderError as exc:
         return Produced(job, invocation, tuple(asker.records), None, request, "", exc)
     except _StageFailed as failed:
         problems = failed.problems
         shown = "; ".join(str(p) for p in problems[:3])
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        what = f"after {job.params.max_attempts} attempts"
+        if job.params.samples > 1:
+            what = f"in too many of {job.params.samples} samples ({failed.valid} valid, a majority needed) {what} each"
         error = OutputInvalidError(
-            f"{pair.key}: the model's output was still invalid after {job.params.max_attempts} attempts: "
+            f"{pair.key}: the model's output was still invalid {what}: "
             f"{shown}{more}. The attempts are kept in the store (`pipeline show {pair.key} --attempts`)",
             problems=problems,
             attempts=asker.records,
@@ -232,8 +268,38 @@ def produce(
     verdicts = None
     if judge is not None:
         verdicts = ask_judge(job, data, judge, builder, transport, asker.records, gate=gate, progress=progress)
-    comparison = comparison_from(job, data, answered_at, asker.records, completion.model, verdicts)
+    comparison = comparison_from(job, data, answered_at, asker.records, completion.model, verdicts, samples_meta)
     return Produced(job, invocation, tuple(asker.records), comparison, request, completion.text, None)
+
+
+def _sampled(
+    job: Job, asker: _Asker, messages: list[dict[str, str]]
+) -> tuple[dict[str, Any], Completion, str, dict[str, Any]]:
+    """`params.samples` answers, each validated and re-asked on its own, and their consensus.
+
+    The first answers come from one request with `n` where the endpoint takes it; the others
+    (all but the first elsewhere) from calls with their own seeds. A majority must be valid."""
+    k = job.params.samples
+    schema = job.schema()
+    firsts = asker.first_answers(messages, schema)
+    accepted: list[tuple[dict[str, Any], Completion, str]] = []
+    failures: list[_StageFailed] = []
+    for index in range(k):
+        one = replace(asker, sample=index + 1)  # shares the records list
+        try:
+            accepted.append(one.ask(messages, schema, job.accept, first=firsts[index] if index < len(firsts) else None))
+        except _StageFailed as failed:
+            failures.append(failed)
+    if len(accepted) < k // 2 + 1:
+        raise _StageFailed(failures[0].problems, failures[0].last_raw, valid=len(accepted))
+    by_code = job.plan is not None  # selection mode: code writes the verdict and the FAQ
+
+    def recompose(data: dict[str, Any]) -> dict[str, Any]:
+        return with_verdict(data, job.pair, faq=by_code)
+
+    made = consensus.build([a[0] for a in accepted], job.pair, k, job.check, recompose, by_code=by_code)
+    _, completion, _ = accepted[made.base]
+    return made.data, completion, max(a[2] for a in accepted), made.meta
 
 
 def ask_judge(
@@ -306,6 +372,7 @@ def comparison_from(
     records: list[AttemptRecord],
     answered_model: str,
     verdicts: dict[str, Any] | None = None,
+    samples: dict[str, Any] | None = None,
 ) -> Comparison:
     flat = [s for bundle in job.bundles for s in bundle.sources]
     sources = tuple(
@@ -344,6 +411,7 @@ def comparison_from(
             "mode": job.mode,
             "gates": gates.VERSION,
             **({"judge": verdicts} if verdicts else {}),
+            **({"samples": samples} if samples else {}),
         },
         template_sha256=job.messages.template_sha256,
         answered_by=answered_model,

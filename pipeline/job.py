@@ -66,7 +66,11 @@ class Job:
             if problems:
                 return answer, problems
             answer = selection.compose(answer, self.plan)
-        return answer, validate(answer, self.pair, self.canonical, self.scopes)
+        return answer, self.check(answer)
+
+    def check(self, data: dict[str, Any]) -> list[Problem]:
+        """The problems of comparison data (composed or written) against the pair's schema and the gates."""
+        return validate(data, self.pair, self.canonical, self.scopes)
 
     @property
     def canonical_schema(self) -> str:

@@ -155,6 +155,7 @@ class AttemptRecord:
     latency_ms: int
     finish_reason: str = ""
     error: str = ""
+    sample: int = 1  # which sample it was for (generation samples > 1; pipeline.consensus)
 
 
 @dataclass(frozen=True)

@@ -56,11 +56,21 @@ class Estimate:
 
 
 def estimate(
-    to_generate: Sequence[Messages], fresh: int, max_tokens: int, price: Price | None, *, discount: float = 1.0
+    to_generate: Sequence[Messages],
+    fresh: int,
+    max_tokens: int,
+    price: Price | None,
+    *,
+    discount: float = 1.0,
+    samples: int = 1,
+    one_prompt: bool = False,
 ) -> Estimate:
-    """The estimate for these prompts; `discount` is the Batch API's price factor (1.0 for direct calls)."""
+    """The estimate for these prompts; `discount` is the Batch API's price factor (1.0 for direct calls).
+
+    `samples`: answers per prompt, each a completion; their prompts are billed once with
+    `one_prompt` (a single request with `n`), else once per sample."""  # fmt: skip
     prompt = sum(sum(len(m["content"]) for m in messages.messages) // 4 for messages in to_generate)
-    usage = Usage(prompt, len(to_generate) * max_tokens // 2)
+    usage = Usage(prompt * (1 if one_prompt else samples), len(to_generate) * samples * max_tokens // 2)
     cost = None if price is None else round(price.cost(usage) * discount, 4)
     return Estimate(len(to_generate), fresh, usage, cost)
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from pipeline.catalogue import Catalogue
 from pipeline.charts import grouped_bars
+from pipeline.consensus import spread_of
 from pipeline.errors import RenderError, StoreBusyError
 from pipeline.grounding import point_text
 from pipeline.models import Comparison, Pair
@@ -36,6 +37,7 @@ from pipeline.report_view import (
     number_text,
     passages_of,
     report_json,
+    result_label,
     result_line,
     tidy,
 )
@@ -271,6 +273,7 @@ class Renderer:
         dims = pair.category.dimensions
         won, score_a, score_b = winner(data, pair.category)
         winner_name = winner_label(pair, won)
+        spread = spread_of(c.params, data, pair)
         rows: list[dict[str, Any]] = [
             {
                 "name": d.name,
@@ -289,6 +292,7 @@ class Renderer:
             for side in ("a", "b"):
                 path = f"{side}.dimensions.{r['name']}"
                 r[side].update(claim_view(found.get(path), verdicts.get(path, "")))
+                r[side]["spread"] = spread.rating_text(side, r["name"]) if spread else ""
             # who leads on this feature, by feature score (direction applied)
             r["leader"] = "a" if r["a"]["score"] > r["b"]["score"] else "b" if r["b"]["score"] > r["a"]["score"] else ""
         points = {
@@ -338,6 +342,9 @@ class Renderer:
             "mode": mode,
             "quoted": mode == "select",
             "overall": {"a": f"{score_a:.2f}", "b": f"{score_b:.2f}"},
+            "overall_range": {s: f" ({spread.overall_text(s)})" if spread else "" for s in ("a", "b")},
+            "spread": spread,
+            "result_label": result_label(pair, won, spread),
             "winner": won,
             "winner_name": winner_name,
             "tie_band": number_text(pair.category.tie_band),
@@ -356,8 +363,9 @@ class Renderer:
                     for d, r in zip(dims, rows, strict=True)
                 ]
             ),
-            "headline": headline(pair, won, score_a, score_b),
-            "scores_line": result_line(pair, won, score_a, score_b).replace(" · ", ", ") + " (overall, out of 10)",
+            "headline": headline(pair, won, score_a, score_b, spread),
+            "scores_line": result_line(pair, won, score_a, score_b, spread).replace(" · ", ", ")
+            + " (overall, out of 10)",
             "description": description(pair, won, score_a, score_b),
             "canonical": f"{self.base_url}/{pair.category.id}/{pair.slug}.html" if self.base_url else "",
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pipeline.consensus import Spread
 from pipeline.models import Comparison, Dimension, Pair
 from pipeline.scoring import dimension_score
 
@@ -45,6 +46,7 @@ def report_json(view: dict[str, Any]) -> dict[str, Any]:
                 for d, r in zip(pair.category.dimensions, view["rows"], strict=True)
             ],
             "people_also_compare": [r["key"] for r in view["related"]],
+            **({"spread": view["spread"].as_json()} if view["spread"] else {}),
         },
         "previous_generated_at": (view.get("previous") or {}).get("generated_at"),
         "provenance": {
@@ -69,18 +71,39 @@ def report_json(view: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def result_line(pair: Pair, won: str, score_a: float, score_b: float) -> str:
-    """Both overall scores, the winner's first: "Image Segmentation 7.40 · Image Classification 6.93"."""
-    first, second = ((pair.b, score_b), (pair.a, score_a)) if won == "b" else ((pair.a, score_a), (pair.b, score_b))
-    return f"{first[0].name} {first[1]:.2f} · {second[0].name} {second[1]:.2f}"
+def result_line(pair: Pair, won: str, score_a: float, score_b: float, spread: Spread | None = None) -> str:
+    """Both overall scores, the winner's first: "Image Segmentation 7.40 · Image Classification 6.93";
+    with samples, each with its range: "Image Segmentation 7.40 (7.10–7.60) · ..."."""
+    order = (
+        (("b", pair.b, score_b), ("a", pair.a, score_a))
+        if won == "b"
+        else (("a", pair.a, score_a), ("b", pair.b, score_b))
+    )
+    shown = [
+        f"{s.name} {score:.2f}" + (f" ({spread.overall_text(side)})" if spread else "") for side, s, score in order
+    ]
+    return " · ".join(shown)
 
 
-def headline(pair: Pair, won: str, score_a: float, score_b: float) -> str:
-    """The result at a glance, the winner first: "Image Segmentation wins, 7.40 to 6.93"."""
+def headline(pair: Pair, won: str, score_a: float, score_b: float, spread: Spread | None = None) -> str:
+    """The result at a glance, the winner first: "Image Segmentation wins, 7.40 to 6.93"; with
+    samples whose score ranges overlap, "Image Segmentation leans ahead, ..." (pipeline.consensus)."""
     if won == "tie":
         return f"A tie: {pair.a.name} {score_a:.2f}, {pair.b.name} {score_b:.2f} out of 10"
     win, lose, ws, ls = (pair.a, pair.b, score_a, score_b) if won == "a" else (pair.b, pair.a, score_b, score_a)
+    if spread is not None and spread.standing == "leans":
+        lw, ll = (spread.overall_text(s) for s in ((won, "b" if won == "a" else "a")))
+        return (f"{win.name} leans ahead, {ws:.2f} ({lw}) to {ls:.2f} ({ll}) out of 10 for {lose.name}: "
+                f"the {spread.valid} samples' scores overlap, so this is a close call, not a firm win")  # fmt: skip
     return f"{win.name} wins, {ws:.2f} to {ls:.2f} out of 10 for {lose.name}"
+
+
+def result_label(pair: Pair, won: str, spread: Spread | None) -> str:
+    """ "Tie", "Winner: X" or, for a winner the samples do not settle, "Leans: X"."""
+    if won == "tie":
+        return "Tie"
+    name = pair.a.name if won == "a" else pair.b.name
+    return f"Leans: {name}" if spread is not None and spread.standing == "leans" else f"Winner: {name}"
 
 
 def description(pair: Pair, won: str, score_a: float, score_b: float) -> str:

@@ -144,12 +144,21 @@ def compose(answer: dict[str, Any], the_plan: Plan) -> dict[str, Any]:
             "pros": [{"text": the_plan.text(p), "sources": [p]} for p in chosen["pros"]],
             "cons": [{"text": the_plan.text(p), "sources": [p]} for p in chosen["cons"]],
         }
-    won, sa, sb = winner(data, pair.category)
-    data["verdict"] = {"winner": winner_name(pair, won),
-                       "reasoning": verdict_reasoning(data, pair, won, sa, sb)}  # fmt: skip
-    data["faq"] = faq_entries(data, pair, won, sa, sb)
+    data = with_verdict(data, pair, faq=True)
     data["alternatives"] = list(the_plan.alternatives[:5])
     return data
+
+
+def with_verdict(data: dict[str, Any], pair: Pair, *, faq: bool) -> dict[str, Any]:
+    """`data` with the verdict (and with `faq`, the FAQ) composed by code from its ratings."""
+    won, sa, sb = winner(data, pair.category)
+    out = {
+        **data,
+        "verdict": {"winner": winner_name(pair, won), "reasoning": verdict_reasoning(data, pair, won, sa, sb)},
+    }
+    if faq:
+        out["faq"] = faq_entries(data, pair, won, sa, sb)
+    return out
 
 
 def alternatives_for(pair: Pair, named: Sequence[str], others: Sequence[Subject]) -> tuple[str, ...]:

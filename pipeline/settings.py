@@ -73,6 +73,10 @@ class ProviderProfile:
     # Azure OpenAI (kind = "azure"): base_url is the resource endpoint.
     api_version: str = ""
     deployment: str = ""  # default: the model name
+    # Samples per generation for this profile (None: [generation] samples); see GenerationParams.
+    samples: int | None = None
+    # Whether the endpoint returns several choices for one request (`n`): None = by server family.
+    choices: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -83,16 +87,36 @@ class GenerationParams:
     max_tokens: int = 1400
     seed: int | None = 7
     repeat_penalty: float = 1.1
+    # Answers asked for the same prompt; above 1 the published ratings are their consensus
+    # (pipeline.consensus) and each rating carries the samples' spread.
+    samples: int = 1
 
     def for_cache(self) -> dict[str, Any]:
-        # max_attempts does not change what one call returns, so it stays out of the key.
+        # max_attempts does not change what one call returns, so it stays out of the key. `samples`
+        # is in it only above 1, so that single-sample keys stay what they were before samples existed.
         return {
             "temperature": self.temperature,
             "top_p": self.top_p,
             "max_tokens": self.max_tokens,
             "seed": self.seed,
             "repeat_penalty": self.repeat_penalty,
+            **({"samples": self.samples} if self.samples > 1 else {}),
         }
+
+    def with_samples(self, samples: int | None) -> GenerationParams:
+        """These parameters with `samples` (None: unchanged), checked."""
+        if samples is None:
+            return self
+        check_samples(samples, "samples")
+        return replace(self, samples=samples)
+
+
+MAX_SAMPLES = 9
+
+
+def check_samples(samples: int, where: str) -> None:
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise ConfigError(f"{where} must be a whole number from 1 to {MAX_SAMPLES}, not {samples!r}")
 
 
 @dataclass(frozen=True)
@@ -216,13 +240,19 @@ def load_settings(workspace: Path, *, store: str | None = None) -> Settings:
         max_source_chars=max_chars,
         profiles=profiles,
         default_provider=default,
-        generation=_dataclass_from(GenerationParams, cfg.get("generation", {}), cfg_path, "generation"),
+        generation=_generation(cfg.get("generation", {}), cfg_path),
         transport=_dataclass_from(TransportPolicy, cfg.get("transport", {}), cfg_path, "transport"),
         fetch=_fetch_policy(cfg.get("fetch", {}), cfg_path),
         batch_api=_batch_api_policy(cfg.get("batch_api", {}), cfg_path),
         grounding=_grounding_policy(cfg.get("grounding", {}), cfg_path, profiles),
         publish=_publish_policy(cfg.get("publish", {}), cfg_path),
     )
+
+
+def _generation(raw: dict[str, Any], cfg_path: Path) -> GenerationParams:
+    params: GenerationParams = _dataclass_from(GenerationParams, raw, cfg_path, "generation")
+    check_samples(params.samples, f"{cfg_path}: [generation] samples")
+    return params
 
 
 def _publish_policy(raw: dict[str, Any], cfg_path: Path) -> PublishPolicy:
@@ -333,6 +363,8 @@ def _profiles(raw: dict[str, Any], where: Path) -> dict[str, ProviderProfile]:
         hints = typing.get_type_hints(ProviderProfile)
         for key, value in body.items():
             _check_type(value, hints[key], f"{where}: providers.{name}.{key}")
+        if body.get("samples") is not None:
+            check_samples(body["samples"], f"{where}: providers.{name}.samples")
         out[name] = ProviderProfile(name=name, **body)
     return out
 

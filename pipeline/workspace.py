@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.catalogue import Catalogue, load_catalogue
-from pipeline.errors import CatalogueError, StoreError
+from pipeline.errors import CatalogueError, ConfigError, StoreError
 from pipeline.gather import gather
 from pipeline.models import Comparison, Pair, RunResult
 from pipeline.providers.base import ProgressFn, Provider
 from pipeline.settings import (
+    GenerationParams,
     ProviderProfile,
     Settings,
     choose_profile,
@@ -150,26 +151,43 @@ class Workspace:
         from pipeline.batch.api import require_batchable
         from pipeline.batch.start import BatchPlan
         from pipeline.pricing import estimate, load_price
+        from pipeline.providers import sends_choices
 
         profile, why = self.profile(provider or spec.provider, model or spec.model)
         backend = self.provider(profile)
+        params = self.generation(backend, spec.samples)
         if via == "openai-batch":
             require_batchable(backend)
-        items, resumed_from = prepare_batch(self.catalogue, self.store, lambda pair: self.prepare(pair, backend),
+            if params.samples > 1:
+                raise ConfigError(
+                    f"samples = {params.samples} is not supported with --via openai-batch yet; use --via threads, "
+                    "or --samples 1 for this run"
+                )
+        items, resumed_from = prepare_batch(self.catalogue, self.store,
+                                            lambda pair: self.prepare(pair, backend, samples=spec.samples),
                                             spec, force=force, resume=resume, shard=shard)  # fmt: skip
         price = load_price(self.settings.config_dir, backend.model)
         policy = self.settings.batch_api.with_reask(reask)
         todo = [i.job.messages for i in items if i.job is not None and i.action == "generate"]
-        est = estimate(todo, len(items) - len(todo), self.settings.generation.max_tokens, price,
-                       discount=policy.discount if via == "openai-batch" else 1.0)  # fmt: skip
+        est = estimate(todo, len(items) - len(todo), params.max_tokens, price,
+                       discount=policy.discount if via == "openai-batch" else 1.0, samples=params.samples,
+                       one_prompt=sends_choices(backend))  # fmt: skip
         chose = "" if (provider or spec.provider) or self.settings.default_provider != "auto" else why
         return BatchPlan(spec, profile, chose, backend, items, resumed_from, price, est, policy)
 
     def pair(self, ref: str, *, cross_category: bool = False) -> Pair:
         return self.catalogue.pair(ref, allow_cross_category=cross_category)
 
-    def prepare(self, pair: Pair, provider: Provider, *, from_snapshots: bool = False) -> Job:
-        """The job for a pair; `from_snapshots` reads URL sources from the store only (no fetching)."""
+    def generation(self, provider: Provider, samples: int | None = None) -> GenerationParams:
+        """The generation parameters for this provider: `samples` (a flag or batch file) wins over the
+        profile's `samples`, which wins over `[generation] samples`."""
+        return self.settings.generation.with_samples(samples or provider.profile.samples)
+
+    def prepare(
+        self, pair: Pair, provider: Provider, *, from_snapshots: bool = False, samples: int | None = None
+    ) -> Job:
+        """The job for a pair; `from_snapshots` reads URL sources from the store only (no fetching);
+        `samples` overrides the configured number of samples."""
         from pipeline.job import prepare
 
         fetcher = self.snapshot_fetcher if from_snapshots else self.fetcher
@@ -177,7 +195,15 @@ class Workspace:
         canonical, schema_sha = self.canonical
         others = self.catalogue.members(pair.category.id)
         return prepare(
-            pair, bundles, self.prompts, canonical, schema_sha, provider, self.settings.generation, others, self.judge
+            pair,
+            bundles,
+            self.prompts,
+            canonical,
+            schema_sha,
+            provider,
+            self.generation(provider, samples),
+            others,
+            self.judge,
         )
 
     def run_pair(
@@ -187,11 +213,12 @@ class Workspace:
         *,
         force: bool = False,
         progress: ProgressFn | None = None,
+        samples: int | None = None,
     ) -> RunOutcome:
         from pipeline.generate import generate
 
         self.store.require_writable(f"pipeline run --pair {pair.key}")
-        job = self.prepare(pair, provider)
+        job = self.prepare(pair, provider, samples=samples)
         result = generate(
             job,
             provider,

@@ -100,6 +100,8 @@ class FakeLLM:
     times: list[float] = field(default_factory=list)
     default: Behaviour = field(default_factory=lambda: {"kind": "valid"})
     mutate: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
+    # Like `mutate`, with the choice's index too (a request with `n` gets n choices): a noise model.
+    noise: Callable[[dict[str, Any], dict[str, Any], int], dict[str, Any]] | None = None
     # Decides the behaviour from the request itself (e.g. by pair), before the queue and default.
     chooser: Callable[[dict[str, Any]], Behaviour | None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -127,7 +129,7 @@ class FakeLLM:
         with self.lock:
             return self.queue.popleft() if self.queue else dict(self.default)
 
-    def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+    def answer(self, request: dict[str, Any], choice: int = 0) -> dict[str, Any]:
         schema = request.get("response_format", {}).get("json_schema", {}).get("schema") or request.get(
             "response_format", {}
         ).get("schema")
@@ -136,6 +138,8 @@ class FakeLLM:
         data = synthesise(schema)
         if self.mutate:
             data = self.mutate(copy.deepcopy(data), request)
+        if self.noise:
+            data = self.noise(copy.deepcopy(data), request, choice)
         return data
 
     def respond(self, body: dict[str, Any], b: Behaviour) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -149,27 +153,33 @@ class FakeLLM:
             return b.get("status", 500), payload, b.get("headers", {})
         finish = {"length": "length", "content_filter": "content_filter"}.get(kind, "stop")
         refusal = None
+        content: str | None = None
         if kind == "refusal":
             content, refusal = None, b.get("reason", "I'm sorry, but I can't help with that request.")
-        elif kind == "content_filter":
-            content = None
         elif kind == "invalid_json":
             content = '{"a": {"subject": "broken'
         elif kind == "content":
             content = b["content"]
-        else:
-            data = self.answer(body)
+        contents: list[str | None] = (
+            [content] if kind in ("refusal", "content_filter", "invalid_json", "content") else []
+        )
+        # `n` choices (OpenAI's); a scripted behaviour other than a valid answer gets one.
+        for index in range(int(body.get("n") or 1) if not contents else 0):
+            data = self.answer(body, index)
             if kind == "schema_invalid":
                 data.pop("verdict", None)
             if "patch" in b:
                 data = b["patch"](data)
-            content = json.dumps(data)
-        message = {"role": "assistant", "content": content, "refusal": refusal}
+            contents.append(json.dumps(data))
         choices = (
             []
             if kind == "empty_choices"
-            else [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}]
-        )
+            else [
+                {"index": i, "message": {"role": "assistant", "content": text, "refusal": refusal}, "logprobs": None,
+                 "finish_reason": finish}
+                for i, text in enumerate(contents)
+            ]
+        )  # fmt: skip
         response = {
             "id": f"chatcmpl-{self.calls}",
             "object": "chat.completion",

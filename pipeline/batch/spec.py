@@ -12,6 +12,7 @@ from pipeline.catalogue import Catalogue
 from pipeline.configfile import read_toml
 from pipeline.errors import CatalogueError, ConfigError
 from pipeline.models import Pair
+from pipeline.settings import check_samples
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 
@@ -29,15 +30,23 @@ class BatchSpec:
     tokens_per_minute: float = 0
     max_cost: float = 0
     max_age_s: float | None = None
+    samples: int | None = None  # `[generation] samples` of the batch file (None: the profile's or config's)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
     def with_flags(
-        self, *, category: str | None = None, concurrency: int | None = None, shard: tuple[int, int] | None = None
+        self,
+        *,
+        category: str | None = None,
+        concurrency: int | None = None,
+        shard: tuple[int, int] | None = None,
+        samples: int | None = None,
     ) -> BatchSpec:
         """The spec as the command line changes it: flags win over the batch file."""
         spec = self
+        if samples:
+            spec = replace(spec, samples=samples)
         if category:
             spec = replace(spec, categories=(*spec.categories, category))
         if concurrency:
@@ -65,10 +74,18 @@ def load_batch(path: Path) -> BatchSpec:
         raise ConfigError(f"batch file {path} does not exist")
     doc = read_toml(path)
     limits, fresh = doc.get("limits", {}), doc.get("freshness", {})
-    known = {"name", "pairs", "select", "limits", "freshness", "provider", "model"}
+    known = {"name", "pairs", "select", "limits", "freshness", "provider", "model", "generation"}
     unknown = set(doc) - known
     if unknown:
         raise ConfigError(f"{path}: unknown keys {', '.join(sorted(unknown))}; expected {', '.join(sorted(known))}")
+    generation = doc.get("generation", {})
+    if not isinstance(generation, dict) or set(generation) - {"samples"}:
+        raise ConfigError(f"{path}: [generation] takes only samples = k (the rest is config/pipeline.toml's)")
+    samples = generation.get("samples")
+    if samples is not None:
+        if not isinstance(samples, int) or isinstance(samples, bool):
+            raise ConfigError(f"{path}: [generation] samples must be a whole number, not {samples!r}")
+        check_samples(samples, f"{path}: [generation] samples")
     selects = doc.get("select", [])
     spec = BatchSpec(
         name=str(doc.get("name") or path.stem),
@@ -82,6 +99,7 @@ def load_batch(path: Path) -> BatchSpec:
         tokens_per_minute=float(limits.get("tokens_per_minute", 0)),
         max_cost=float(limits.get("max_cost", 0)),
         max_age_s=parse_age(str(fresh.get("max_age", "")), str(path)),
+        samples=samples,
     )
     if spec.concurrency < 1:
         raise ConfigError(f"{path}: limits.concurrency must be at least 1")

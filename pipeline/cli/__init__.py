@@ -15,6 +15,7 @@ from pipeline import wording
 from pipeline.cli.batch import batch, runs
 from pipeline.cli.common import Context, handles_errors, log_to_stderr, rel
 from pipeline.cli.reading import diff, doctor, history, quality, show
+from pipeline.settings import MAX_SAMPLES
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,6 +52,11 @@ def list_cmd(obj: Context) -> None:
 @click.option("--force", is_flag=True, help="Call the model even when the cache has this generation.")
 @click.option("--cross-category", is_flag=True, help="Allow subjects from different categories.")
 @click.option("--offline", is_flag=True, help="Fetch nothing: URL sources come from their stored snapshots.")
+@click.option(
+    "--samples",
+    type=click.IntRange(1, MAX_SAMPLES),
+    help="Answers to ask for; above 1 the ratings are their consensus, with the spread shown ([generation] samples).",
+)
 @click.pass_obj
 @handles_errors
 def run(
@@ -61,6 +67,7 @@ def run(
     force: bool,
     cross_category: bool,
     offline: bool,
+    samples: int | None,
 ) -> None:
     """Generate (or take from the cache) one comparison and write its reports."""
     ws = obj.open(f"pipeline run --pair {pair_ref}", offline=offline)
@@ -72,7 +79,7 @@ def run(
     from pipeline.progress import token_progress
 
     with token_progress(f"{pair.a.name} vs {pair.b.name}") as progress:
-        outcome = ws.run_pair(pair, backend, force=force, progress=progress)
+        outcome = ws.run_pair(pair, backend, force=force, progress=progress, samples=samples)
     r = outcome.result
     if r.cached:
         click.echo(f"{pair.key}: cache hit, no model call (generated {r.comparison.generated_at})")

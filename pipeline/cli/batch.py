@@ -11,6 +11,7 @@ import click
 
 from pipeline.cli.common import Context, details, handles_errors, log, stop_on_signals, write_json
 from pipeline.exitcodes import Verdict, exit_code
+from pipeline.settings import MAX_SAMPLES
 
 
 @click.command()
@@ -38,6 +39,11 @@ from pipeline.exitcodes import Verdict, exit_code
     type=click.Choice(["sync", "batch"]),
     help="openai-batch: re-ask invalid/failed items at once (sync) or in a follow-up batch.",
 )
+@click.option(
+    "--samples",
+    type=click.IntRange(1, MAX_SAMPLES),
+    help="Answers per pair; above 1 the ratings are their consensus (overrides the batch file and config).",
+)
 @click.option("--collect", is_flag=True, help="Collect the answers of submitted Batch API runs; re-ask what failed.")
 @click.option("--cancel", is_flag=True, help="Cancel submitted Batch API runs (answers already made are collected).")
 @click.option("--run", "run_id", help="With --collect/--cancel: only this run (default: every open one).")
@@ -48,8 +54,8 @@ from pipeline.exitcodes import Verdict, exit_code
 def batch(
     obj: Context, batch_file: Path | None, category: str | None, dry_run: bool, resume: bool, force: bool,
     max_cost: float | None, concurrency: int | None, provider: str | None, model: str | None, json_path: str | None,
-    offline: bool, shard: str | None, via: str, reask: str | None, collect: bool, cancel: bool, run_id: str | None,
-    wait: bool, poll: float | None,
+    offline: bool, shard: str | None, via: str, reask: str | None, samples: int | None, collect: bool, cancel: bool,
+    run_id: str | None, wait: bool, poll: float | None,
 ) -> None:  # fmt: skip
     """Generate or refresh many comparisons: a batch file's pairs and/or a whole category.
 
@@ -72,7 +78,7 @@ def batch(
         ws.store.require_writable("pipeline batch")
     shard_of = b.parse_shard(shard) if shard else None
     spec = (b.load_batch(batch_file) if batch_file else b.BatchSpec(name=f"category-{category}")).with_flags(
-        category=category, concurrency=concurrency, shard=shard_of
+        category=category, concurrency=concurrency, shard=shard_of, samples=samples
     )
     plan = ws.plan_batch(spec, provider, model, via=via, force=force, resume=resume, shard=shard_of, reask=reask)
     items, backend, est = plan.items, plan.provider, plan.estimate

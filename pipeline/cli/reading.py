@@ -24,9 +24,12 @@ def show(obj: Context, pair_ref: str, fmt: str, attempts: bool) -> None:
     ws = obj.open(f"pipeline show {pair_ref}")
     pair = ws.pair(pair_ref, cross_category=True)
     if attempts:
-        for row in ws.store.attempts(pair.key):
+        rows = ws.store.attempts(pair.key)
+        sampled = {r["invocation_id"] for r in rows if r["sample"] > 1}
+        for row in rows:
+            sample = f" (sample {row['sample']})" if row["invocation_id"] in sampled else ""
             click.echo(
-                f"{row['created_at']}  #{row['number']} {row['outcome']:<15} "
+                f"{row['created_at']}  #{row['number']}{sample} {row['outcome']:<15} "
                 f"tokens={row['prompt_tokens']}+{row['completion_tokens']}{details(row)}  "
                 f"{row['error'] or row['problems']}"
             )

@@ -25,4 +25,11 @@ def make_provider(profile: ProviderProfile, transport: TransportPolicy) -> Provi
     return OpenAICompatProvider(profile, transport)
 
 
-__all__ = ["ProgressFn", "Provider", "make_provider"]
+def sends_choices(provider: Provider) -> bool:
+    """Whether this provider asks for several samples in one request (`n`): its prompt is billed once."""
+    from pipeline.providers.capabilities import detect
+
+    return provider.kind != "local" and detect(provider.profile).choices
+
+
+__all__ = ["ProgressFn", "Provider", "make_provider", "sends_choices"]

@@ -26,6 +26,19 @@ class Provider(Protocol):
         progress: ProgressFn | None = None,
     ) -> Completion: ...
 
+    def complete_many(
+        self,
+        messages: list[dict[str, str]],
+        schema: dict[str, Any],
+        params: GenerationParams,
+        n: int,
+        progress: ProgressFn | None = None,
+    ) -> list[Completion]:
+        """Up to `n` answers from one request (OpenAI's `n`); a provider that cannot returns one.
+
+        The request's usage is on the first answer (the prompt is billed once)."""
+        ...
+
     def identity(self) -> dict[str, str]:
         """What goes into the cache key: kind, model, dialect (never a key or URL credentials)."""
         ...

@@ -41,6 +41,7 @@ class Capabilities:
     reasoning_effort: str  # "" = not sent
     fine_tuned: bool
     family: str  # one of FAMILIES
+    choices: bool = False  # several answers to one request (`n`): OpenAI, Azure and vLLM take it
 
     def max_tokens(self, answer: int) -> int:
         """What to send as the token limit: the answer's, plus the reasoning budget for reasoning models."""
@@ -73,7 +74,13 @@ def detect(profile: ProviderProfile) -> Capabilities:
         reasoning_effort=profile.reasoning_effort if reasoning else "",
         fine_tuned=profile.model.startswith("ft:"),
         family=family,
+        choices=profile.choices if profile.choices is not None else family in _CHOICES,
     )
+
+
+# Servers that answer `n` with n choices, billing the prompt once. llama.cpp's server and Ollama
+# answer one choice whatever `n` says; the pipeline then asks again with other seeds.
+_CHOICES = ("openai", "azure", "vllm")
 
 
 def _family(profile: ProviderProfile) -> str:

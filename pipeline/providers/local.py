@@ -109,6 +109,17 @@ class LocalProvider:
         # spinning threads and slow generation several-fold on a small machine.
         return _RUNNER.submit(self._complete, messages, schema, params, progress).result()
 
+    def complete_many(
+        self,
+        messages: list[dict[str, str]],
+        schema: dict[str, Any],
+        params: GenerationParams,
+        n: int,
+        progress: ProgressFn | None = None,
+    ) -> list[Completion]:
+        """One answer: llama-cpp-python has no `n`; the caller asks again with other seeds."""
+        return [self.complete(messages, schema, params, progress)]
+
     def _complete(
         self,
         messages: list[dict[str, str]],

@@ -100,11 +100,15 @@ class OpenAICompatProvider:
         return identity
 
     def request_body(
-        self, messages: list[dict[str, str]], schema: dict[str, Any], params: GenerationParams
+        self, messages: list[dict[str, str]], schema: dict[str, Any], params: GenerationParams, n: int = 1
     ) -> dict[str, Any]:
-        """The chat-completions request body for these messages: sent as is, or as one Batch API line."""
+        """The chat-completions request body for these messages: sent as is, or as one Batch API line.
+
+        `n` > 1 asks for several choices; only sent where the server takes it (`caps.choices`)."""
         caps = self.caps
         body: dict[str, Any] = {"model": self.model, "messages": messages}
+        if n > 1 and caps.choices:
+            body["n"] = n
         if caps.sampling:
             body["temperature"] = params.temperature
             body["top_p"] = params.top_p
@@ -136,9 +140,19 @@ class OpenAICompatProvider:
         params: GenerationParams,
         progress: ProgressFn | None = None,
     ) -> Completion:
+        return self.complete_many(messages, schema, params, 1, progress)[0]
+
+    def complete_many(
+        self,
+        messages: list[dict[str, str]],
+        schema: dict[str, Any],
+        params: GenerationParams,
+        n: int,
+        progress: ProgressFn | None = None,
+    ) -> list[Completion]:
         import openai
 
-        kwargs = self.request_body(messages, schema, params)
+        kwargs = self.request_body(messages, schema, params, n)
         # The body is JSON-ready already. Passed as typed parameters, the SDK would walk the whole
         # schema in response_format on every call to transform it (~1 ms of CPU per call here);
         # `extra_body` (its documented way to send fields as they are) skips that.
@@ -153,25 +167,36 @@ class OpenAICompatProvider:
             raise self.map_error(exc) from None
         except ValueError:
             raise TransientProviderError(f"{self.endpoint} answered with a body that is not JSON", status=200) from None
-        completion = self.completion_from(body, int((time.monotonic() - started) * 1000))
+        latency_ms = int((time.monotonic() - started) * 1000)
+        completions = self.completions_from(body, latency_ms)[: max(1, n)]
         if progress:
-            progress(completion.usage.completion_tokens or len(completion.text) // 4)
-        return completion
+            progress(completions[0].usage.completion_tokens or sum(len(c.text) for c in completions) // 4)
+        return completions
 
     def completion_from(self, body: Any, latency_ms: int = 0) -> Completion:
         """A chat-completions response body (from a call or a Batch API output line) as a Completion."""
+        return self.completions_from(body, latency_ms)[0]
+
+    def completions_from(self, body: Any, latency_ms: int = 0) -> list[Completion]:
+        """Every choice of a response body, in index order; the one request's usage and latency are on the first."""
         choices = body.get("choices") if isinstance(body, dict) else None
-        if not choices or not isinstance(choices[0], dict):
+        if not choices or not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
             raise TransientProviderError(f"{self.endpoint} answered with no choices", status=200)
-        choice = choices[0]
+        ordered = sorted(choices, key=lambda c: c.get("index") if isinstance(c.get("index"), int) else 0)
+        usage = _usage(body.get("usage"))
+        model = str(body.get("model") or self.model)
+        first = [(usage, latency_ms)] + [(Usage(), 0)] * (len(ordered) - 1)
+        return [self._choice(c, u, model, ms) for c, (u, ms) in zip(ordered, first, strict=True)]
+
+    def _choice(self, choice: dict[str, Any], usage: Usage, model: str, latency_ms: int) -> Completion:
         message = choice.get("message") or {}
         text = (message.get("content") or "") if isinstance(message, dict) else ""
         refusal = (message.get("refusal") or "") if isinstance(message, dict) else ""
         return Completion(
             text=storable(str(text)),
             finish_reason=str(choice.get("finish_reason") or ""),
-            usage=_usage(body.get("usage")),
-            model=str(body.get("model") or self.model),
+            usage=usage,
+            model=model,
             latency_ms=latency_ms,
             refusal=clean(refusal)[:500],
         )

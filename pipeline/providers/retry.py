@@ -98,6 +98,25 @@ def call_with_retries(
     sleep: Callable[[float], None] = time.sleep,
     gate: RateGate | None = None,
 ) -> Completion:
+    return call_many_with_retries(
+        provider, messages, schema, params, policy, on_failure=on_failure, progress=progress, sleep=sleep, gate=gate
+    )[0]
+
+
+def call_many_with_retries(
+    provider: Provider,
+    messages: list[dict[str, str]],
+    schema: dict[str, Any],
+    params: GenerationParams,
+    policy: TransportPolicy,
+    *,
+    n: int = 1,
+    on_failure: FailureFn | None = None,
+    progress: ProgressFn | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    gate: RateGate | None = None,
+) -> list[Completion]:
+    """One request (retried on transport faults) for up to `n` answers (`Provider.complete_many`)."""
     backoff = wait_random_exponential(multiplier=policy.backoff_initial_s, max=policy.backoff_max_s)
 
     def wait(state: RetryCallState) -> float:
@@ -109,14 +128,16 @@ def call_with_retries(
 
     # OpenAI counts a request as its prompt plus the token limit it sends (reasoning budget included).
     limit = provider.token_limit(params.max_tokens)
-    estimate = sum(len(m["content"]) for m in messages) // 4 + limit
+    estimate = sum(len(m["content"]) for m in messages) // 4 + limit * n
 
-    def one_call() -> Completion:
+    def one_call() -> list[Completion]:
         if gate:
             gate.acquire(estimate)
         started = time.monotonic()
         try:
-            return provider.complete(messages, schema, params, progress)
+            if n > 1:
+                return provider.complete_many(messages, schema, params, n, progress)
+            return [provider.complete(messages, schema, params, progress)]
         except TransientProviderError as exc:
             if on_failure:
                 on_failure(exc, int((time.monotonic() - started) * 1000))

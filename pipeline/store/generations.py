@@ -28,7 +28,8 @@ _GENERATION_COLUMNS = (
 )
 _ATTEMPT_COLUMNS = (
     "attempts (invocation_id, generation_id, pair_key, cache_key, number, outcome, finish_reason, raw_response, "
-    "problems, error, prompt_tokens, completion_tokens, latency_ms, created_at, cached_tokens, reasoning_tokens)"
+    "problems, error, prompt_tokens, completion_tokens, latency_ms, created_at, cached_tokens, reasoning_tokens, "
+    "sample)"
 )
 
 
@@ -99,7 +100,7 @@ class Generations(Connection):
         with self.session() as con:
             return dicts(con.execute(
                 "SELECT invocation_id, generation_id, number, outcome, finish_reason, problems, error, "
-                "prompt_tokens, completion_tokens, latency_ms, created_at, cached_tokens, reasoning_tokens "
+                "prompt_tokens, completion_tokens, latency_ms, created_at, cached_tokens, reasoning_tokens, sample "
                 "FROM attempts WHERE pair_key = ? ORDER BY created_at, invocation_id, number",
                 [pair_key],
             ))  # fmt: skip
@@ -165,7 +166,7 @@ def _attempt_rows(
         [
             invocation_id, generation_id, pair_key, cache_key, a.number, a.outcome, a.finish_reason, a.raw,
             dumps([asdict(p) for p in a.problems]), a.error, a.usage.prompt_tokens, a.usage.completion_tokens,
-            a.latency_ms, now, a.usage.cached_tokens, a.usage.reasoning_tokens,
+            a.latency_ms, now, a.usage.cached_tokens, a.usage.reasoning_tokens, a.sample,
         ]
         for a in attempts
     ]  # fmt: skip

@@ -272,6 +272,10 @@ def _prompt_and_model_as_columns(con: DuckDBPyConnection) -> None:
 register("008_prompt_and_model_columns", "", {}, _prompt_and_model_as_columns)
 
 
+# Generations with samples > 1 (pipeline.consensus): which sample each attempt was for.
+register("009_attempt_sample", "ALTER TABLE attempts ADD COLUMN sample INTEGER NOT NULL DEFAULT 1;", {})
+
+
 def tables() -> dict[str, Table]:
     """Every table the migrations create, in the order they were created."""
     return {name: table for m in MIGRATIONS for name, table in m.tables.items()}

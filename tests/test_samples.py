@@ -1,0 +1,259 @@
+"""Samples (#20): k answers, their consensus, the spread in reports, and a diff that knows noise."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from pipeline import consensus
+from pipeline.catalogue import load_catalogue
+from pipeline.diff import diff_reports
+from pipeline.errors import ConfigError
+from pipeline.models import Problem
+from pipeline.settings import load_settings
+from tests.conftest import PAIR, REFERENCE_DATA, REPO, TEST_KEY, cli, db, make_workspace
+from tests.fakeserver import FakeLLM
+from tests.noise import NoisyAnswers
+
+DIMS = [d.name for d in PAIR.category.dimensions]
+
+
+def with_ratings(ratings: dict[str, list[int]]) -> dict:
+    """REFERENCE_DATA with these ratings (per side, in dimension order); values are left alone."""
+    data = copy.deepcopy(REFERENCE_DATA)
+    for side, values in ratings.items():
+        for dim, value in zip(DIMS, values, strict=True):
+            data[side]["dimensions"][dim]["rating"] = value
+            data[side]["dimensions"][dim]["rationale"] = f"{side} {dim} rated {value} in this sample."
+    return data
+
+
+def no_problems(_data: dict) -> list[Problem]:
+    return []
+
+
+# -- consensus ----------------------------------------------------------------------------------
+
+
+def test_consensus_takes_the_median_cell_of_a_real_sample_and_texts_of_the_closest() -> None:
+    base = [int(REFERENCE_DATA["a"]["dimensions"][d]["rating"]) for d in DIMS]
+    other = [int(REFERENCE_DATA["b"]["dimensions"][d]["rating"]) for d in DIMS]
+    low = [max(1, r - 2) for r in base]
+    high = [min(10, r + 1) for r in base]
+    samples = [with_ratings({"a": low, "b": other}), with_ratings({"a": base, "b": other}),
+               with_ratings({"a": high, "b": other})]  # fmt: skip
+    samples[1]["a"]["pros"][0]["text"] = "The closest sample's own pro."
+    made = consensus.build(samples, PAIR, 3, no_problems, lambda d: d, by_code=False)
+    for i, dim in enumerate(DIMS):
+        cell = made.data["a"]["dimensions"][dim]
+        assert cell["rating"] == base[i]
+        # the rationale comes with the rating from the same sample: text and number agree
+        assert cell["rationale"] == f"a {dim} rated {base[i]} in this sample."
+    assert made.base == 1 and made.data["a"]["pros"][0]["text"] == "The closest sample's own pro."
+    assert made.meta["method"] == "median" and made.meta["k"] == 3 and made.meta["valid"] == 3
+    assert made.meta["ratings"]["a"][DIMS[0]] == [low[0], base[0], high[0]]
+
+
+def test_consensus_value_is_the_most_frequent_among_cells_with_the_median_rating() -> None:
+    samples = [with_ratings({"a": [5] * len(DIMS)}) for _ in range(3)]
+    dim = DIMS[0]
+    for sample, value in zip(samples, ["first", "second", "second"], strict=True):
+        sample["a"]["dimensions"][dim]["value"] = value
+    made = consensus.build(samples, PAIR, 3, no_problems, lambda d: d, by_code=False)
+    assert made.data["a"]["dimensions"][dim]["value"] == "second"
+
+
+def test_consensus_falls_back_to_a_composed_verdict_then_to_the_closest_sample() -> None:
+    samples = [with_ratings({"a": [4] * len(DIMS)}), with_ratings({"a": [6] * len(DIMS)})]
+    seen: list[str] = []
+
+    def verdict_must_be_composed(data: dict) -> list[Problem]:
+        seen.append(data["verdict"]["reasoning"])
+        return [] if data["verdict"]["reasoning"] == "composed" else [Problem("verdict", "wrong", "verdict")]
+
+    def compose(data: dict) -> dict:
+        return {**data, "verdict": {"winner": "tie", "reasoning": "composed"}}
+
+    made = consensus.build(samples, PAIR, 2, verdict_must_be_composed, compose, by_code=False)
+    assert made.meta["method"] == "median, verdict by code" and len(seen) == 3
+    nothing_passes = consensus.build(samples, PAIR, 2, lambda d: [Problem("x", "no")], compose, by_code=False)
+    assert nothing_passes.meta["method"] == "closest sample"
+    assert nothing_passes.data == samples[nothing_passes.base]
+
+
+def test_spread_and_standing() -> None:
+    params = {"samples": {"k": 3, "valid": 3, "method": "median",
+                          "ratings": {s: {d: [5, 6, 8] for d in DIMS} for s in ("a", "b")}}}  # fmt: skip
+    data = with_ratings({"a": [6] * len(DIMS), "b": [6] * len(DIMS)})
+    spread = consensus.spread_of(params, data, PAIR)
+    assert spread is not None
+    assert spread.rating_text("a", DIMS[0]) == " (5–8)"
+    assert spread.overall["a"][0] < spread.overall["a"][1]
+    assert spread.standing == "tie"
+    assert consensus.spread_of({"dialect": "json_schema"}, data, PAIR) is None
+    # the rule: firm only when the winner's lowest score beats the other's highest by more than the tie band
+    assert consensus.standing("a", {"a": (7.0, 7.5), "b": (6.0, 6.7)}, 0.25) == "firm"
+    assert consensus.standing("a", {"a": (6.8, 7.5), "b": (6.0, 6.7)}, 0.25) == "leans"
+    assert consensus.standing("b", {"a": (6.0, 7.0), "b": (6.5, 7.5)}, 0.25) == "leans"
+    # a pinned rating has no spread; the samples' overall scores use the pinned value
+    data["a"]["dimensions"][DIMS[0]]["overridden"] = ["rating"]
+    pinned = consensus.spread_of(params, data, PAIR)
+    assert pinned is not None and pinned.rating_text("a", DIMS[0]) == ""
+
+
+# -- end to end over HTTP -----------------------------------------------------------------------
+
+
+def noisy(fake: FakeLLM, ws: Path, p: float = 0.5) -> None:
+    catalogue = load_catalogue(ws / "config")
+    fake.noise = NoisyAnswers([catalogue.pair(PAIR.key)], p=p)
+
+
+def test_samples_without_n_are_calls_with_their_own_seeds(workspace: Path, fake: FakeLLM) -> None:
+    noisy(fake, workspace)
+    result = cli(workspace, "run", "--pair", PAIR.key, "--samples", "3")
+    assert result.returncode == 0, result.stderr
+    assert [r.get("seed") for r in fake.requests] == [7, 1007, 2007]
+    assert all("n" not in r for r in fake.requests)  # 127.0.0.1 is not a server known to take `n`
+    rows = db(workspace, "SELECT sample, outcome FROM attempts ORDER BY number")
+    assert rows == [(1, "accepted"), (2, "accepted"), (3, "accepted")]
+    (params, prompt_tokens), = db(workspace, "SELECT params, prompt_tokens FROM generations")  # fmt: skip
+    assert prompt_tokens == 300  # every sample's usage counts (100 prompt tokens each)
+    meta = json.loads(params)["samples"]
+    assert meta["k"] == 3 and meta["valid"] == 3 and set(meta["ratings"]) == {"a", "b"}
+    doc = json.loads(
+        (workspace / "reports/computer-vision/image-classification-vs-image-segmentation.json").read_text()
+    )
+    schema = json.loads((REPO / "schemas/report.schema.json").read_text())
+    assert not list(Draft202012Validator(schema).iter_errors(doc))
+    spread = doc["computed"]["spread"]
+    assert spread["samples"] == 3 and spread["standing"] in ("firm", "leans", "tie")
+    for side in ("a", "b"):
+        for dim, (low, high) in spread["ratings"][side].items():
+            assert low <= doc["data"][side]["dimensions"][dim]["rating"] <= high
+    md = (workspace / "reports/computer-vision/image-classification-vs-image-segmentation.md").read_text()
+    assert "The model answered 3 times (3 valid samples)" in md
+    shown = [f"{doc['data'][s]['dimensions'][d]['rating']}/10 ({lo}–{hi})"
+             for s in ("a", "b") for d, (lo, hi) in spread["ratings"][s].items() if lo != hi]  # fmt: skip
+    assert shown and all(text in md for text in shown)
+
+
+def test_samples_come_from_one_request_with_n_where_the_server_takes_it(
+    tmp_path: Path, fake: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIPELINE_TEST_KEY", TEST_KEY)
+    ws = make_workspace(tmp_path / "ws", fake.base_url)
+    config = ws / "config/pipeline.toml"
+    config.write_text(config.read_text().replace('dialect = "json_schema"', 'dialect = "json_schema"\nchoices = true'))
+    noisy(fake, ws)
+    assert cli(ws, "run", "--pair", PAIR.key, "--samples", "3").returncode == 0
+    assert fake.calls == 1 and fake.requests[0]["n"] == 3
+    assert db(ws, "SELECT sample, prompt_tokens FROM attempts ORDER BY number") == [(1, 100), (2, 0), (3, 0)]
+    assert db(ws, "SELECT prompt_tokens FROM generations") == [(100,)]  # the prompt is billed once
+
+
+def test_the_cache_key_includes_samples(workspace: Path, fake: FakeLLM) -> None:
+    assert cli(workspace, "run", "--pair", PAIR.key).returncode == 0
+    assert cli(workspace, "run", "--pair", PAIR.key, "--samples", "2").returncode == 0
+    assert fake.calls == 3  # one, then two fresh samples: a single sample is not the consensus of two
+    again = cli(workspace, "run", "--pair", PAIR.key, "--samples", "2")
+    assert "cache hit" in again.stdout and fake.calls == 3
+    keys = {row[0] for row in db(workspace, "SELECT cache_key FROM generations")}
+    assert len(keys) == 2
+
+
+def test_a_majority_of_valid_samples_is_enough_and_a_minority_fails(workspace: Path, fake: FakeLLM) -> None:
+    config = workspace / "config/pipeline.toml"
+    config.write_text(config.read_text() + "\n[generation]\nmax_attempts = 1\nsamples = 3\n")
+    fake.push({"kind": "schema_invalid"})
+    assert cli(workspace, "run", "--pair", PAIR.key).returncode == 0
+    (params,), = db(workspace, "SELECT params FROM generations")  # fmt: skip
+    assert json.loads(params)["samples"]["valid"] == 2
+    fake.push({"kind": "schema_invalid"}, {"kind": "schema_invalid"})
+    failed = cli(workspace, "run", "--pair", PAIR.key, "--force")
+    assert failed.returncode != 0
+    assert "in too many of 3 samples (1 valid, a majority needed)" in failed.stderr
+    assert db(workspace, "SELECT count(*) FROM generations") == [(1,)]
+
+
+def test_samples_settings_are_checked(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws", extra="[generation]\nsamples = 0\n")
+    with pytest.raises(ConfigError, match=r"\[generation\] samples must be a whole number from 1 to 9, not 0"):
+        load_settings(ws)
+    batch = tmp_path / "b.toml"
+    batch.write_text(f'pairs = ["{PAIR.key}"]\n[generation]\nsamples = 12\n')
+    from pipeline.batch import load_batch
+
+    with pytest.raises(ConfigError, match="samples must be a whole number from 1 to 9"):
+        load_batch(batch)
+    batch.write_text(f'pairs = ["{PAIR.key}"]\n[generation]\nseed = 3\n')
+    with pytest.raises(ConfigError, match="takes only samples"):
+        load_batch(batch)
+    batch.write_text(f'pairs = ["{PAIR.key}"]\n[generation]\nsamples = 3\n')
+    assert load_batch(batch).samples == 3
+
+
+def test_a_batch_file_sets_samples_and_the_flag_wins(workspace: Path, fake: FakeLLM) -> None:
+    batch = workspace / "b.toml"
+    batch.write_text(f'pairs = ["{PAIR.key}"]\n[generation]\nsamples = 2\n')
+    assert cli(workspace, "batch", str(batch)).returncode == 0
+    assert fake.calls == 2
+    assert cli(workspace, "batch", str(batch), "--force", "--samples", "3").returncode == 0
+    assert fake.calls == 5
+    refused = cli(workspace, "batch", str(batch), "--via", "openai-batch")
+    assert refused.returncode == 2 and "not supported with --via openai-batch" in refused.stderr
+
+
+# -- the diff -----------------------------------------------------------------------------------
+
+
+def report(ratings: dict[str, list[int]], spread: dict[str, list[list[int]]] | None, winner: str = "tie") -> dict:
+    data = with_ratings(ratings)
+    doc = {"data": data, "subjects": {"a": {"name": PAIR.a.name}, "b": {"name": PAIR.b.name}},
+           "computed": {"overall": {"a": 6.0, "b": 6.0}, "winner_name": winner},
+           "provenance": {"generated_at": "2026-12-01T00:00:00Z", "model": "m", "generation_id": "g",
+                          "sources": []}}  # fmt: skip
+    if spread is not None:
+        doc["computed"]["spread"] = {
+            "ratings": {s: dict(zip(DIMS, spread[s], strict=True)) for s in ("a", "b")},
+            "overall": {"a": [5.5, 6.5], "b": [5.5, 6.5]},
+            "standing": "tie",
+        }
+    return doc
+
+
+def test_diff_marks_moves_within_the_spread_as_noise_and_the_threshold_still_applies() -> None:
+    n = len(DIMS)
+    old = report({"a": [6] * n, "b": [6] * n}, {"a": [[5, 7]] * n, "b": [[6, 6]] * n})
+    new = report({"a": [7] * n, "b": [8] * n}, {"a": [[6, 7]] * n, "b": [[7, 8]] * n})
+    changes = {c.where: c for c in diff_reports(old, new).changes if c.kind == "rating"}
+    inside = changes[f"{DIMS[0]} / {PAIR.a.name}"]
+    assert not inside.material and "within the previous samples' spread 5–7: noise, not material" in inside.note
+    outside = changes[f"{DIMS[0]} / {PAIR.b.name}"]  # 6 → 8, the old range 6–6, the new 7–8
+    assert outside.material and "noise" not in outside.note
+    # `--threshold` on top: a move of 2 under a threshold of 3 is not material either
+    assert not any(c.material for c in diff_reports(old, new, threshold=3).changes if c.kind == "rating")
+    # the previous value inside the new spread is noise too
+    back = {c.where: c for c in diff_reports(new, old).changes if c.kind == "rating"}
+    assert not back[f"{DIMS[0]} / {PAIR.a.name}"].material
+    # without samples every move is material, as before
+    plain = diff_reports(report({"a": [6] * n, "b": [6] * n}, None), report({"a": [7] * n, "b": [6] * n}, None))
+    assert all(c.material for c in plain.changes if c.kind == "rating")
+
+
+def test_diff_counts_a_winner_flip_between_close_calls_as_noise() -> None:
+    n = len(DIMS)
+    spread = {"a": [[5, 7]] * n, "b": [[5, 7]] * n}
+    old, new = (
+        report({"a": [6] * n, "b": [6] * n}, spread, PAIR.a.name),
+        report({"a": [6] * n, "b": [6] * n}, spread, PAIR.b.name),
+    )
+    old["computed"]["spread"]["standing"] = new["computed"]["spread"]["standing"] = "leans"
+    flip = next(c for c in diff_reports(old, new).changes if c.kind == "winner")
+    assert not flip.material and "close calls" in flip.note
+    new["computed"]["spread"]["standing"] = "firm"
+    assert next(c for c in diff_reports(old, new).changes if c.kind == "winner").material
