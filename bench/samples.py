@@ -70,6 +70,7 @@ def regenerate(ws: Workspace, profile: str, key: str, k: int, seed: int) -> tupl
 
 def measure(ws: Workspace, profile: str, pairs: list[str], k: int, regenerations: int) -> dict[str, Any]:
     flips = material = material_ratings = noise_marked = 0
+    material_list: list[str] = []
     deltas: list[int] = []
     seconds: list[float] = []
     winners: dict[str, list[str]] = {}
@@ -91,6 +92,8 @@ def measure(ws: Workspace, profile: str, pairs: list[str], k: int, regenerations
                 d = diff_reports(previous, doc)
                 flips += previous["computed"]["winner_name"] != doc["computed"]["winner_name"]
                 material += sum(1 for c in d.changes if c.material)
+                material_list += [f"{key} seed {FIRST_SEED + i}: {c.kind} {c.where}: {c.old} → {c.new} {c.note}"
+                                  for c in d.changes if c.material]  # fmt: skip
                 material_ratings += sum(1 for c in d.changes if c.material and c.kind == "rating")
                 noise_marked += sum(1 for c in d.changes if "noise" in c.note)
                 for side in ("a", "b"):
@@ -111,6 +114,7 @@ def measure(ws: Workspace, profile: str, pairs: list[str], k: int, regenerations
         "changes_marked_noise": noise_marked,
         "median_s": round(statistics.median(seconds), 1) if seconds else 0.0,
         "winners": winners,
+        "material": material_list,
     }
 
 

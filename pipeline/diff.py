@@ -9,7 +9,8 @@ are listed but do not count as material.
 Generations made with several samples (pipeline.consensus) carry each rating's spread. A move
 is noise, not material, when the new rating lies within the previous generation's spread or the
 previous rating within the new one's: each generation's published value is one the other's
-samples produced. The same holds for the overall scores (their sample ranges), and a winner that
+samples produced. The same holds for the overall scores (their sample ranges), and an overall
+score whose ratings moved only by noise moved only by noise itself; a winner that
 changes between two results that were both only leaning (or a tie) is a close call, not a change.
 `threshold` applies on top: a move smaller than it is not material either way.
 """
@@ -104,6 +105,8 @@ def diff_reports(old: dict[str, Any], new: dict[str, Any], threshold: float = 1.
         o, n = old["computed"]["overall"][side], new["computed"]["overall"][side]
         if o != n:
             noise = _noise(o, n, _range(old_spread, "overall", side), _range(new_spread, "overall", side))
+            if not noise and old_spread and new_spread and not _moved(result, names[side]):
+                noise = ", every rating move behind it is noise: not material"
             add(Change("overall", names[side], o, n, abs(n - o) >= threshold / 10 and not noise,
                        f"{n - o:+.2f}{noise}"))  # fmt: skip
     if old["computed"]["winner_name"] != new["computed"]["winner_name"]:
@@ -121,6 +124,11 @@ def diff_reports(old: dict[str, Any], new: dict[str, Any], threshold: float = 1.
     _items(result, "alternatives", old["data"]["alternatives"], new["data"]["alternatives"])
     _sources(result, old["provenance"]["sources"], new["provenance"]["sources"])
     return result
+
+
+def _moved(result: Diff, name: str) -> bool:
+    """Whether a subject has a material rating or value change so far (its overall score follows them)."""
+    return any(c.material and c.kind in ("rating", "value") and c.where.endswith(f" / {name}") for c in result.changes)
 
 
 def _range(spread: dict[str, Any] | None, kind: str, side: str, dim: str = "") -> tuple[float, float] | None:

@@ -257,3 +257,54 @@ def test_diff_counts_a_winner_flip_between_close_calls_as_noise() -> None:
     assert not flip.material and "close calls" in flip.note
     new["computed"]["spread"]["standing"] = "firm"
     assert next(c for c in diff_reports(old, new).changes if c.kind == "winner").material
+
+
+def test_an_overall_move_made_only_of_noise_is_not_material() -> None:
+    n = len(DIMS)
+    old = report({"a": [6] * n, "b": [6] * n}, {"a": [[5, 7]] * n, "b": [[6, 6]] * n})
+    new = report({"a": [7] * n, "b": [6] * n}, {"a": [[7, 7]] * n, "b": [[6, 6]] * n})
+    old["computed"]["spread"]["overall"] = {"a": [6.0, 6.0], "b": [6.0, 6.0]}
+    new["computed"]["spread"]["overall"] = {"a": [7.0, 7.0], "b": [6.0, 6.0]}
+    new["computed"]["overall"]["a"] = 7.0
+    moved = next(c for c in diff_reports(old, new).changes if c.kind == "overall")
+    assert not moved.material and "every rating move behind it is noise" in moved.note
+    # once a rating behind it moved materially, so did the overall score
+    new["data"]["a"]["dimensions"][DIMS[0]]["rating"] = 9
+    assert next(c for c in diff_reports(old, new).changes if c.kind == "overall").material
+
+
+def test_the_estimate_counts_every_sample(workspace: Path, fake: FakeLLM) -> None:
+    batch = workspace / "b.toml"
+    batch.write_text(f'pairs = ["{PAIR.key}"]\n')
+    one = cli(workspace, "batch", str(batch), "--dry-run").stdout
+    three = cli(workspace, "batch", str(batch), "--dry-run", "--samples", "3").stdout
+    tokens = [[int(w) for w in line.split("estimated ")[1].split() if w.isdigit()] for line in (one, three)]
+    assert tokens[1] == [3 * t for t in tokens[0]] and fake.calls == 0
+
+
+def test_a_report_shows_the_spread_and_a_leaning_winner(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from pipeline.render import Renderer
+    from pipeline.scoring import winner
+    from tests.conftest import CAT, EXISTING, make
+
+    won, _, _ = winner(REFERENCE_DATA, PAIR.category)
+    assert won != "tie"
+    ratings = {s: {d: [min(10, max(1, int(REFERENCE_DATA[s]["dimensions"][d]["rating"]) + step)) for step in (-2, 0, 2)]
+                   for d in DIMS} for s in ("a", "b")}  # fmt: skip
+    base = make()
+    c = replace(base, params={**base.params, "samples": {"k": 3, "valid": 3, "method": "median", "ratings": ratings}})
+    files = Renderer(CAT, tmp_path).render(c, EXISTING).files
+    name = PAIR.a.name if won == "a" else PAIR.b.name
+    assert f"**Leans: {name}**" in files["md"] and f"{name} leans ahead" in files["md"]
+    assert f"<strong>Leans: {name}</strong>" in files["html"]
+    first = ratings["a"][DIMS[0]]
+    assert f"{first[1]}/10 ({first[0]}–{first[2]})" in files["md"]
+    doc = json.loads(files["json"])
+    schema = json.loads((REPO / "schemas/report.schema.json").read_text())
+    assert not list(Draft202012Validator(schema).iter_errors(doc))
+    assert doc["computed"]["spread"]["standing"] == "leans"
+    # the same comparison from one sample: a firm winner, no ranges, as before samples existed
+    plain = Renderer(CAT, tmp_path / "plain").render(base, EXISTING).files
+    assert f"**Winner: {name}**" in plain["md"] and "spread" not in json.loads(plain["json"])["computed"]
