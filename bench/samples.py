@@ -7,8 +7,9 @@
 Regenerates the reference pair and two other pairs `--regenerations` times each with a new seed
 (nothing else changes: same sources, prompts and settings), with `samples = k` for each k, and
 compares consecutive generations of a pair with `pipeline diff`'s own comparison
-(pipeline.diff.diff_reports on the JSON reports): winner flips, the mean absolute rating change
-over every rating, and the changes the diff calls material. Two models:
+(pipeline.diff.diff_reports on the JSON reports): winner flips (any change of the result: a to
+b, or to or from a tie), reversals (a to b), the winner changes the diff calls material, the
+mean absolute rating change over every rating, and the changes the diff calls material. Two models:
 
 - `bundled`: SmolLM2-135M-Instruct in-process (selection mode), k answers by k seeds;
 - `server`: the test server on 127.0.0.1 with the seeded noise model of tests/noise.py (each
@@ -69,7 +70,7 @@ def regenerate(ws: Workspace, profile: str, key: str, k: int, seed: int) -> tupl
 
 
 def measure(ws: Workspace, profile: str, pairs: list[str], k: int, regenerations: int) -> dict[str, Any]:
-    flips = material = material_ratings = noise_marked = 0
+    flips = reversals = material_winners = material = material_ratings = noise_marked = 0
     material_list: list[str] = []
     deltas: list[int] = []
     seconds: list[float] = []
@@ -90,7 +91,10 @@ def measure(ws: Workspace, profile: str, pairs: list[str], k: int, regenerations
             winners[key].append(doc["computed"]["winner_name"] + (f" ({standing})" if standing else ""))
             if previous is not None:
                 d = diff_reports(previous, doc)
-                flips += previous["computed"]["winner_name"] != doc["computed"]["winner_name"]
+                before, after = previous["computed"]["winner"], doc["computed"]["winner"]
+                flips += before != after
+                reversals += before != after and "tie" not in (before, after)  # one subject to the other
+                material_winners += sum(1 for c in d.changes if c.material and c.kind == "winner")
                 material += sum(1 for c in d.changes if c.material)
                 material_list += [f"{key} seed {FIRST_SEED + i}: {c.kind} {c.where}: {c.old} → {c.new} {c.note}"
                                   for c in d.changes if c.material]  # fmt: skip
@@ -107,6 +111,8 @@ def measure(ws: Workspace, profile: str, pairs: list[str], k: int, regenerations
         "failed": failed,
         "comparisons": sum(max(0, len(w) - 1) for w in winners.values()),
         "winner_flips": flips,
+        "winner_reversals": reversals,
+        "material_winner_changes": material_winners,
         "mean_abs_rating_change": round(statistics.mean(deltas), 3) if deltas else 0.0,
         "ratings_compared": len(deltas),
         "material_changes": material,
@@ -145,7 +151,8 @@ def run_bundled(pairs: list[str], ks: list[int], regenerations: int) -> list[dic
 def table(name: str, rows: list[dict[str, Any]]) -> list[str]:
     return [
         f"| {name} | {r['k']} | {r['generations']} ({len(r['failed'])} failed) | {r['winner_flips']} of "
-        f"{r['comparisons']} | {r['mean_abs_rating_change']} | {r['material_changes']} "
+        f"{r['comparisons']} | {r['winner_reversals']} | {r['material_winner_changes']} | "
+        f"{r['mean_abs_rating_change']} | {r['material_changes']} "
         f"({r['material_rating_changes']} ratings) | {r['changes_marked_noise']} | {r['median_s']} |"
         for r in rows
     ]
@@ -169,9 +176,9 @@ def main() -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     lines = [
-        "| model | k | generations | winner flips | mean abs rating change | material changes | changes marked "
-        "noise | median s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | k | generations | winner flips | of them reversals (a ↔ b) | winner changes the diff calls "
+        "material | mean abs rating change | material changes | changes marked noise | median s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     names = {"server": f"test server, noise p = {args.noise}", "bundled": "bundled SmolLM2-135M"}
     for model, rows in result.items():

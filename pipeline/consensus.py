@@ -54,7 +54,8 @@ def build(
     cells = {s: {d: _cell([x[s]["dimensions"][d] for x in samples], median[s][d]) for d in dims} for s in SIDES}
     distance = [sum(abs(ratings[s][d][j] - median[s][d]) for s in SIDES for d in dims) for j in range(len(samples))]
     order = sorted(range(len(samples)), key=lambda j: (distance[j], j))
-    meta = {"k": asked, "valid": len(samples), "ratings": ratings}
+    values = {s: {d: [x[s]["dimensions"][d]["value"] for x in samples] for d in dims} for s in SIDES}
+    meta = {"k": asked, "valid": len(samples), "ratings": ratings, "values": values}
     candidates: list[tuple[str, int, dict[str, Any]]] = []
     for j in order:
         candidate = copy.deepcopy(samples[j])
@@ -92,6 +93,7 @@ class Spread:
     ratings: dict[str, dict[str, tuple[int, int]]]  # side -> dimension -> (min, max); pinned cells absent
     overall: dict[str, tuple[float, float]]  # side -> (min, max) of the overall score
     standing: str  # "firm", "leans" or "tie"
+    values: dict[str, dict[str, list[Any]]]  # side -> dimension -> the samples' distinct values; pinned absent
 
     def rating_text(self, side: str, dim: str) -> str:
         """ " (6–8)" where the samples disagree, "" where they agree or the cell is pinned."""
@@ -110,6 +112,7 @@ class Spread:
             "ratings": {s: {d: list(r) for d, r in dims.items()} for s, dims in self.ratings.items()},
             "overall": {s: list(r) for s, r in self.overall.items()},
             "standing": self.standing,
+            "values": self.values,
         }
 
 
@@ -137,6 +140,12 @@ def spread_of(params: dict[str, Any], data: dict[str, Any], pair: Pair) -> Sprea
                 ranges[s][d.name] = (min(values), max(values))
             for j in range(count):
                 per_sample[j][s]["dimensions"][d.name] = {"rating": values[j]}
+    seen: dict[str, dict[str, list[Any]]] = {s: {} for s in SIDES}
+    for s in SIDES:
+        for d in pair.category.dimensions:
+            given = meta.get("values", {}).get(s, {}).get(d.name)
+            if given and "value" not in data[s]["dimensions"][d.name].get("overridden", []):
+                seen[s][d.name] = [v for i, v in enumerate(given) if v not in given[:i]]
     won, sa, sb = winner(data, pair.category)
     published = {"a": sa, "b": sb}
     overall = {}
@@ -144,7 +153,7 @@ def spread_of(params: dict[str, Any], data: dict[str, Any], pair: Pair) -> Sprea
         scores = [overall_score(x[s], pair.category) for x in per_sample] + [published[s]]
         overall[s] = (min(scores), max(scores))
     return Spread(int(meta["k"]), count, str(meta.get("method", "median")), ranges, overall,
-                  standing(won, overall, pair.category.tie_band))  # fmt: skip
+                  standing(won, overall, pair.category.tie_band), seen)  # fmt: skip
 
 
 def standing(won: str, overall: dict[str, tuple[float, float]], tie_band: float) -> str:

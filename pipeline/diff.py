@@ -9,9 +9,10 @@ are listed but do not count as material.
 Generations made with several samples (pipeline.consensus) carry each rating's spread. A move
 is noise, not material, when the new rating lies within the previous generation's spread or the
 previous rating within the new one's: each generation's published value is one the other's
-samples produced. The same holds for the overall scores (their sample ranges), and an overall
-score whose ratings moved only by noise moved only by noise itself; a winner that
-changes between two results that were both only leaning (or a tie) is a close call, not a change.
+samples produced (a changed feature value likewise, when one of the other's samples gave it).
+The same holds for the overall scores (their sample ranges), and an overall score whose ratings
+moved only by noise moved only by noise itself; a winner that changes between two results that
+were both only leaning (or a tie) is a close call, not a change.
 `threshold` applies on top: a move smaller than it is not material either way.
 """
 
@@ -91,7 +92,10 @@ def diff_reports(old: dict[str, Any], new: dict[str, Any], threshold: float = 1.
                 continue
             o, n = old_dims[dim], new_dims[dim]
             if o["value"] != n["value"]:
-                add(Change("value", f"{dim} / {names[side]}", _show(o["value"]), _show(n["value"]), True))
+                noise = _value_noise(
+                    o["value"], n["value"], _values(old_spread, side, dim), _values(new_spread, side, dim)
+                )
+                add(Change("value", f"{dim} / {names[side]}", _show(o["value"]), _show(n["value"]), not noise, noise))
             delta = n["rating"] - o["rating"]
             if delta:
                 ranges = (_range(old_spread, "ratings", side, dim), _range(new_spread, "ratings", side, dim))
@@ -145,6 +149,19 @@ def _noise(old: float, new: float, old_range: tuple[float, float] | None, new_ra
         return f", within the previous samples' spread {_show_range(old_range)}: noise, not material"
     if new_range and new_range[0] <= old <= new_range[1]:
         return f", the previous value is within the new samples' spread {_show_range(new_range)}: noise, not material"
+    return ""
+
+
+def _values(spread: dict[str, Any] | None, side: str, dim: str) -> list[Any] | None:
+    """The values a generation's samples gave for one cell; None without samples."""
+    return (spread.get("values") or {}).get(side, {}).get(dim) if spread else None
+
+
+def _value_noise(old: Any, new: Any, old_values: list[Any] | None, new_values: list[Any] | None) -> str:
+    if old_values and new in old_values:
+        return "one of the previous samples' values: noise, not material"
+    if new_values and old in new_values:
+        return "the previous value is one of the new samples' values: noise, not material"
     return ""
 
 

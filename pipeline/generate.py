@@ -8,14 +8,12 @@ final error carries all of them.
 
 from __future__ import annotations
 
-import hashlib
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pipeline import consensus, gates
+from pipeline import consensus
 from pipeline import judge as judge_mod
 from pipeline.errors import (
     ContentFilteredError,
@@ -26,16 +24,15 @@ from pipeline.errors import (
     TransientProviderError,
 )
 from pipeline.grounding import claims
-from pipeline.job import Job
+from pipeline.job import Job, comparison_from
 from pipeline.models import (
     AttemptRecord,
     Comparison,
     Completion,
-    PassageText,
     Problem,
     RunResult,
-    SourceRecord,
     Usage,
+    model_attempts,
 )
 from pipeline.prompt import PromptBuilder
 from pipeline.providers.base import ProgressFn, Provider
@@ -358,61 +355,3 @@ def generate(
         if cached is not None:
             return RunResult(comparison=cached, cached=True, attempts=0, usage=Usage())
     return commit(produce(job, provider, builder, transport, progress=progress, judge=judge), store)
-
-
-def model_attempts(records: Sequence[AttemptRecord]) -> int:
-    """Attempts at the answer that reached the model (transport failures and the judge's calls do not count)."""
-    return sum(1 for r in records if r.outcome in ("accepted", "invalid", "refused", "content_filter"))
-
-
-def comparison_from(
-    job: Job,
-    data: dict[str, Any],
-    answered_at: str,
-    records: list[AttemptRecord],
-    answered_model: str,
-    verdicts: dict[str, Any] | None = None,
-    samples: dict[str, Any] | None = None,
-) -> Comparison:
-    flat = [s for bundle in job.bundles for s in bundle.sources]
-    sources = tuple(
-        SourceRecord(
-            s.subject_id,
-            s.label,
-            s.kind,
-            s.location,
-            s.sha256,
-            s.truncated,
-            s.retrieved_at,
-            tuple(PassageText(p.id, p.text) for p in group),
-            s.references,
-            s.alternatives,
-        )
-        for s, group in zip(flat, job.passage_groups, strict=True)
-    )
-    generation_id = hashlib.sha256(f"{job.cache_key}|{answered_at}|{time.monotonic_ns()}".encode()).hexdigest()[:16]
-    return Comparison(
-        generation_id=generation_id,
-        pair_key=job.pair.key,
-        category=job.pair.category.id,
-        data=data,
-        generated_at=answered_at,
-        provider=job.provider_identity["kind"],
-        model=job.provider_identity["model"],
-        cache_key=job.cache_key,
-        prompt_sha256=job.messages.sha256,
-        schema_sha256=job.schema_sha256,
-        sources=sources,
-        attempts=model_attempts(records),
-        usage=sum((r.usage for r in records), Usage()),
-        params={
-            **job.params.for_cache(),
-            "dialect": job.provider_identity.get("dialect", "json_object_schema"),
-            "mode": job.mode,
-            "gates": gates.VERSION,
-            **({"judge": verdicts} if verdicts else {}),
-            **({"samples": samples} if samples else {}),
-        },
-        template_sha256=job.messages.template_sha256,
-        answered_by=answered_model,
-    )

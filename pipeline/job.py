@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from pipeline import selection
+from pipeline import gates, selection
 from pipeline.grounding import Passage, passages_by_source
-from pipeline.models import Messages, Pair, Problem, SourceBundle, Subject
+from pipeline.models import (
+    AttemptRecord,
+    Comparison,
+    Messages,
+    Pair,
+    PassageText,
+    Problem,
+    SourceBundle,
+    SourceRecord,
+    Subject,
+    Usage,
+    model_attempts,
+)
 from pipeline.prompt import PromptBuilder
 from pipeline.providers.base import Provider
 from pipeline.schema import canonical_json, sha256_of, specialise
@@ -134,3 +148,56 @@ def prepare(
         }
     )
     return Job(pair, bundles, messages, canonical, schema_sha256, params, identity, key, groups, the_plan)
+
+
+def comparison_from(
+    job: Job,
+    data: dict[str, Any],
+    answered_at: str,
+    records: list[AttemptRecord],
+    answered_model: str,
+    verdicts: dict[str, Any] | None = None,
+    samples: dict[str, Any] | None = None,
+) -> Comparison:
+    flat = [s for bundle in job.bundles for s in bundle.sources]
+    sources = tuple(
+        SourceRecord(
+            s.subject_id,
+            s.label,
+            s.kind,
+            s.location,
+            s.sha256,
+            s.truncated,
+            s.retrieved_at,
+            tuple(PassageText(p.id, p.text) for p in group),
+            s.references,
+            s.alternatives,
+        )
+        for s, group in zip(flat, job.passage_groups, strict=True)
+    )
+    generation_id = hashlib.sha256(f"{job.cache_key}|{answered_at}|{time.monotonic_ns()}".encode()).hexdigest()[:16]
+    return Comparison(
+        generation_id=generation_id,
+        pair_key=job.pair.key,
+        category=job.pair.category.id,
+        data=data,
+        generated_at=answered_at,
+        provider=job.provider_identity["kind"],
+        model=job.provider_identity["model"],
+        cache_key=job.cache_key,
+        prompt_sha256=job.messages.sha256,
+        schema_sha256=job.schema_sha256,
+        sources=sources,
+        attempts=model_attempts(records),
+        usage=sum((r.usage for r in records), Usage()),
+        params={
+            **job.params.for_cache(),
+            "dialect": job.provider_identity.get("dialect", "json_object_schema"),
+            "mode": job.mode,
+            "gates": gates.VERSION,
+            **({"judge": verdicts} if verdicts else {}),
+            **({"samples": samples} if samples else {}),
+        },
+        template_sha256=job.messages.template_sha256,
+        answered_by=answered_model,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -240,3 +241,8 @@ class RunResult:
     cached: bool
     attempts: int
     usage: Usage
+
+
+def model_attempts(records: Sequence[AttemptRecord]) -> int:
+    """Attempts at the answer that reached the model (transport failures and the judge's calls do not count)."""
+    return sum(1 for r in records if r.outcome in ("accepted", "invalid", "refused", "content_filter"))

@@ -94,7 +94,8 @@ def headline(pair: Pair, won: str, score_a: float, score_b: float, spread: Sprea
     if spread is not None and spread.standing == "leans":
         lw, ll = (spread.overall_text(s) for s in ((won, "b" if won == "a" else "a")))
         return (f"{win.name} leans ahead, {ws:.2f} ({lw}) to {ls:.2f} ({ll}) out of 10 for {lose.name}: "
-                f"the {spread.valid} samples' scores overlap, so this is a close call, not a firm win")  # fmt: skip
+                f"the {spread.valid} samples' scores overlap or come within the tie band, so this is a close call, "
+                "not a firm win")  # fmt: skip
     return f"{win.name} wins, {ws:.2f} to {ls:.2f} out of 10 for {lose.name}"
 
 

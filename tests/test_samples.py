@@ -121,6 +121,9 @@ def test_samples_without_n_are_calls_with_their_own_seeds(workspace: Path, fake:
     assert all("n" not in r for r in fake.requests)  # 127.0.0.1 is not a server known to take `n`
     rows = db(workspace, "SELECT sample, outcome FROM attempts ORDER BY number")
     assert rows == [(1, "accepted"), (2, "accepted"), (3, "accepted")]
+    shown = cli(workspace, "show", PAIR.key, "--attempts").stdout.splitlines()
+    assert [line.split()[1:4] for line in shown] == [["#1", "(sample", "1)"], ["#2", "(sample", "2)"],
+                                                     ["#3", "(sample", "3)"]]  # fmt: skip
     (params, prompt_tokens), = db(workspace, "SELECT params, prompt_tokens FROM generations")  # fmt: skip
     assert prompt_tokens == 300  # every sample's usage counts (100 prompt tokens each)
     meta = json.loads(params)["samples"]
@@ -308,3 +311,17 @@ def test_a_report_shows_the_spread_and_a_leaning_winner(tmp_path: Path) -> None:
     # the same comparison from one sample: a firm winner, no ranges, as before samples existed
     plain = Renderer(CAT, tmp_path / "plain").render(base, EXISTING).files
     assert f"**Winner: {name}**" in plain["md"] and "spread" not in json.loads(plain["json"])["computed"]
+
+
+def test_a_value_one_of_the_other_generations_samples_gave_is_noise() -> None:
+    n = len(DIMS)
+    old = report({"a": [6] * n, "b": [6] * n}, {"a": [[6, 6]] * n, "b": [[6, 6]] * n})
+    new = copy.deepcopy(old)
+    dim = DIMS[0]
+    old_value = old["data"]["a"]["dimensions"][dim]["value"]
+    new["data"]["a"]["dimensions"][dim]["value"] = "Another value"
+    changed = next(c for c in diff_reports(old, new).changes if c.kind == "value")
+    assert changed.material  # no sample gave it
+    new["computed"]["spread"]["values"] = {"a": {dim: ["Another value", old_value]}, "b": {}}
+    changed = next(c for c in diff_reports(old, new).changes if c.kind == "value")
+    assert not changed.material and "noise, not material" in changed.note

@@ -14,8 +14,8 @@ from pipeline.batch.files import PartWriter, answer_lines, custom_id, record_fro
 from pipeline.batch.records import failed_entry, produced_entry
 from pipeline.batch.reports import ReportWriter
 from pipeline.errors import ConfigError, PipelineError, ProviderError
-from pipeline.generate import Produced, ask_judge, comparison_from, judge, produce
-from pipeline.job import Job
+from pipeline.generate import Produced, ask_judge, judge, produce
+from pipeline.job import Job, comparison_from
 from pipeline.models import AttemptRecord, Comparison, Completion, Problem, Usage
 from pipeline.pricing import Price
 from pipeline.providers.batch_client import BatchClient

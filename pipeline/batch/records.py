@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.exitcodes import Verdict, exit_code
-from pipeline.generate import Produced, model_attempts
-from pipeline.models import AttemptRecord, Usage
+from pipeline.generate import Produced
+from pipeline.models import AttemptRecord, Usage, model_attempts
 from pipeline.store import FailedAttempts, ItemRecord, LedgerEntry, NewGeneration
 
 DONE = ("generated", "fresh")
