@@ -47,6 +47,13 @@ from pipeline.text import md_escape, parse_utc
 from pipeline.untrusted import harmless
 
 HERE = Path(__file__).parent
+# What the methodology adds for each way a consensus was made (pipeline.consensus).
+METHOD_NOTES = {
+    "median": "",
+    "median, verdict by code": " No sample's verdict agreed with the median ratings, so code wrote it from them.",
+    "closest sample": " The median ratings did not pass the content gates together, so that closest sample is "
+    "published whole, its ratings included.",
+}
 TEMPLATES = HERE / "templates"
 log = logging.getLogger("pipeline")
 MANIFEST = ".render-manifest.json"  # report -> fingerprint of what it was rendered from
@@ -344,6 +351,7 @@ class Renderer:
             "overall": {"a": f"{score_a:.2f}", "b": f"{score_b:.2f}"},
             "overall_range": {s: f" ({spread.overall_text(s)})" if spread else "" for s in ("a", "b")},
             "spread": spread,
+            "method_note": METHOD_NOTES,
             "result_label": result_label(pair, won, spread),
             "winner": won,
             "winner_name": winner_name,
