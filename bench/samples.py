@@ -69,9 +69,34 @@ def regenerate(ws: Workspace, profile: str, key: str, k: int, seed: int) -> tupl
     return doc, seconds, outcome.result.attempts
 
 
-def measure(ws: Workspace, profile: str, pairs: list[str], k: int, regenerations: int) -> dict[str, Any]:
+def displace(ws: Workspace, noise: NoisyAnswers, key: str, k: int, i: int, previous: dict[str, Any]) -> dict[str, int]:
+    """A generation beside the i-th with a real change (two cells' true ratings moved, tests/noise.py):
+    how many of the moved ratings the diff calls material, and how many other ratings it does."""
+    pair = ws.pair(key)
+    dims = pair.category.dimensions
+    moved = {("a", dims[i % len(dims)].name), ("b", dims[(i + 1) % len(dims)].name)}
+    noise.displaced = {(pair.key, side, dim) for side, dim in moved}
+    try:
+        doc, _, _ = regenerate(ws, "fake", key, k, FIRST_SEED + 500 + i)
+    finally:
+        noise.displaced = set()
+    names = {side: previous["subjects"][side]["name"] for side in ("a", "b")}
+    where = {f"{dim} / {names[side]}" for side, dim in moved}
+    changes = [c for c in diff_reports(previous, doc).changes if c.material]
+    return {
+        "moved": len(moved),
+        "caught": sum(1 for c in changes if c.kind == "rating" and c.where in where),
+        "other_material_ratings": sum(1 for c in changes if c.kind == "rating" and c.where not in where),
+    }
+
+
+def measure(
+    ws: Workspace, profile: str, pairs: list[str], k: int, regenerations: int, noise: NoisyAnswers | None = None
+) -> dict[str, Any]:
     flips = reversals = material_winners = material = material_ratings = noise_marked = 0
     material_list: list[str] = []
+    steps: list[dict[str, Any]] = []  # one per pair of consecutive generations, for subsets of a run
+    real: dict[str, int] = {}  # the real changes caught (test server only)
     deltas: list[int] = []
     seconds: list[float] = []
     winners: dict[str, list[str]] = {}
@@ -100,10 +125,17 @@ def measure(ws: Workspace, profile: str, pairs: list[str], k: int, regenerations
                                   for c in d.changes if c.material]  # fmt: skip
                 material_ratings += sum(1 for c in d.changes if c.material and c.kind == "rating")
                 noise_marked += sum(1 for c in d.changes if "noise" in c.note)
-                for side in ("a", "b"):
-                    for dim, cell in doc["data"][side]["dimensions"].items():
-                        deltas.append(abs(cell["rating"] - previous["data"][side]["dimensions"][dim]["rating"]))
+                moves = [abs(cell["rating"] - previous["data"][side]["dimensions"][dim]["rating"])
+                         for side in ("a", "b") for dim, cell in doc["data"][side]["dimensions"].items()]  # fmt: skip
+                deltas += moves
+                steps.append({"pair": key, "seed": FIRST_SEED + i, "flip": before != after,
+                              "reversal": before != after and "tie" not in (before, after),
+                              "material": sum(1 for c in d.changes if c.material), "moves": moves})  # fmt: skip
             previous = doc
+            if noise is not None:  # and beside it, the same generation after a real change
+                caught = displace(ws, noise, key, k, i, doc)
+                for name, count in caught.items():
+                    real[name] = real.get(name, 0) + count
             print(f"  {key} k={k} seed {FIRST_SEED + i}: {winners[key][-1]} {took:.1f}s", file=sys.stderr, flush=True)
     return {
         "k": k,
@@ -121,6 +153,8 @@ def measure(ws: Workspace, profile: str, pairs: list[str], k: int, regenerations
         "median_s": round(statistics.median(seconds), 1) if seconds else 0.0,
         "winners": winners,
         "material": material_list,
+        "steps": steps,
+        "real_changes": real,
     }
 
 
@@ -131,8 +165,9 @@ def run_server(pairs: list[str], ks: list[int], regenerations: int, p: float) ->
         try:
             root = server_workspace(Path(tmp), fake.base_url)
             ws = Workspace(str(root), store=str(Path(tmp) / "bench.duckdb"))
-            fake.noise = NoisyAnswers([ws.pair(key) for key in pairs], p=p)
-            rows = [measure(ws, "fake", pairs, k, regenerations) for k in ks]
+            noise = NoisyAnswers([ws.pair(key) for key in pairs], p=p)
+            fake.noise = noise
+            rows = [measure(ws, "fake", pairs, k, regenerations, noise) for k in ks]
             for row in rows:
                 row["requests"] = None
             rows[-1]["requests"] = fake.calls
@@ -153,9 +188,16 @@ def table(name: str, rows: list[dict[str, Any]]) -> list[str]:
         f"| {name} | {r['k']} | {r['generations']} ({len(r['failed'])} failed) | {r['winner_flips']} of "
         f"{r['comparisons']} | {r['winner_reversals']} | {r['material_winner_changes']} | "
         f"{r['mean_abs_rating_change']} | {r['material_changes']} "
-        f"({r['material_rating_changes']} ratings) | {r['changes_marked_noise']} | {r['median_s']} |"
+        f"({r['material_rating_changes']} ratings) | {r['changes_marked_noise']} | {_real(r)} | {r['median_s']} |"
         for r in rows
     ]
+
+
+def _real(r: dict[str, Any]) -> str:
+    real = r.get("real_changes")
+    if not real:
+        return "–"
+    return f"{real['caught']} of {real['moved']} ({real['other_material_ratings']} other ratings material)"
 
 
 def main() -> int:
@@ -177,8 +219,9 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     lines = [
         "| model | k | generations | winner flips | of them reversals (a ↔ b) | winner changes the diff calls "
-        "material | mean abs rating change | material changes | changes marked noise | median s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "material | mean abs rating change | material changes | changes marked noise | real changes caught | "
+        "median s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     names = {"server": f"test server, noise p = {args.noise}", "bundled": "bundled SmolLM2-135M"}
     for model, rows in result.items():

@@ -7,12 +7,14 @@ not as a removal plus an addition. Changes below the materiality threshold
 are listed but do not count as material.
 
 Generations made with several samples (pipeline.consensus) carry each rating's spread. A move
-is noise, not material, when the new rating lies within the previous generation's spread or the
-previous rating within the new one's: each generation's published value is one the other's
-samples produced (a changed feature value likewise, when one of the other's samples gave it).
-The same holds for the overall scores (their sample ranges), and an overall score whose ratings
-moved only by noise moved only by noise itself; a winner that changes between two results that
-were both only leaning (or a tie) is a close call, not a change.
+is noise, not material, when the two generations' sample ranges overlap (a generation without
+samples counts as its one value): some rating lies within both spreads, so the samples cannot
+tell the two generations apart, the rule a winner's standing uses for the overall scores. A
+move within the previous generation's spread is the simplest case. A changed feature value is
+noise when one of the other generation's samples gave it. The same holds for the overall
+scores (their sample ranges), and an overall score whose ratings moved only by noise moved only
+by noise itself; a winner that changes between two results that were both only leaning (or a
+tie) is a close call, not a change.
 `threshold` applies on top: a move smaller than it is not material either way.
 """
 
@@ -144,11 +146,16 @@ def _range(spread: dict[str, Any] | None, kind: str, side: str, dim: str = "") -
 
 
 def _noise(old: float, new: float, old_range: tuple[float, float] | None, new_range: tuple[float, float] | None) -> str:
-    """Why a move is sampling noise ("" when it is not): a value within the other generation's spread."""
-    if old_range and old_range[0] <= new <= old_range[1]:
-        return f", within the previous samples' spread {_show_range(old_range)}: noise, not material"
-    if new_range and new_range[0] <= old <= new_range[1]:
-        return f", the previous value is within the new samples' spread {_show_range(new_range)}: noise, not material"
+    """Why a move is sampling noise ("" when it is not): the two generations' sample ranges overlap.
+
+    A generation without samples counts as its one value, so a move into the other's range is
+    noise and a move between two single values never is."""
+    if not (old_range or new_range):
+        return ""
+    before, after = old_range or (old, old), new_range or (new, new)
+    if before[0] <= after[1] and after[0] <= before[1]:
+        shown = f"{_show_range(before)} before, {_show_range(after)} now"
+        return f", the samples' spreads overlap ({shown}): noise, not material"
     return ""
 
 
@@ -166,7 +173,8 @@ def _value_noise(old: Any, new: Any, old_values: list[Any] | None, new_values: l
 
 
 def _show_range(r: tuple[float, float]) -> str:
-    return f"{r[0]}–{r[1]}" if isinstance(r[0], int) else f"{r[0]:.2f}–{r[1]:.2f}"
+    low, high = (f"{v}" if isinstance(v, int) else f"{v:.2f}" for v in r)
+    return low if low == high else f"{low}–{high}"
 
 
 def _texts(items: list[Any]) -> list[str]:

@@ -6,6 +6,9 @@ probability `p` (each direction half of it), drawn from a generator seeded by th
 seed, the choice's index and the pair, and kept inside the band, so every answer passes the
 content gates. The verdict is written to agree with the answer's ratings. Nothing else varies:
 with unchanged inputs, two generations differ only by this sampling noise.
+
+`displaced` stands for a real change: a cell in it has its true rating moved to the far end of
+its band (2 or 3 ratings away), so a diff that calls everything noise is caught out.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class NoisyAnswers:
     def __init__(self, pairs: list[Pair], p: float = 0.2):
         self.pairs = {(pair.a.name, pair.b.name): pair for pair in pairs}
         self.p = p
+        self.displaced: set[tuple[str, str, str]] = set()  # (pair key, side, dimension name)
 
     def __call__(self, data: dict[str, Any], request: dict[str, Any], choice: int) -> dict[str, Any]:
         pair = self.pairs.get((data["a"]["subject"], data["b"]["subject"]))
@@ -35,7 +39,10 @@ class NoisyAnswers:
                 low, high = _band(cell["value"], dim)
                 draw = rng.random()
                 step = -1 if draw < self.p / 2 else 1 if draw < self.p else 0
-                cell["rating"] = min(high, max(low, true_rating(pair, side, dim, low, high) + step))
+                true = true_rating(pair, side, dim, low, high)
+                if (pair.key, side, dim.name) in self.displaced:
+                    true = high if true <= (low + high) // 2 else low
+                cell["rating"] = min(high, max(low, true + step))
         return with_verdict(data, pair, faq=False)
 
 

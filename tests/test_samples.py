@@ -235,7 +235,7 @@ def test_diff_marks_moves_within_the_spread_as_noise_and_the_threshold_still_app
     new = report({"a": [7] * n, "b": [8] * n}, {"a": [[6, 7]] * n, "b": [[7, 8]] * n})
     changes = {c.where: c for c in diff_reports(old, new).changes if c.kind == "rating"}
     inside = changes[f"{DIMS[0]} / {PAIR.a.name}"]
-    assert not inside.material and "within the previous samples' spread 5–7: noise, not material" in inside.note
+    assert not inside.material and "spreads overlap (5–7 before, 6–7 now): noise, not material" in inside.note
     outside = changes[f"{DIMS[0]} / {PAIR.b.name}"]  # 6 → 8, the old range 6–6, the new 7–8
     assert outside.material and "noise" not in outside.note
     # `--threshold` on top: a move of 2 under a threshold of 3 is not material either
@@ -243,6 +243,21 @@ def test_diff_marks_moves_within_the_spread_as_noise_and_the_threshold_still_app
     # the previous value inside the new spread is noise too
     back = {c.where: c for c in diff_reports(new, old).changes if c.kind == "rating"}
     assert not back[f"{DIMS[0]} / {PAIR.a.name}"].material
+    # ranges that overlap without either value inside the other's: 5 (5–6) then 7 (6–7) is noise,
+    # 5 (5–6) then 8 (7–8) is not
+    apart = report({"a": [5] * n, "b": [5] * n}, {"a": [[5, 6]] * n, "b": [[5, 6]] * n})
+    later = report({"a": [7] * n, "b": [8] * n}, {"a": [[6, 7]] * n, "b": [[7, 8]] * n})
+    moved = {c.where: c for c in diff_reports(apart, later).changes if c.kind == "rating"}
+    assert not moved[f"{DIMS[0]} / {PAIR.a.name}"].material
+    assert moved[f"{DIMS[0]} / {PAIR.b.name}"].material
+    # one side without samples counts as its one value: 6 then 7 (6–7) is noise, 6 then 8 (7–8) is not
+    single = report({"a": [6] * n, "b": [6] * n}, None)
+    onto = {c.where: c for c in diff_reports(single, new).changes if c.kind == "rating"}
+    assert (
+        not onto[f"{DIMS[0]} / {PAIR.a.name}"].material
+        and "6 before, 6–7 now" in onto[f"{DIMS[0]} / {PAIR.a.name}"].note
+    )
+    assert onto[f"{DIMS[0]} / {PAIR.b.name}"].material
     # without samples every move is material, as before
     plain = diff_reports(report({"a": [6] * n, "b": [6] * n}, None), report({"a": [7] * n, "b": [6] * n}, None))
     assert all(c.material for c in plain.changes if c.kind == "rating")
@@ -273,6 +288,7 @@ def test_an_overall_move_made_only_of_noise_is_not_material() -> None:
     assert not moved.material and "every rating move behind it is noise" in moved.note
     # once a rating behind it moved materially, so did the overall score
     new["data"]["a"]["dimensions"][DIMS[0]]["rating"] = 9
+    new["computed"]["spread"]["ratings"]["a"][DIMS[0]] = [8, 9]
     assert next(c for c in diff_reports(old, new).changes if c.kind == "overall").material
 
 
@@ -325,3 +341,37 @@ def test_a_value_one_of_the_other_generations_samples_gave_is_noise() -> None:
     new["computed"]["spread"]["values"] = {"a": {dim: ["Another value", old_value]}, "b": {}}
     changed = next(c for c in diff_reports(old, new).changes if c.kind == "value")
     assert not changed.material and "noise, not material" in changed.note
+
+
+def test_regenerations_differ_by_noise_only_until_the_inputs_change(workspace: Path, fake: FakeLLM) -> None:
+    """Over HTTP with the seeded noise model: a new seed moves ratings within the samples' spread
+    (no material change), and a real change (a cell's true rating moved) is material, alone."""
+    noisy(fake, workspace, p=0.2)
+    config = workspace / "config/pipeline.toml"
+    base = config.read_text()
+
+    def regenerate(seed: int) -> None:
+        config.write_text(base + f"\n[generation]\nseed = {seed}\n")
+        result = cli(workspace, "run", "--pair", PAIR.key, "--samples", "3", "--force")
+        assert result.returncode == 0, result.stderr
+
+    def diff() -> tuple[int, list[dict]]:
+        result = cli(workspace, "diff", PAIR.key, "--format", "json")
+        return result.returncode, json.loads(result.stdout)["changes"]
+
+    regenerate(7)
+    moves = 0
+    for seed in (8, 9):
+        regenerate(seed)
+        code, changes = diff()
+        ratings = [c for c in changes if c["kind"] == "rating"]
+        assert code == 0 and not any(c["material"] for c in changes)
+        assert all("noise, not material" in c["note"] for c in ratings)
+        moves += len(ratings)
+    assert moves  # the noise did move ratings: there was something to tell apart
+    assert isinstance(fake.noise, NoisyAnswers)
+    fake.noise.displaced = {(PAIR.key, "a", DIMS[0])}
+    regenerate(10)
+    code, changes = diff()
+    material = [c["where"] for c in changes if c["material"] and c["kind"] == "rating"]
+    assert code != 0 and material == [f"{DIMS[0]} / {PAIR.a.name}"]
