@@ -94,7 +94,7 @@ class PromptBuilder:
                 slots.append({
                     "name": d.name, "description": d.description or d.name,
                     "direction": "more is better" if d.higher_is_better else "less is better",
-                    "values": values, "passages": [_passage(plan, pid) for pid in slot.candidates],
+                    "offered": values, "passages": [_passage(plan, pid) for pid in slot.candidates],
                 })  # fmt: skip
             sides.append({
                 "key": key, "subject": side.subject, "slots": slots,

@@ -162,3 +162,18 @@ def test_every_catalogue_pair_can_be_planned() -> None:
             assert not list(Draft202012Validator(plan.schema()).iter_errors(synthesise(plan.schema())))
     with pytest.raises(SourceError, match="quotable source sentences"):
         selection.plan(w.pair(PAIR), [], [])
+
+
+def test_the_selection_prompt_names_the_values_and_is_the_same_every_time(small: Path) -> None:
+    """The prompt once printed "value: <built-in method values of dict object at 0x...>" (a
+    template key named like a dict method): the model never saw the levels, and the address in
+    the prompt changed the cache key on every run, so the bundled model's cache never hit."""
+    w = Workspace(str(small))
+    provider = w.provider(w.profile(None, None)[0])
+    first, again = (w.prepare(w.pair(PAIR), provider).messages for _ in range(2))
+    assert first.sha256 == again.sha256
+    user = first.messages[1]["content"]
+    assert " at 0x" not in user and "built-in method" not in user
+    levels = {s.dimension.name: s.dimension for s in plan_for(small).b.slots}["Speed"].levels
+    assert f"value: {', '.join(levels)}" in user
+    assert "value: a percentage stated in the passage" in user
