@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import cli
+from pipeline.settings import GenerationParams
 from pipeline.validate import validate
 from pipeline.workspace import Workspace
 from tests.conftest import make_workspace
@@ -57,3 +59,28 @@ def test_offline_default_produces_a_valid_labelled_report(tmp_path: Path) -> Non
     claims = report["quality"]["claims"]
     assert claims["supported"] >= 0.8 * sum(claims.values())
     assert "No sentence in this report was written by the model." in md
+
+
+@pytest.mark.model
+def test_the_same_prompt_and_seed_answer_the_same_whatever_ran_before(tmp_path: Path) -> None:
+    """llama-cpp-python reuses the KV cache of the previous prompt's common prefix; a prompt
+    evaluated in other pieces gets slightly other logits, so without a reset the same prompt and
+    seed answered differently depending on what the process had generated before."""
+    ws = Workspace(str(make_workspace(tmp_path / "ws")))
+    provider = ws.provider(ws.profile(None, None)[0])
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "rating": {"type": "integer"}, "why": {"type": "string"}},
+        "required": ["name", "rating", "why"],
+    }
+    params = replace(GenerationParams(), max_tokens=60, temperature=0.9, seed=11)
+
+    def ask(question: str) -> str:
+        messages = [{"role": "system", "content": "Answer in JSON."}, {"role": "user", "content": question}]
+        return provider.complete(messages, schema, params).text
+
+    question = "Name a database and rate it from 1 to 10, with a reason."
+    first = ask(question)
+    again = ask(question)
+    ask(question + " Then name a second one.")  # shares the prefix
+    assert [again, ask(question)] == [first, first]

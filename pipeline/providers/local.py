@@ -130,6 +130,11 @@ class LocalProvider:
         llm = self._llama()
         with self._lock:
             started = time.monotonic()
+            # Evaluate the whole prompt afresh: llama-cpp-python otherwise reuses the KV cache of
+            # the previous call's common prefix, and a prompt evaluated in other pieces gives
+            # slightly other logits, so the same prompt and seed answered differently depending
+            # on what the process generated before (tests/test_local_model.py, bench/RESULTS.md).
+            llm.reset()
             try:
                 stream = llm.create_chat_completion(
                     messages=messages,
