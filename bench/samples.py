@@ -14,6 +14,9 @@ mean absolute rating change over every rating, and the changes the diff calls ma
 - `bundled`: SmolLM2-135M-Instruct in-process (selection mode), k answers by k seeds;
 - `server`: the test server on 127.0.0.1 with the seeded noise model of tests/noise.py (each
   rating moves by ±1 with probability 0.2 per answer), k answers from one request with `n`.
+  Beside every generation it makes one more with a real change (two cells' true ratings moved
+  2 or 3 ratings) and counts how many of the moved ratings the diff calls material, and how many
+  of the others: a diff that called everything noise would fail here.
 
 Targets: on the bundled model, winner flips with k = 3 at most half those with k = 1; on the
 test server, no material change between generations whose inputs did not change.
@@ -130,7 +133,8 @@ def measure(
                 deltas += moves
                 steps.append({"pair": key, "seed": FIRST_SEED + i, "flip": before != after,
                               "reversal": before != after and "tie" not in (before, after),
-                              "material": sum(1 for c in d.changes if c.material), "moves": moves})  # fmt: skip
+                              "material": sum(1 for c in d.changes if c.material),
+                              "noise": sum(1 for c in d.changes if "noise" in c.note), "moves": moves})  # fmt: skip
             previous = doc
             if noise is not None:  # and beside it, the same generation after a real change
                 caught = displace(ws, noise, key, k, i, doc)
