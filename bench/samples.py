@@ -120,21 +120,23 @@ def measure(
             if previous is not None:
                 d = diff_reports(previous, doc)
                 before, after = previous["computed"]["winner"], doc["computed"]["winner"]
-                flips += before != after
-                reversals += before != after and "tie" not in (before, after)  # one subject to the other
-                material_winners += sum(1 for c in d.changes if c.material and c.kind == "winner")
-                material += sum(1 for c in d.changes if c.material)
-                material_list += [f"{key} seed {FIRST_SEED + i}: {c.kind} {c.where}: {c.old} → {c.new} {c.note}"
-                                  for c in d.changes if c.material]  # fmt: skip
-                material_ratings += sum(1 for c in d.changes if c.material and c.kind == "rating")
-                noise_marked += sum(1 for c in d.changes if "noise" in c.note)
+                changed = [c for c in d.changes if c.material]
                 moves = [abs(cell["rating"] - previous["data"][side]["dimensions"][dim]["rating"])
                          for side in ("a", "b") for dim, cell in doc["data"][side]["dimensions"].items()]  # fmt: skip
+                step = {"pair": key, "seed": FIRST_SEED + i, "flip": before != after,
+                        "reversal": before != after and "tie" not in (before, after),  # one subject to the other
+                        "material": len(changed), "noise": sum(1 for c in d.changes if "noise" in c.note),
+                        "moves": moves}  # fmt: skip
+                steps.append(step)
+                flips += step["flip"]
+                reversals += step["reversal"]
+                material += step["material"]
+                noise_marked += step["noise"]
+                material_winners += sum(1 for c in changed if c.kind == "winner")
+                material_ratings += sum(1 for c in changed if c.kind == "rating")
+                material_list += [f"{key} seed {FIRST_SEED + i}: {c.kind} {c.where}: {c.old} → {c.new} {c.note}"
+                                  for c in changed]  # fmt: skip
                 deltas += moves
-                steps.append({"pair": key, "seed": FIRST_SEED + i, "flip": before != after,
-                              "reversal": before != after and "tie" not in (before, after),
-                              "material": sum(1 for c in d.changes if c.material),
-                              "noise": sum(1 for c in d.changes if "noise" in c.note), "moves": moves})  # fmt: skip
             previous = doc
             if noise is not None:  # and beside it, the same generation after a real change
                 caught = displace(ws, noise, key, k, i, doc)
