@@ -43,6 +43,7 @@ class Brief:
     references: tuple[str, ...]
     strengths: tuple[str, ...] = ()  # sentences of the Strengths section
     limitations: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # what is probably a mistake (a misspelt heading, no Strengths/Limitations)
 
 
 def parse_brief(markdown: str, where: str) -> Brief:
@@ -51,11 +52,17 @@ def parse_brief(markdown: str, where: str) -> Brief:
     lists: dict[str, list[str]] = {"alternatives": [], "references": []}
     leaning: dict[str, list[str]] = {"strengths": [], "limitations": []}
     section = ""
+    warnings: list[str] = []
     for number, line in enumerate(markdown.splitlines(), start=1):
         heading = _HEADING.match(line)
         if heading:
             level, title = len(heading.group(1)), heading.group(2).strip().lower()
             section = title if level == 2 and title in (*lists, *leaning) else ""
+            near = _near_section(title) if level == 2 and not section else ""
+            if near:
+                shown = heading.group(2).strip()
+                warnings.append(f"{where}:{number}: '## {shown}' is not a section the pipeline knows, so its "
+                                f"sentences are read as plain facts; did you mean '## {near}'?")  # fmt: skip
             if section not in lists:
                 facts.append("")  # a new paragraph; headings of fact sections are not facts
             continue
@@ -80,10 +87,32 @@ def parse_brief(markdown: str, where: str) -> Brief:
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(facts)).strip()
     if not text:
         raise SourceError(f"{where}: the brief has no facts; write sentences above its ## sections")
+    if not any(leaning.values()):
+        warnings.append(f"{where}: no '## Strengths' or '## Limitations' section: the bundled model's pros and "
+                        "cons are then guessed from the wording of the other sentences (a limitation may be shown "
+                        "as a pro); file them under those headings")  # fmt: skip
     return Brief(
         text=text,
         alternatives=tuple(dict.fromkeys(lists["alternatives"])),
         references=tuple(lists["references"]),
         strengths=tuple(split("\n".join(leaning["strengths"]))),
         limitations=tuple(split("\n".join(leaning["limitations"]))),
+        warnings=tuple(warnings),
     )
+
+
+_SECTIONS = {"strengths": "Strengths", "limitations": "Limitations", "alternatives": "Alternatives",
+             "references": "References"}  # fmt: skip
+_SYNONYMS = {"pros": "Strengths", "advantages": "Strengths", "benefits": "Strengths", "cons": "Limitations",
+             "weaknesses": "Limitations", "drawbacks": "Limitations", "disadvantages": "Limitations",
+             "competitors": "Alternatives", "sources": "References"}  # fmt: skip
+
+
+def _near_section(title: str) -> str:
+    """The known section a `## ` heading was probably meant to be ("" when it is just another facts section)."""
+    import difflib
+
+    if title in _SYNONYMS:
+        return _SYNONYMS[title]
+    near = difflib.get_close_matches(title, list(_SECTIONS), n=1, cutoff=0.75)
+    return _SECTIONS[near[0]] if near else ""

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from pipeline.configfile import read_toml
+from pipeline.configfile import check_keys, read_toml
 from pipeline.errors import CatalogueError, ConfigError
 from pipeline.models import Category, Dimension, Pair, SourceSpec, Subject
 from pipeline.untrusted import clean
@@ -28,6 +28,8 @@ class Catalogue:
     categories: dict[str, Category]
     subjects: dict[str, Subject]
     aliases: dict[str, str]
+    # Files that could not be read, with why: their categories are missing, the others work.
+    broken: dict[str, str] = field(default_factory=dict)
 
     def subject(self, ref: str) -> Subject:
         key = ref.strip().lower()
@@ -38,7 +40,14 @@ class Catalogue:
         known = sorted(self.subjects) + sorted(self.aliases)
         near = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
         hint = f" Did you mean: {', '.join(near)}?" if near else " Run `pipeline list` to see them."
-        raise CatalogueError(f"unknown subject {ref!r}.{hint}")
+        raise CatalogueError(f"unknown subject {ref!r}.{hint}{self.broken_note()}")
+
+    def broken_note(self) -> str:
+        """What to add to an "unknown" error while some catalogue file cannot be read (it may be defined there)."""
+        if not self.broken:
+            return ""
+        files = ", ".join(Path(p).name for p in sorted(self.broken))
+        return f" It may be defined in {files}, which cannot be read (`pipeline list` says why)."
 
     def pair(self, ref: str, *, allow_cross_category: bool = False) -> Pair:
         parts = [p for p in ref.split(",")]
@@ -60,7 +69,9 @@ class Catalogue:
 
     def pairs_in_category(self, category_id: str) -> list[Pair]:
         if category_id not in self.categories:
-            raise CatalogueError(f"unknown category {category_id!r}; known: {', '.join(sorted(self.categories))}")
+            raise CatalogueError(
+                f"unknown category {category_id!r}; known: {', '.join(sorted(self.categories))}.{self.broken_note()}"
+            )
         return [Pair(a, b, self.categories[category_id]) for a, b in combinations(self.members(category_id), 2)]
 
     def related_pairs(self, pair: Pair, limit: int = 6) -> list[Pair]:
@@ -89,35 +100,62 @@ class Catalogue:
         return cache[category_id]
 
 
+CATEGORY_KEYS = ("id", "name", "dimensions", "tie_band")
+DIMENSION_KEYS = ("name", "kind", "levels", "weight", "higher_is_better", "description")
+SUBJECT_KEYS = ("id", "name", "vendor", "description", "brief", "aliases", "sources")
+SOURCE_KEYS = ("label", "text", "path", "url")
+
+
 def load_catalogue(config_dir: Path) -> Catalogue:
+    """Every category file of `config/catalogue/`. A file that cannot be read (malformed TOML, an
+    unknown key, a bad value, an id another file has) is left out and listed in `broken`: its
+    category is unavailable, every other category works."""
     folder = config_dir / "catalogue"
     files = sorted(folder.glob("*.toml"))
     if not files:
         raise ConfigError(f"no catalogue files in {folder}; add at least one <category>.toml there")
     categories: dict[str, Category] = {}
     subjects: dict[str, Subject] = {}
-    aliases: dict[str, str] = {}
+    broken: dict[str, str] = {}
     for path in files:
-        doc = read_toml(path)
-        category = _category(doc.get("category"), path)
-        if category.id in categories:
-            raise CatalogueError(f"{path}: category {category.id!r} is defined twice")
+        try:
+            category, members = _category_file(path, categories, subjects)
+        except ConfigError as exc:
+            broken[str(path)] = str(exc)
+            continue
         categories[category.id] = category
-        for i, raw in enumerate(_tables(doc, "subjects", str(path))):
-            subject = _subject(raw, category.id, path, i)
-            if subject.id in subjects:
-                raise CatalogueError(
-                    f"{path}: subject id {subject.id!r} is already defined in "
-                    f"{subjects[subject.id].defined_in}; ids must be unique across files"
-                )
-            subjects[subject.id] = subject
+        subjects.update({s.id: s for s in members})
+    if not categories:
+        raise CatalogueError("no category of the catalogue can be read: " + "; ".join(broken.values()))
+    aliases: dict[str, str] = {}
     for subject in subjects.values():
         for alias in subject.aliases:
             key = alias.lower()
             if key in subjects or aliases.get(key, subject.id) != subject.id:
                 raise CatalogueError(f"{subject.defined_in}: alias {alias!r} of {subject.id} is ambiguous")
             aliases[key] = subject.id
-    return Catalogue(categories=categories, subjects=subjects, aliases=aliases)
+    return Catalogue(categories=categories, subjects=subjects, aliases=aliases, broken=broken)
+
+
+def _category_file(
+    path: Path, categories: dict[str, Category], subjects: dict[str, Subject]
+) -> tuple[Category, list[Subject]]:
+    """One category file, checked against the categories and subjects read before it."""
+    doc = read_toml(path)
+    check_keys(doc, ("category", "subjects"), path, "the file", CatalogueError)
+    category = _category(doc.get("category"), path)
+    if category.id in categories:
+        raise CatalogueError(f"{path}: category {category.id!r} is defined twice")
+    members: list[Subject] = []
+    for i, raw in enumerate(_tables(doc, "subjects", str(path))):
+        subject = _subject(raw, category.id, path, i)
+        if subject.id in subjects or any(s.id == subject.id for s in members):
+            first = subjects[subject.id].defined_in if subject.id in subjects else str(path)
+            raise CatalogueError(
+                f"{path}: subject id {subject.id!r} is already defined in {first}; ids must be unique across files"
+            )
+        members.append(subject)
+    return category, members
 
 
 def check_slug(value: object, what: str, where: Path) -> str:
@@ -172,6 +210,7 @@ def _tables(raw: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:
 def _category(raw: Any, path: Path) -> Category:
     if not isinstance(raw, dict):
         raise CatalogueError(f"{path}: missing [category] table")
+    check_keys(raw, CATEGORY_KEYS, path, "[category]", CatalogueError)
     cid = check_slug(raw.get("id"), "category id", path)
     dims_raw = _tables(raw, "dimensions", f"{path}: category")
     if not dims_raw:
@@ -179,6 +218,7 @@ def _category(raw: Any, path: Path) -> Category:
     dims: list[Dimension] = []
     for i, d in enumerate(dims_raw):
         where = f"{path}: category.dimensions[{i}]"
+        check_keys(d, DIMENSION_KEYS, path, f"category.dimensions[{i}]", CatalogueError)
         kind = d.get("kind")
         if kind not in KINDS:
             raise CatalogueError(f"{where}: kind must be one of {', '.join(KINDS)} (got {kind!r})")
@@ -218,8 +258,12 @@ def _category(raw: Any, path: Path) -> Category:
 def _subject(raw: dict[str, Any], category: str, path: Path, index: int) -> Subject:
     sid = check_slug(raw.get("id"), f"subjects[{index}].id", path)
     where = f"{path}: subject {sid}"
+    check_keys(raw, SUBJECT_KEYS, path, f"subject {sid}", CatalogueError)
     sources: list[SourceSpec] = []
     for j, s in enumerate(_tables(raw, "sources", where)):
+        check_keys(s, SOURCE_KEYS, path, f"subject {sid}: sources[{j}]", CatalogueError)
+        if sum(k in s for k in ("text", "path", "url")) > 1:
+            raise CatalogueError(f"{where}: sources[{j}] takes one of `text`, `path` or `url`, not several")
         label = _text(s, "label", f"{where}: sources[{j}]") if "label" in s else ""
         if "text" in s:
             text = _typed(s, "text", str, f"{where}: sources[{j}]", "")
@@ -258,7 +302,10 @@ def _subject(raw: dict[str, Any], category: str, path: Path, index: int) -> Subj
 
 
 def _brief(value: object, config_dir: Path, where: str) -> str:
-    """A brief's path relative to config/ (e.g. "sources/kafka.md"), checked to exist inside it."""
+    """A brief's path relative to config/ (e.g. "sources/kafka.md"), checked to stay inside it.
+
+    Whether the file exists is checked when the subject's sources are gathered: a missing brief
+    fails the pairs of that subject, not every command of the catalogue."""
     if value == "":
         return ""
     if not isinstance(value, str) or not value.endswith(".md") or Path(value).is_absolute() or "\x00" in value:
@@ -267,8 +314,4 @@ def _brief(value: object, config_dir: Path, where: str) -> str:
     target = (root / value).resolve()
     if not target.is_relative_to(root):
         raise CatalogueError(f"{where}: brief {value!r} points outside {root}; keep briefs under config/")
-    if not target.is_file():
-        raise CatalogueError(
-            f"{where}: brief {value!r} does not exist (looked for {target}); write it or remove `brief`"
-        )
     return value

@@ -195,17 +195,16 @@ def _items(result: Diff, where: str, old: list[str], new: list[str]) -> None:
 
 
 def _sources(result: Diff, old: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
-    def key(s: dict[str, Any]) -> str:
-        return f"{s['subject']} / {s['label']}"
+    """Sources added, removed or changed, a changed one with the sentences it gained and lost (not material:
+    what the sources changed shows in the ratings and texts that rest on them)."""
+    from pipeline.history import source_changes
+    from pipeline.models import SourceRecord
 
-    old_map, new_map = {key(s): s["sha256"] for s in old}, {key(s): s["sha256"] for s in new}
-    for k in sorted(old_map.keys() | new_map.keys()):
-        if k not in new_map:
-            result.changes.append(Change("source", k, old_map[k][:12], None, False, "removed"))
-        elif k not in old_map:
-            result.changes.append(Change("source", k, None, new_map[k][:12], False, "added"))
-        elif old_map[k] != new_map[k]:
-            result.changes.append(Change("source", k, old_map[k][:12], new_map[k][:12], False, "changed"))
+    for line in source_changes([SourceRecord.from_json(s) for s in old], [SourceRecord.from_json(s) for s in new]):
+        where, _, what = line.partition(": ")
+        if not what:  # "<source> added" / "<source> removed"
+            where, _, what = line.rpartition(" ")
+        result.changes.append(Change("source", where, None, None, False, what))
 
 
 def _similarity(a: str, b: str) -> float:
@@ -267,7 +266,9 @@ def _where(c: Change) -> str:
 
 
 def _fmt(c: Change) -> str:
-    if c.note in ("added", "removed") and c.kind in ("item", "source"):
+    if c.kind == "source":
+        return c.note
+    if c.note in ("added", "removed") and c.kind == "item":
         return f"{c.note} {c.new if c.note == 'added' else c.old!s}"
     text = f"{c.old} → {c.new}"
     return f"{text} ({c.note})" if c.note else text

@@ -98,8 +98,9 @@ def _scopes(pair_key: str, stored: list[dict[str, Any]]) -> tuple[tuple[str, ...
 
 
 def _check_files(ws: Workspace, report: Report) -> None:
-    pairs = ws.store.latest_with_previous()
+    pairs = ws.store.published_with_previous()
     existing = frozenset(c.pair_key for c, _ in pairs)
+    _check_unheld(ws, report, existing)
     for comparison, previous in pairs:
         try:
             rendered = ws.renderer.render(comparison, existing, previous)
@@ -122,3 +123,18 @@ def _check_files(ws: Workspace, report: Report) -> None:
                         where, "differs from its stored generation (edited by hand, or stale); run `pipeline render`"
                     )
                 )
+
+
+def _check_unheld(ws: Workspace, report: Report, held: frozenset[str]) -> None:
+    """Report files on disk for pairs the store publishes nothing for: `render` keeps them as they are,
+    but nothing can re-render or vouch for them (a fresh clone without the store, a moved store)."""
+    for path in sorted(ws.settings.reports_dir.glob("*/*-vs-*.json")):
+        try:
+            key = str(json.loads(path.read_text(encoding="utf-8"))["pair"])
+        except (OSError, ValueError, KeyError, TypeError):
+            key = ""
+        if key not in held:
+            where = str(path.relative_to(ws.root)) if path.is_relative_to(ws.root) else str(path)
+            report.findings.append(Finding(where, "the store holds no generation for this report (kept as it is by "
+                                                  "`pipeline render`); regenerate it with `pipeline run --pair "
+                                                  f"{key or '<pair>'}` or restore the store"))  # fmt: skip

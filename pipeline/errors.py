@@ -17,7 +17,8 @@ error carries what a user needs to act on it. `pipeline.exitcodes.exit_code` map
     ├── OutputInvalidError             the model's output stayed invalid (exit 1)
     ├── StoreError                     the DuckDB file
     │   └── StoreBusyError             another process holds the store (exit 75)
-    └── RenderError                    writing reports
+    ├── RenderError                    writing reports
+    └── InterruptedRun                 Ctrl-C or SIGTERM during a model call; what was paid for is kept (exit 130)
 """
 
 from __future__ import annotations
@@ -111,3 +112,7 @@ class StoreBusyError(StoreError):
 
 class RenderError(PipelineError):
     pass
+
+
+class InterruptedRun(PipelineError):
+    """Ctrl-C (or SIGTERM) while a model call was in flight: the attempts already made are stored."""

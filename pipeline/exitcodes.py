@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from enum import Enum, IntEnum
 
-from pipeline.errors import AnsweredError, OutputInvalidError, PipelineError, StoreBusyError
+from pipeline.errors import AnsweredError, InterruptedRun, OutputInvalidError, PipelineError, StoreBusyError
 
 
 class ExitCode(IntEnum):
@@ -48,7 +48,7 @@ def exit_code(outcome: Verdict | BaseException | None) -> ExitCode:
         return ExitCode.OK
     if isinstance(outcome, Verdict):
         return _BY_VERDICT[outcome]
-    if isinstance(outcome, KeyboardInterrupt):
+    if isinstance(outcome, KeyboardInterrupt | InterruptedRun):
         return ExitCode.INTERRUPTED
     if isinstance(outcome, StoreBusyError):
         return ExitCode.BUSY

@@ -45,8 +45,15 @@ def gather(subject: Subject, workspace: Path, max_chars: int, fetcher: Fetcher |
 def _brief(subject: Subject, workspace: Path, max_chars: int) -> Source:
     """The brief's facts as a source; its sha256 covers the whole file, references included."""
     rel = f"config/{subject.brief}"
+    if not (workspace / rel).is_file():
+        raise SourceError(
+            f"the brief {rel} of {subject.id} does not exist ({subject.defined_in} names it); "
+            "write it or remove `brief` from the subject"
+        )
     raw = normalise(_read_file(workspace, rel, subject.id))
     brief = parse_brief(raw, rel)
+    for warning in brief.warnings:
+        log.warning("%s", warning)
     made = _make(subject.id, "brief", "brief", rel, brief.text, max_chars)
     digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()
     return replace(

@@ -8,6 +8,9 @@ final error carries all of them.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -17,6 +20,7 @@ from pipeline import consensus
 from pipeline import judge as judge_mod
 from pipeline.errors import (
     ContentFilteredError,
+    InterruptedRun,
     OutputInvalidError,
     PipelineError,
     ProviderError,
@@ -227,15 +231,19 @@ def produce(
     first: Completion | None = None,
     invocation: str | None = None,
     judge: Provider | None = None,
+    into: list[AttemptRecord] | None = None,
 ) -> Produced:
     """Call the model until the answer is valid; touches no store, so workers can run it in parallel.
 
+    `into`: the list the attempts are recorded in as they happen (a caller that is interrupted
+    keeps what was already paid for).
     `first`: an answer already in hand (from the Batch API) that counts as the first attempt;
     it is judged like any other and re-asked synchronously when it is wrong. `judge`: the
     grounding judge, asked once the answer is valid (pipeline.judge).
     """
     invocation = invocation or uuid.uuid4().hex
-    asker = _Asker(provider, builder, job.params, transport, progress, [], gate, what=job.pair.key)
+    records: list[AttemptRecord] = [] if into is None else into
+    asker = _Asker(provider, builder, job.params, transport, progress, records, gate, what=job.pair.key)
     messages = job.messages.as_list()
     request = {"messages": messages, "params": job.params.for_cache(), "provider": job.provider_identity}
     pair = job.pair
@@ -350,8 +358,57 @@ def generate(
     progress: ProgressFn | None = None,
     judge: Provider | None = None,
 ) -> RunResult:
+    """One job, from the cache or the model. The calls run in a worker thread so that Ctrl-C (or
+    SIGTERM) is answered at once: the attempts already made (paid for) are stored and
+    `InterruptedRun` is raised; a call still in flight is abandoned."""
     if not force:
         cached = store.find_cached(job.cache_key)
         if cached is not None:
             return RunResult(comparison=cached, cached=True, attempts=0, usage=Usage())
-    return commit(produce(job, provider, builder, transport, progress=progress, judge=judge), store)
+    records: list[AttemptRecord] = []
+    invocation = uuid.uuid4().hex
+    done: list[Produced] = []
+
+    def work() -> None:
+        done.append(produce(job, provider, builder, transport, progress=progress, judge=judge,
+                            invocation=invocation, into=records))  # fmt: skip
+
+    # daemon: an abandoned call must not keep the process alive
+    worker = threading.Thread(target=work, name="generate", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+    except KeyboardInterrupt:
+        _ignore_stop_signals()  # a second Ctrl-C while the attempts are stored would lose them
+        if done:
+            commit_quietly(done[0], store)
+            raise InterruptedRun(f"{job.pair.key}: interrupted after the answer arrived; it is stored") from None
+        kept = list(records)
+        if kept:
+            store.save_failed_attempts(FailedAttempts(invocation, job.pair.key, job.cache_key, tuple(kept)))
+        usage = sum((r.usage for r in kept), Usage())
+        raise InterruptedRun(
+            f"{job.pair.key}: interrupted; the call in flight was abandoned"
+            + (
+                f", the {len(kept)} attempt(s) already made ({usage.total_tokens} tokens) are kept in the store"
+                if kept
+                else ""
+            )
+            + "; run the same command again to continue"
+        ) from None
+    if not done:
+        raise PipelineError(f"{job.pair.key}: the model call ended without a result (see the log)")
+    return commit(done[0], store)
+
+
+def commit_quietly(produced: Produced, store: Store) -> None:
+    """Store what was produced; its error (if any) is not raised (the caller reports something else)."""
+    with contextlib.suppress(PipelineError):
+        commit(produced, store)
+
+
+def _ignore_stop_signals() -> None:
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)

@@ -17,8 +17,7 @@ from pipeline.exitcodes import Verdict
 from pipeline.grounding import Claim, claims, tally
 from pipeline.judge import tally as judge_tally
 from pipeline.models import Comparison, Pair, Problem
-from pipeline.overrides import Override
-from pipeline.overrides import apply as apply_overrides
+from pipeline.overrides import Override, shown
 
 
 @dataclass(frozen=True)
@@ -27,6 +26,9 @@ class Quality:
     problems: dict[str, list[Problem]]  # gate -> its problems, every gate present
     claims: list[Claim] = field(default_factory=list)
     judgement: dict[str, Any] | None = None  # the grounding judge's verdicts (pipeline.judge), if one was asked
+    # The model's verdict reasoning predates a reviewer's override that changed the result: the page
+    # marks it (pipeline.overrides.Shown), so it is a note for the reviewer, not a failed gate.
+    stale_verdict: bool = False
 
     @property
     def failed(self) -> list[str]:
@@ -55,6 +57,8 @@ class Quality:
         )
         if not self.gated:
             gates_part += "; made before the gates were enforced"
+        if self.stale_verdict:
+            gates_part += "; the verdict reasoning predates a reviewer's override (marked on the page)"
         line = (
             f"{gates_part}; claims: {c['supported']} supported, {c['weak']} weak, {c['unsupported']} unsupported, "
             f"{c['uncited']} uncited (of {total})"
@@ -77,6 +81,7 @@ class Quality:
             "failed": {g: [str(p) for p in self.problems[g]] for g in self.failed},
             "claims": self.counts,
             "judge": judge_tally(self.judgement),
+            "stale_verdict": self.stale_verdict,
         }
 
 
@@ -97,16 +102,24 @@ def passage_texts(c: Comparison) -> tuple[dict[str, str], tuple[frozenset[str], 
     )
 
 
-def assess(c: Comparison, pair: Pair, data: dict[str, Any], caps: dict[str, int]) -> Quality:
-    """The gates and the support measure for `data` (a generation's data, overrides applied)."""
+def assess(
+    c: Comparison, pair: Pair, data: dict[str, Any], caps: dict[str, int], stale_verdict: bool = False
+) -> Quality:
+    """The gates and the support measure for `data` (a generation's data, overrides applied).
+
+    `stale_verdict`: an override changed what the model's verdict reasoning must say; the page
+    marks it, so the verdict gate's complaint about it is a note, not a failure."""
     texts, scopes = passage_texts(c)
     found = gates.by_gate(gates.check(data, pair, scopes, caps))
+    if stale_verdict:
+        found["verdict"] = []
     judgement = c.params.get("judge")
     return Quality(
         gated=bool(c.params.get("gates")),
         problems=found,
         claims=claims(data, pair, texts),
         judgement=judgement if isinstance(judgement, dict) else None,
+        stale_verdict=stale_verdict,
     )
 
 
@@ -160,10 +173,11 @@ class Survey:
 def survey(
     latest: Sequence[Comparison], catalogue: Catalogue, overrides: dict[str, list[Override]], caps: dict[str, int]
 ) -> Survey:
-    """The quality of every published report: each pair's latest generation, overrides applied."""
+    """The quality of every published report: each pair's published generation, as a reader sees it."""
     entries = []
     for c in sorted(latest, key=lambda c: c.pair_key):
         pair = catalogue.pair(c.pair_key, allow_cross_category=True)
-        data = apply_overrides(c.data, overrides.get(pair.key, []), pair)[0]
-        entries.append(Entry(c.pair_key, c.category, c.generated_at, c.model, assess(c, pair, data, caps)))
+        seen = shown(c.data, c.params, overrides.get(pair.key, []), pair)
+        quality = assess(c, pair, seen.data, caps, seen.stale_verdict)
+        entries.append(Entry(c.pair_key, c.category, c.generated_at, c.model, quality))
     return Survey(entries)

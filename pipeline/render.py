@@ -7,9 +7,11 @@ is untrusted: Markdown output neutralises raw HTML and link syntax.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,10 +23,10 @@ from typing import Any
 from pipeline.catalogue import Catalogue
 from pipeline.charts import grouped_bars
 from pipeline.consensus import spread_of
-from pipeline.errors import RenderError, StoreBusyError
+from pipeline.errors import PipelineError, RenderError, StoreBusyError
 from pipeline.grounding import point_text
 from pipeline.models import Comparison, Pair
-from pipeline.overrides import Override
+from pipeline.overrides import Override, shown
 from pipeline.overrides import apply as apply_overrides
 from pipeline.providers.local import BUNDLED_MODEL
 from pipeline.quality import assess
@@ -201,26 +203,17 @@ class Renderer:
         return self._manifest_cache
 
     def write_index(
-        self, comparisons: list[Comparison], previous: dict[str, Comparison | None] | None = None
+        self,
+        comparisons: list[Comparison],
+        previous: dict[str, Comparison | None] | None = None,
+        kept: list[dict[str, Any]] | None = None,
     ) -> list[Path]:
         """The index (`index.md`, `index.html`), one page per category (`<category>/index.*`), the Atom
-        feed of the latest generations (`feed.xml`, each with what changed since `previous`) and, with
-        a `[publish] base_url`, `sitemap.xml`."""
-        entries: list[dict[str, Any]] = []
-        for c in comparisons:
-            pair = self.catalogue.pair(c.pair_key, allow_cross_category=True)
-            won, sa, sb = winner(c.data, pair.category)
-            entries.append(
-                {
-                    "c": c,
-                    "category": pair.category,
-                    "pair": pair,
-                    "winner": winner_label(pair, won),
-                    "result": result_line(pair, won, sa, sb),
-                    "date": c.generated_at[:10],
-                    "demo": c.provider == "local" and c.model == BUNDLED_MODEL,
-                }
-            )
+        feed of the published generations (`feed.xml`, each with what changed since `previous`) and,
+        with a `[publish] base_url`, `sitemap.xml`. `kept`: reports on disk the store does not hold
+        ({"pair": key, "doc": its JSON report}), listed from their own JSON."""
+        entries: list[dict[str, Any]] = [self._entry(c) for c in comparisons]
+        entries += [e for e in (self._kept_entry(k["doc"]) for k in kept or []) if e is not None]
         entries.sort(key=lambda e: (e["category"].name, e["pair"].key))
         groups: dict[str, list[dict[str, Any]]] = {}
         for e in entries:
@@ -229,8 +222,8 @@ class Renderer:
         pages = [(self.reports_dir, "", groups, "Comparison reports")]
         pages += [(self.reports_dir / cid, "../", {cid: groups[cid]}, categories[cid].name) for cid in groups]
         paths = []
-        for folder, root, shown, title in pages:
-            view = {"groups": shown, "categories": categories, "count": sum(len(v) for v in shown.values()),
+        for folder, root, listed, title in pages:
+            view = {"groups": listed, "categories": categories, "count": sum(len(v) for v in listed.values()),
                     "root": root, "title": title, "top": not root}  # fmt: skip
             for ext, env in (("md", self.md_env), ("html", self.html_env)):
                 path = folder / f"index.{ext}"
@@ -244,22 +237,50 @@ class Renderer:
             atomic_write(self.reports_dir / MANIFEST, json.dumps(self._manifest_cache, indent=0, sort_keys=True))
         return paths
 
+    def _entry(self, c: Comparison) -> dict[str, Any]:
+        """An index and feed row of a published generation, with the overrides a reader sees applied."""
+        pair = self.catalogue.pair(c.pair_key, allow_cross_category=True)
+        data = shown(c.data, c.params, self.overrides.get(pair.key, []), pair).data
+        won, sa, sb = winner(data, pair.category)
+        return {"c": c, "generation_id": c.generation_id, "generated_at": c.generated_at, "category": pair.category,
+                "pair": pair, "winner": winner_label(pair, won), "result": result_line(pair, won, sa, sb),
+                "date": c.generated_at[:10], "demo": c.provider == "local" and c.model == BUNDLED_MODEL}  # fmt: skip
+
+    def _kept_entry(self, doc: dict[str, Any]) -> dict[str, Any] | None:
+        """The same row read from a report's JSON file (a report the store does not hold)."""
+        try:
+            pair = self.catalogue.pair(str(doc["pair"]), allow_cross_category=True)
+            computed, provenance = doc["computed"], doc["provenance"]
+            won = str(computed["winner"])
+            sa, sb = float(computed["overall"]["a"]), float(computed["overall"]["b"])
+            stamp = str(provenance["generated_at"])
+            parse_utc(stamp)
+            entry = {"c": None, "generation_id": str(provenance["generation_id"]), "generated_at": stamp,
+                     "category": pair.category, "pair": pair, "winner": winner_label(pair, won),
+                     "result": result_line(pair, won, sa, sb), "date": stamp[:10],
+                     "demo": bool(provenance.get("demo_model"))}  # fmt: skip
+        except (KeyError, TypeError, ValueError, PipelineError):
+            return None
+        return entry if won in ("a", "b", "tie") else None
+
     def _write_feed(self, entries: list[dict[str, Any]], previous: dict[str, Comparison | None]) -> Path:
-        """An Atom feed of each pair's latest generation, newest first, with what changed since the one before."""
+        """An Atom feed of each pair's published generation, newest first, with what changed since the one before."""
         from pipeline.diff import diff_reports, summary_lines
 
         items = []
-        for e in sorted(entries, key=lambda e: (e["c"].generated_at, e["pair"].key), reverse=True)[:200]:
+        for e in sorted(entries, key=lambda e: (e["generated_at"], e["pair"].key), reverse=True)[:200]:
             c, pair = e["c"], e["pair"]
-            before = previous.get(c.pair_key)
-            if before is None:
-                changes = ["First generation."] if c.pair_key in previous else []
+            before = previous.get(pair.key)
+            if c is None:
+                changes = []  # a report kept from disk: the store has nothing to compare it with
+            elif before is None:
+                changes = ["First generation."]
             else:
                 found = diff_reports(report_json(self.view(pair, before)), report_json(self.view(pair, c)))
-                changes = summary_lines(found)[:8] or ["No changes in content."]
+                changes = [_sentence(line) for line in summary_lines(found)] or ["No changes in content."]
             items.append({**e, "changes": changes, "href": f"{pair.category.id}/{pair.slug}.html"})
         view = {"items": items, "base": f"{self.base_url}/" if self.base_url else "",
-                "updated": items[0]["c"].generated_at if items else "1970-01-01T00:00:00Z"}  # fmt: skip
+                "updated": items[0]["generated_at"] if items else "1970-01-01T00:00:00Z"}  # fmt: skip
         path = self.reports_dir / "feed.xml"
         atomic_write(path, tidy(self.html_env.get_template("feed.xml.j2").render(**view)))
         return path
@@ -275,8 +296,12 @@ class Renderer:
         atomic_write(path, tidy(self.html_env.get_template("sitemap.xml.j2").render(urls=urls)))
         return path
 
-    def view(self, pair: Pair, c: Comparison, existing: frozenset[str] = frozenset()) -> dict[str, Any]:
-        data, applied, unresolved = apply_overrides(c.data, self.overrides.get(pair.key, []), pair)
+    def view(
+        self, pair: Pair, c: Comparison, existing: frozenset[str] = frozenset(), *, overrides: bool = True
+    ) -> dict[str, Any]:
+        """Everything a report shows; `overrides=False`: the generation as the model made it."""
+        seen = shown(c.data, c.params, self.overrides.get(pair.key, []) if overrides else [], pair)
+        data, applied, unresolved = seen.data, seen.applied, seen.unresolved
         dims = pair.category.dimensions
         won, score_a, score_b = winner(data, pair.category)
         winner_name = winner_label(pair, won)
@@ -292,7 +317,7 @@ class Renderer:
             for d in dims
         ]
         passages = passages_of(c, pair)
-        quality = assess(c, pair, data, self.caps)
+        quality = assess(c, pair, data, self.caps, seen.stale_verdict)
         found = {cl.path: cl for cl in quality.claims}
         verdicts = (quality.judgement or {}).get("verdicts") or {}
         for r in rows:
@@ -362,6 +387,7 @@ class Renderer:
             "demo": c.provider == "local" and c.model == BUNDLED_MODEL,
             "tokens": c.usage.total_tokens,
             "overrides": {"applied": [o.describe() for o in applied], "unresolved": [o.describe() for o in unresolved]},
+            "stale_verdict": seen.stale_verdict,
             "overall_chart": grouped_bars([("Overall score", score_a, score_b)]),
             # Feature scores, not raw ratings: where less is better the bar is 11 - rating, so a longer bar
             # is always better (a complexity rated 1 is the best, not the shortest, bar).
@@ -377,6 +403,11 @@ class Renderer:
             "description": description(pair, won, score_a, score_b),
             "canonical": f"{self.base_url}/{pair.category.id}/{pair.slug}.html" if self.base_url else "",
         }
+
+
+def _sentence(line: str) -> str:
+    """A change line as a sentence of the feed's summary ("Speed / X: rating 5 → 7 (+2).")."""
+    return line if line.endswith((".", "!", "?")) else f"{line}."
 
 
 def _finalize(value: Any) -> Any:
@@ -397,6 +428,8 @@ def atomic_write(path: Path, text: str) -> bool:
     data = text.encode("utf-8")
     try:
         if path.read_bytes() == data:
+            if stat.S_IMODE(path.stat().st_mode) != _mode():
+                os.chmod(path, _mode())  # written 0600 by an earlier release
             return False
     except OSError:
         pass
@@ -408,8 +441,24 @@ def atomic_write(path: Path, text: str) -> bool:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        # mkstemp makes the file 0600; a report is for a web server to read, so it gets the mode a
+        # plain open() would give it (the umask's).
+        os.chmod(tmp, _mode())
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise RenderError(f"cannot write {path}: {exc.strerror}") from exc
     return True
+
+
+def _mode() -> int:
+    """The mode a plain open() gives a new file: 0666 less the umask."""
+    return 0o666 & ~_umask()
+
+
+@functools.cache
+def _umask() -> int:
+    """The process's umask (read once: reading it means setting it, briefly)."""
+    current = os.umask(0o022)
+    os.umask(current)
+    return current

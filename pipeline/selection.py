@@ -100,11 +100,15 @@ def plan(
         quotable = [p for p in own if p.label != "description" and ends_sentence(p.text)]
         needed = len(pair.category.dimensions) + RESERVE
         if len(quotable) < needed:
-            raise SourceError(
-                f"{subject.id} has {len(quotable)} quotable source sentences; the small model's selection mode "
-                f"needs at least {needed} (one per dimension and two pros and two cons): give it a brief "
-                f'(brief = "sources/{subject.id}.md" in the catalogue) or use a capable model'
+            why = (f"{subject.id} has {len(quotable)} quotable source sentences; the small model's selection mode "
+                   f"needs at least {needed} (one per dimension and two pros and two cons)")  # fmt: skip
+            fix = (
+                f"add sentences to its brief config/{subject.brief} (complete sentences, at least one per dimension, "
+                "and two each under ## Strengths and ## Limitations)"
+                if subject.brief
+                else f'give it a brief (brief = "sources/{subject.id}.md" in the catalogue)'
             )
+            raise SourceError(f"{why}: {fix}, or use a capable model")
         sides.append(_side(subject, pair.category.dimensions, quotable, leanings or {}))
         used.update({p.id: p.text for p in quotable})
     return Plan(pair, sides[0], sides[1], tuple(sorted(used.items())), tuple(alternatives))

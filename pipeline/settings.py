@@ -201,14 +201,29 @@ class Settings:
 
 
 def resolve_workspace(flag: str | None) -> Path:
-    raw = flag or os.environ.get("PIPELINE_WORKSPACE") or "."
-    path = Path(raw).expanduser().resolve()
-    if not (path / "config").is_dir():
-        raise ConfigError(
-            f"{path} is not a pipeline workspace (no config/ folder); "
-            "run from the repository root or pass --workspace DIR"
-        )
-    return path
+    """The workspace: `--workspace`, else PIPELINE_WORKSPACE, else the current folder or the nearest
+    folder above it that is one (as git finds its repository from a subfolder)."""
+    raw = flag or os.environ.get("PIPELINE_WORKSPACE")
+    if raw:
+        path = Path(raw).expanduser().resolve()
+        if not _is_workspace(path):
+            raise ConfigError(
+                f"{path} is not a pipeline workspace (no config/catalogue/ or config/pipeline.toml); "
+                "pass the folder that holds config/"
+            )
+        return path
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if _is_workspace(folder):
+            return folder
+    raise ConfigError(
+        f"{here} is not inside a pipeline workspace (no folder with config/catalogue/ or config/pipeline.toml "
+        "here or above); run from the workspace or pass --workspace DIR"
+    )
+
+
+def _is_workspace(path: Path) -> bool:
+    return (path / "config" / "catalogue").is_dir() or (path / "config" / "pipeline.toml").is_file()
 
 
 def load_settings(workspace: Path, *, store: str | None = None) -> Settings:

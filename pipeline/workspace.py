@@ -6,13 +6,14 @@ Everything is loaded on first use, so a command pays only for what it needs
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.catalogue import Catalogue, load_catalogue
-from pipeline.errors import CatalogueError, ConfigError, StoreError
+from pipeline.errors import ConfigError, StoreError
 from pipeline.gather import gather
 from pipeline.models import Comparison, Pair, RunResult
 from pipeline.providers.base import ProgressFn, Provider
@@ -25,6 +26,8 @@ from pipeline.settings import (
     resolve_workspace,
 )
 
+log = logging.getLogger("pipeline")
+
 if TYPE_CHECKING:
     from pipeline.batch import BatchSpec
     from pipeline.batch.context import BatchContext
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
     from pipeline.fetch import Fetcher
     from pipeline.job import Job
     from pipeline.prompt import PromptBuilder
+    from pipeline.publish import Publisher, Rendered
     from pipeline.render import Renderer
     from pipeline.store import Store
 
@@ -61,7 +65,11 @@ class Workspace:
 
     @cached_property
     def catalogue(self) -> Catalogue:
-        return load_catalogue(self.settings.config_dir)
+        """The catalogue; a category file that cannot be read is left out with a warning (the rest works)."""
+        catalogue = load_catalogue(self.settings.config_dir)
+        for problem in catalogue.broken.values():
+            log.warning("%s (its category is left out until the file is fixed)", problem)
+        return catalogue
 
     @cached_property
     def store(self) -> Store:
@@ -155,7 +163,7 @@ class Workspace:
 
         profile, why = self.profile(provider or spec.provider, model or spec.model)
         backend = self.provider(profile)
-        params = self.generation(backend, spec.samples)
+        params = self.generation(backend, spec.samples, spec.seed)
         if via == "openai-batch":
             require_batchable(backend)
             if params.samples > 1:
@@ -164,7 +172,8 @@ class Workspace:
                     "or --samples 1 for this run"
                 )
         items, resumed_from = prepare_batch(self.catalogue, self.store,
-                                            lambda pair: self.prepare(pair, backend, samples=spec.samples),
+                                            lambda pair: self.prepare(pair, backend, samples=spec.samples,
+                                                                      seed=spec.seed),
                                             spec, force=force, resume=resume, shard=shard)  # fmt: skip
         price = load_price(self.settings.config_dir, backend.model)
         policy = self.settings.batch_api.with_reask(reask)
@@ -178,16 +187,23 @@ class Workspace:
     def pair(self, ref: str, *, cross_category: bool = False) -> Pair:
         return self.catalogue.pair(ref, allow_cross_category=cross_category)
 
-    def generation(self, provider: Provider, samples: int | None = None) -> GenerationParams:
+    def generation(self, provider: Provider, samples: int | None = None, seed: int | None = None) -> GenerationParams:
         """The generation parameters for this provider: `samples` (a flag or batch file) wins over the
-        profile's `samples`, which wins over `[generation] samples`."""
-        return self.settings.generation.with_samples(samples or provider.profile.samples)
+        profile's `samples`, which wins over `[generation] samples`; `seed` (`--seed`) over `[generation] seed`."""
+        params = self.settings.generation.with_samples(samples or provider.profile.samples)
+        return params if seed is None else replace(params, seed=seed)
 
     def prepare(
-        self, pair: Pair, provider: Provider, *, from_snapshots: bool = False, samples: int | None = None
+        self,
+        pair: Pair,
+        provider: Provider,
+        *,
+        from_snapshots: bool = False,
+        samples: int | None = None,
+        seed: int | None = None,
     ) -> Job:
         """The job for a pair; `from_snapshots` reads URL sources from the store only (no fetching);
-        `samples` overrides the configured number of samples."""
+        `samples` and `seed` override the configured ones."""
         from pipeline.job import prepare
 
         fetcher = self.snapshot_fetcher if from_snapshots else self.fetcher
@@ -201,7 +217,7 @@ class Workspace:
             canonical,
             schema_sha,
             provider,
-            self.generation(provider, samples),
+            self.generation(provider, samples, seed),
             others,
             self.judge,
         )
@@ -214,11 +230,12 @@ class Workspace:
         force: bool = False,
         progress: ProgressFn | None = None,
         samples: int | None = None,
+        seed: int | None = None,
     ) -> RunOutcome:
         from pipeline.generate import generate
 
         self.store.require_writable(f"pipeline run --pair {pair.key}")
-        job = self.prepare(pair, provider, samples=samples)
+        job = self.prepare(pair, provider, samples=samples, seed=seed)
         result = generate(
             job,
             provider,
@@ -229,50 +246,28 @@ class Workspace:
             progress=progress,
             judge=self.judge,
         )
+        # The generation the pair's inputs have now (new, or the cache's) is the one published.
+        self.store.publish([(pair.key, result.comparison.generation_id)])
         # Reports are read from the store and written under the render lock: two runs at once could
         # otherwise write a related report from a snapshot older than the other's commit.
         with self.renderer.locked(self.settings.lock_timeout_s):
-            latest = self.store.latest_with_previous()
-            existing = frozenset(c.pair_key for c, _ in latest)
-            stored = {c.pair_key: (c, prev) for c, prev in latest}
-            own, previous = stored.get(pair.key, (result.comparison, self.previous_of(result.comparison)))
-            files = self.renderer.write(own, existing, previous)
-            # Reports that link to this pair ("people also compare") change when it first appears; the
-            # render manifest leaves every other report untouched.
-            for related in self.catalogue.related_pairs(pair):
-                if related.key in stored:
-                    other, its_previous = stored[related.key]
-                    self.renderer.write(other, existing, its_previous)
-            self.renderer.write_index([c for c, _ in latest], {c.pair_key: prev for c, prev in latest})
+            files = self.publisher.pair(pair.key)
         return RunOutcome(result=result, files=files)
 
-    def previous_of(self, comparison: Comparison) -> Comparison | None:
-        return self.store.previous_of(comparison)
+    @cached_property
+    def publisher(self) -> Publisher:
+        from pipeline.publish import Publisher
 
-    def latest(self, pair: Pair) -> Comparison:
-        history = self.store.history(pair.key)
-        if not history:
+        return Publisher(self.store, self.renderer, self.catalogue)
+
+    def published(self, pair: Pair) -> tuple[Comparison, Comparison | None]:
+        """The pair's published generation and the one published before it."""
+        found = self.store.published(pair.key)
+        if found is None:
             raise StoreError(f"no stored comparison for {pair.key}; run `pipeline run --pair {pair.key}` first")
-        return history[-1]
+        return found
 
-    def render_all(self) -> list[Path]:
-        """Re-render every stored pair's latest generation and the index; no model calls."""
+    def render_all(self) -> Rendered:
+        """Re-render every published report and the index; no model calls."""
         with self.renderer.locked(self.settings.lock_timeout_s):
-            return self._render_all()
-
-    def _render_all(self) -> list[Path]:
-        pairs = self.store.latest_with_previous()
-        latest = [c for c, _ in pairs]
-        existing = frozenset(c.pair_key for c in latest)
-        unknown = [c.pair_key for c in latest if not self._renderable(c)]
-        if unknown:
-            raise CatalogueError(
-                f"the store has comparisons of subjects no longer in the catalogue: {', '.join(unknown)}; "
-                "restore them in config/catalogue/ (nothing was rendered)"
-            )
-        paths = [p for c, prev in pairs for p in self.renderer.write(c, existing, prev, force=True)]
-        return paths + self.renderer.write_index(latest, {c.pair_key: prev for c, prev in pairs})
-
-    def _renderable(self, comparison: Comparison) -> bool:
-        a, b = comparison.pair_key.split(",")
-        return a in self.catalogue.subjects and b in self.catalogue.subjects
+            return self.publisher.everything()

@@ -19,6 +19,8 @@ from pipeline.settings import FetchPolicy
 from tests.fakeserver import FakeLLM
 
 REPO = Path(__file__).resolve().parent.parent
+# The tests' own catalogue and briefs (a frozen copy): tests never depend on what the live catalogue holds.
+FIXTURE = Path(__file__).resolve().parent / "data" / "workspace"
 TEST_KEY = "sk-test-DO-NOT-LEAK-3f9a7c1e"
 
 
@@ -49,7 +51,8 @@ def fake() -> Iterator[FakeLLM]:
 
 
 def make_workspace(root: Path, base_url: str | None = None, extra: str = "") -> Path:
-    for name in ("config", "prompts", "schemas"):
+    shutil.copytree(FIXTURE / "config", root / "config")
+    for name in ("prompts", "schemas"):
         shutil.copytree(REPO / name, root / name)
     profile = ""
     if base_url:
@@ -133,6 +136,14 @@ def db(ws: Path, sql: str) -> list[tuple]:
         con.close()
 
 
+def refused(config: Path) -> str:
+    """Why the catalogue under `config` left a file out (a bad file fails only its own category)."""
+    catalogue = load_catalogue(config)
+    assert catalogue.broken, "expected a catalogue file to be refused"
+    assert catalogue.categories, "the other categories must still load"
+    return " ".join(catalogue.broken.values())
+
+
 def add_category(ws: Path, subjects: int = 11) -> None:
     """A `widgets` category of `subjects` made-up subjects (11: 55 pairs)."""
     lines = ['[category]\nid = "widgets"\nname = "Widgets"\n',
@@ -149,7 +160,7 @@ def add_category(ws: Path, subjects: int = 11) -> None:
 # -- the reference case: the seed page's content as a capable model returns it ---------------------
 
 GOLDEN = Path(__file__).parent / "golden"
-CAT = load_catalogue(REPO / "config")
+CAT = load_catalogue(FIXTURE / "config")
 PAIR = CAT.pair("image-classification,image-segmentation")
 
 

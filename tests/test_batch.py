@@ -128,7 +128,7 @@ def test_ctrl_c_keeps_what_arrived_and_resume_finishes(workspace: Path, fake: Fa
     proc.send_signal(sig)  # Ctrl-C, or a scheduler stopping the job
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "finish with: pipeline batch --category widgets --resume" in err
+    assert "finish with: pipeline batch --category widgets --concurrency 2 --resume" in err
     stored = db(workspace, "SELECT count(*) FROM generations")[0][0]
     generated = db(workspace, "SELECT count(*) FROM run_items WHERE status = 'generated'")[0][0]
     assert stored == generated >= 5  # nothing that arrived was lost, the ledger agrees with the store
@@ -148,7 +148,9 @@ def test_ctrl_c_keeps_what_arrived_and_resume_finishes(workspace: Path, fake: Fa
     ("name = 'x'\n", "names no pairs"),
     ("name = 'x'\npairs = ['image-classification,nope']\n", "unknown subject 'nope'"),
     ("name = 'x'\npairs = ['django,flask']\n[freshness]\nmax_age = 'soon'\n", "max_age 'soon' must look like"),
-    ("name = 'x'\nbogus = 1\n", "unknown keys bogus"),
+    ("name = 'x'\nbogus = 1\n", "bad.toml:2: the batch file: unknown key `bogus`"),
+    ("name = 'x'\npairs = ['mysql,postgresql']\n[limits]\nconcurency = 2\n",
+     "unknown key `concurency`; did you mean `concurrency`?"),
     ("name = \n", "malformed TOML"),
 ])  # fmt: skip
 def test_bad_batch_files(workspace: Path, content: str, message: str) -> None:

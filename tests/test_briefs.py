@@ -11,7 +11,7 @@ from pipeline.catalogue import load_catalogue
 from pipeline.errors import SourceError
 from pipeline.gather import gather
 from pipeline.grounding import content_words, split
-from tests.conftest import REPO
+from tests.conftest import FIXTURE, refused
 
 BRIEF = """# Widget
 
@@ -62,10 +62,10 @@ def test_a_malformed_brief_is_a_clear_error(text: str, message: str) -> None:
 
 
 def test_every_catalogue_subject_has_a_brief_covering_its_dimensions() -> None:
-    catalogue = load_catalogue(REPO / "config")
+    catalogue = load_catalogue(FIXTURE / "config")
     for subject in catalogue.subjects.values():
         assert subject.brief == f"sources/{subject.id}.md"
-        source = gather(subject, REPO, 6000).sources[1]
+        source = gather(subject, FIXTURE, 6000).sources[1]
         sentences = split(source.text)
         assert 8 <= len(sentences) <= 15, (subject.id, len(sentences))
         assert all(s.endswith(".") and len(s) <= 280 for s in sentences), subject.id
@@ -76,20 +76,20 @@ def test_every_catalogue_subject_has_a_brief_covering_its_dimensions() -> None:
             assert content_words(f"{dim.name} {dim.description}") & words, (subject.id, dim.name)
 
 
-def test_a_missing_or_escaping_brief_is_a_catalogue_error(tmp_path: Path) -> None:
+def test_a_missing_brief_fails_its_subject_and_an_escaping_one_its_file(tmp_path: Path) -> None:
     import shutil
 
-    shutil.copytree(REPO / "config", tmp_path / "config")
+    shutil.copytree(FIXTURE / "config", tmp_path / "config")
     cat = tmp_path / "config/catalogue/computer-vision.toml"
     original = cat.read_text()
-    from pipeline.errors import CatalogueError
-
     cat.write_text(original.replace('brief = "sources/image-classification.md"', 'brief = "sources/nope.md"'))
-    with pytest.raises(CatalogueError, match="brief 'sources/nope.md' does not exist"):
-        load_catalogue(tmp_path / "config")
+    catalogue = load_catalogue(tmp_path / "config")  # the catalogue loads: only that subject's pairs fail
+    assert not catalogue.broken
+    with pytest.raises(SourceError, match=r"the brief config/sources/nope\.md of image-classification does not exist"):
+        gather(catalogue.subjects["image-classification"], tmp_path, 6000)
+    gather(catalogue.subjects["image-segmentation"], tmp_path, 6000)
     cat.write_text(original.replace('brief = "sources/image-classification.md"', 'brief = "../../etc/passwd.md"'))
-    with pytest.raises(CatalogueError, match="points outside"):
-        load_catalogue(tmp_path / "config")
+    assert "points outside" in refused(tmp_path / "config")
 
 
 def test_list_shows_which_subjects_have_briefs(run_cli, workspace: Path) -> None:

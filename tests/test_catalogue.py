@@ -1,23 +1,23 @@
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
 from pipeline.catalogue import load_catalogue
-from pipeline.errors import CatalogueError, ConfigError
-from tests.conftest import REPO
+from tests.conftest import FIXTURE, refused
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    shutil.copytree(REPO / "config", tmp_path / "config")
+    shutil.copytree(FIXTURE / "config", tmp_path / "config")
     return tmp_path / "config"
 
 
 def test_shipped_catalogue_has_reference_pair_and_enough_material() -> None:
-    cat = load_catalogue(REPO / "config")
+    cat = load_catalogue(FIXTURE / "config")
     pair = cat.pair("image-segmentation,image-classification")
     assert (pair.a.id, pair.b.id) == ("image-classification", "image-segmentation")
     assert (pair.a.vendor, pair.b.vendor) == ("Google", "Facebook")
@@ -31,7 +31,7 @@ def test_shipped_catalogue_has_reference_pair_and_enough_material() -> None:
 
 
 def test_aliases_and_related_pairs() -> None:
-    cat = load_catalogue(REPO / "config")
+    cat = load_catalogue(FIXTURE / "config")
     assert cat.pair("Segmentation,classification").key == "image-classification,image-segmentation"
     related = [p.key for p in cat.related_pairs(cat.pair("image-classification,image-segmentation"))]
     assert "image-classification,object-detection" in related
@@ -43,21 +43,19 @@ def test_hostile_subject_ids_are_refused(config: Path, bad_id: str) -> None:
     path = config / "catalogue/databases.toml"
     escaped = bad_id.replace("\x00", "\\u0000")
     path.write_text(path.read_text().replace('id = "mysql"', f'id = "{escaped}"'))
-    with pytest.raises(CatalogueError, match="is not a valid id"):
-        load_catalogue(config)
+    assert "is not a valid id" in refused(config)
 
 
 def test_duplicate_ids_across_files(config: Path) -> None:
     path = config / "catalogue/web-frameworks.toml"
     path.write_text(path.read_text().replace('id = "flask"', 'id = "mysql"'))
-    with pytest.raises(CatalogueError, match="already defined in .*databases.toml"):
-        load_catalogue(config)
+    assert re.search("already defined in .*databases.toml", refused(config))
+    assert "databases" in load_catalogue(config).categories  # the file read first keeps its category
 
 
 def test_category_without_dimensions(config: Path) -> None:
     (config / "catalogue/empty.toml").write_text('[category]\nid = "empty"\nname = "Empty"\n')
-    with pytest.raises(CatalogueError, match="has no dimensions"):
-        load_catalogue(config)
+    assert "has no dimensions" in refused(config)
 
 
 def test_empty_description(config: Path) -> None:
@@ -66,15 +64,13 @@ def test_empty_description(config: Path) -> None:
     start = text.index('description = "MySQL')
     end = text.index("\n", start)
     path.write_text(text[:start] + 'description = "  "' + text[end:])
-    with pytest.raises(CatalogueError, match="subject mysql: `description` must be a non-empty string"):
-        load_catalogue(config)
+    assert "subject mysql: `description` must be a non-empty string" in refused(config)
 
 
 def test_malformed_toml_reports_file_line_and_column(config: Path) -> None:
     path = config / "catalogue/databases.toml"
     path.write_text('[category]\nid = "databases"\nname = oops\n')
-    with pytest.raises(ConfigError, match=r"databases\.toml:3:\d+: malformed TOML"):
-        load_catalogue(config)
+    assert re.search(r"databases\.toml:3:\d+: malformed TOML", refused(config))
 
 
 def test_unicode_names_work(config: Path) -> None:

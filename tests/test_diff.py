@@ -33,7 +33,11 @@ def test_history_names_the_inputs_that_changed(run_cli, workspace: Path) -> None
     out = run_cli("history", PAIR).stdout.splitlines()
     assert len(out) == 3
     assert out[0].endswith("inputs: first generation")
-    assert out[1].endswith("inputs: sources") and out[2].endswith("inputs: prompt")
+    assert out[1].endswith(
+        "inputs: description of image-classification: 1 sentence reworded ('…input image from a predefined set of "
+        "categories.' → '…input image from a fixed set of categories.')"
+    ), out[1]
+    assert out[2].endswith("inputs: prompt templates changed") and "[published]" in out[2], out[2]
     assert "openai/fake-model  overall 5.73-5.73 (tie)" in out[0]
 
 

@@ -27,12 +27,12 @@ from pipeline.schema import load_canonical
 from pipeline.text import md_escape
 from pipeline.untrusted import MAX_COUNT, clean
 from pipeline.validate import parse, validate
-from tests.conftest import REPO
+from tests.conftest import FIXTURE, REPO
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "50"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])  # fmt: skip
-CAT = load_catalogue(REPO / "config")
+CAT = load_catalogue(FIXTURE / "config")
 PAIR = CAT.pair("image-classification,image-segmentation")
 CANONICAL, _ = load_canonical(REPO / "schemas")
 SCOPES = (("P1", "P2", "P3"), ("P4", "P5", "P6"))
@@ -138,7 +138,7 @@ def _toml(value: Any) -> str:
        subjects=st.lists(toml_values, max_size=3))  # fmt: skip
 def test_any_catalogue_file_loads_or_is_a_one_line_error(tmp_path_factory, category: dict, subjects: list) -> None:
     root = tmp_path_factory.mktemp("cat")
-    shutil.copytree(REPO / "config", root / "config")
+    shutil.copytree(FIXTURE / "config", root / "config")
     text = _toml({"category": category, "subjects": subjects})  # may be malformed TOML too: that is tested as well
     (root / "config/catalogue/zz-fuzz.toml").write_text(text, encoding="utf-8")
     try:

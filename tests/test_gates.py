@@ -11,10 +11,10 @@ from pipeline.catalogue import load_catalogue
 from pipeline.gates import level_band, percent_band
 from pipeline.schema import load_canonical, specialise
 from pipeline.validate import validate
-from tests.conftest import REFERENCE_DATA, REPO
+from tests.conftest import FIXTURE, REFERENCE_DATA, REPO
 from tests.fakeserver import FakeLLM, synthesise
 
-CAT = load_catalogue(REPO / "config")
+CAT = load_catalogue(FIXTURE / "config")
 PAIR = CAT.pair("image-classification,image-segmentation")
 CANONICAL, _ = load_canonical(REPO / "schemas")
 SCOPES = (("P1", "P2", "P3", "P4"), ("P5", "P6", "P7", "P8"))

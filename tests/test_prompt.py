@@ -8,15 +8,15 @@ from pipeline.gather import gather
 from pipeline.grounding import passages
 from pipeline.models import SourceSpec
 from pipeline.prompt import TEMPLATES, PromptBuilder
-from tests.conftest import REPO
+from tests.conftest import FIXTURE, REPO
 
-CAT = load_catalogue(REPO / "config")
+CAT = load_catalogue(FIXTURE / "config")
 
 
 def build(pair_ref: str = "image-classification,image-segmentation", *extra: SourceSpec):
     pair = CAT.pair(pair_ref)
     a = pair.a if not extra else type(pair.a)(**{**pair.a.__dict__, "sources": extra})
-    bundles = (gather(a, REPO, 6000), gather(pair.b, REPO, 6000))
+    bundles = (gather(a, FIXTURE, 6000), gather(pair.b, FIXTURE, 6000))
     return PromptBuilder(REPO / "prompts").build(pair, passages(bundles), None)
 
 

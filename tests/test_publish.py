@@ -16,7 +16,7 @@ import pytest
 from pipeline.errors import ConfigError
 from pipeline.render import Renderer
 from pipeline.settings import load_settings
-from tests.conftest import CAT, PAIR, REFERENCE_DATA, REPO, make
+from tests.conftest import CAT, FIXTURE, PAIR, REFERENCE_DATA, REPO, make
 
 BASE = "https://example.org/compare"
 XSD = Path(os.environ.get("PIPELINE_CHECKERS", REPO / ".venv" / "checkers")) / "node_modules/sitemap/schema/sitemap.xsd"
@@ -126,7 +126,7 @@ def test_category_page_and_grouped_index(tmp_path: Path) -> None:
 def test_base_url_is_checked_when_the_configuration_loads(tmp_path: Path) -> None:
     config = tmp_path / "config"
     config.mkdir()
-    text = (REPO / "config/pipeline.toml").read_text(encoding="utf-8")
+    text = (FIXTURE / "config/pipeline.toml").read_text(encoding="utf-8")
     (config / "pipeline.toml").write_text(text.replace('base_url = ""', 'base_url = "javascript:alert(1)"', 1))
     assert 'base_url = ""' in text
     with pytest.raises(ConfigError, match=r"\[publish\] base_url must be an http\(s\) URL"):

@@ -193,9 +193,11 @@ def test_samples_settings_are_checked(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="samples must be a whole number from 1 to 9"):
         load_batch(batch)
-    batch.write_text(f'pairs = ["{PAIR.key}"]\n[generation]\nseed = 3\n')
-    with pytest.raises(ConfigError, match="takes only samples"):
+    batch.write_text(f'pairs = ["{PAIR.key}"]\n[generation]\ntemperature = 3\n')
+    with pytest.raises(ConfigError, match=r"b\.toml:3: \[generation\]: unknown key `temperature`"):
         load_batch(batch)
+    batch.write_text(f'pairs = ["{PAIR.key}"]\n[generation]\nseed = 3\n')
+    assert load_batch(batch).seed == 3
     batch.write_text(f'pairs = ["{PAIR.key}"]\n[generation]\nsamples = 3\n')
     assert load_batch(batch).samples == 3
 

@@ -9,10 +9,10 @@ from jsonschema import Draft202012Validator
 from pipeline.catalogue import load_catalogue
 from pipeline.schema import for_dialect, load_canonical, specialise
 from pipeline.validate import parse, validate
-from tests.conftest import REPO
+from tests.conftest import FIXTURE, REPO
 from tests.fakeserver import synthesise
 
-CAT = load_catalogue(REPO / "config")
+CAT = load_catalogue(FIXTURE / "config")
 PAIR = CAT.pair("image-classification,image-segmentation")
 CANONICAL, _ = load_canonical(REPO / "schemas")
 

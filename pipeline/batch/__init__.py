@@ -8,8 +8,9 @@ One core, two transports::
     api       transport 2: the provider's Batch API (submit now, collect later), via
               files (request/answer JSONL) and collector (answers -> generations, re-asks)
     records   each item's ledger entry, built once for both transports
-    reports   each item's report as it settles, and the links settled at the end
     context   what the runners use of a workspace, typed
+
+Reports are written by `pipeline.publish` (the same publisher `run` and `render` use).
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from typing import Any
 from pipeline.batch.context import BatchContext
 from pipeline.batch.files import PartWriter, answer_lines, custom_id, record_from, request_line
 from pipeline.batch.records import failed_entry, produced_entry
-from pipeline.batch.reports import ReportWriter
 from pipeline.errors import ConfigError, PipelineError, ProviderError
 from pipeline.generate import Produced, ask_judge, judge, produce
 from pipeline.job import Job, comparison_from
@@ -20,6 +19,7 @@ from pipeline.models import AttemptRecord, Comparison, Completion, Problem, Usag
 from pipeline.pricing import Price
 from pipeline.providers.batch_client import BatchClient
 from pipeline.providers.retry import RateGate
+from pipeline.publish import Publisher
 from pipeline.store import LedgerEntry
 from pipeline.store.api_runs import ApiRun, Status
 from pipeline.text import utc_now
@@ -57,7 +57,7 @@ class Collector:
         self.reask_mode = run.spec.get("reask", ctx.policy.reask)
         self.concurrency = int(run.spec.get("concurrency") or 4)
         self.jobs: dict[str, Job] = {}
-        self.reports = ReportWriter(ctx.store, ctx.renderer, ctx.catalogue, ctx.store.run_pairs(self.run_id))
+        self.reports = Publisher(ctx.store, ctx.renderer, ctx.catalogue).batch(ctx.store.run_pairs(self.run_id))
 
     def job(self, pair_key: str, cache_key: str) -> Job:
         """The job as it was submitted: rebuilt from the catalogue and stored snapshots (no fetching)."""
@@ -129,7 +129,7 @@ class Collector:
         self.jobs.clear()
         self.store.record_answers(self.run_id, done, statuses)
         for comparison in comparisons:
-            self.reports.write(comparison)
+            self.reports.write(comparison.pair_key)
 
     def _judge(self, row: dict[str, Any], req: _Request, answered: dict[str, Any] | None, batch_errors: str,
                cancelled: bool) -> tuple[LedgerEntry | None, Status]:  # fmt: skip
@@ -277,4 +277,4 @@ class Collector:
     def _commit_one(self, req: _Request, entry: LedgerEntry) -> None:
         self.store.record_answer(self.run_id, entry, req.custom_id)
         if entry.generation is not None:
-            self.reports.write(entry.generation.comparison)
+            self.reports.write(entry.generation.comparison.pair_key)

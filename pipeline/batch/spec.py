@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.catalogue import Catalogue
-from pipeline.configfile import read_toml
+from pipeline.configfile import check_keys, read_toml
 from pipeline.errors import CatalogueError, ConfigError
 from pipeline.models import Pair
 from pipeline.settings import check_samples
 
+LIMIT_KEYS = ("concurrency", "requests_per_minute", "tokens_per_minute", "max_cost")
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 
 
@@ -31,6 +32,7 @@ class BatchSpec:
     max_cost: float = 0
     max_age_s: float | None = None
     samples: int | None = None  # `[generation] samples` of the batch file (None: the profile's or config's)
+    seed: int | None = None  # `[generation] seed` of the batch file or `--seed` (None: config's)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -42,11 +44,14 @@ class BatchSpec:
         concurrency: int | None = None,
         shard: tuple[int, int] | None = None,
         samples: int | None = None,
+        seed: int | None = None,
     ) -> BatchSpec:
         """The spec as the command line changes it: flags win over the batch file."""
         spec = self
         if samples:
             spec = replace(spec, samples=samples)
+        if seed is not None:
+            spec = replace(spec, seed=seed)
         if category:
             spec = replace(spec, categories=(*spec.categories, category))
         if concurrency:
@@ -74,19 +79,26 @@ def load_batch(path: Path) -> BatchSpec:
         raise ConfigError(f"batch file {path} does not exist")
     doc = read_toml(path)
     limits, fresh = doc.get("limits", {}), doc.get("freshness", {})
-    known = {"name", "pairs", "select", "limits", "freshness", "provider", "model", "generation"}
-    unknown = set(doc) - known
-    if unknown:
-        raise ConfigError(f"{path}: unknown keys {', '.join(sorted(unknown))}; expected {', '.join(sorted(known))}")
+    check_keys(doc, ("name", "pairs", "select", "limits", "freshness", "provider", "model", "generation"), path,
+               "the batch file")  # fmt: skip
+    for table, keys in (("limits", LIMIT_KEYS), ("freshness", ("max_age",)), ("generation", ("samples", "seed"))):
+        if not isinstance(doc.get(table, {}), dict):
+            raise ConfigError(f"{path}: [{table}] must be a table")
+        check_keys(doc.get(table, {}), keys, path, f"[{table}]")
+    selects = doc.get("select", [])
+    if not isinstance(selects, list) or not all(isinstance(s, dict) for s in selects):
+        raise ConfigError(f"{path}: write each selection as a [[select]] table")
+    for i, entry in enumerate(selects):
+        check_keys(entry, ("category", "subject"), path, f"select[{i}]")
     generation = doc.get("generation", {})
-    if not isinstance(generation, dict) or set(generation) - {"samples"}:
-        raise ConfigError(f"{path}: [generation] takes only samples = k (the rest is config/pipeline.toml's)")
+    seed = generation.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise ConfigError(f"{path}: [generation] seed must be a whole number, not {seed!r}")
     samples = generation.get("samples")
     if samples is not None:
         if not isinstance(samples, int) or isinstance(samples, bool):
             raise ConfigError(f"{path}: [generation] samples must be a whole number, not {samples!r}")
         check_samples(samples, f"{path}: [generation] samples")
-    selects = doc.get("select", [])
     spec = BatchSpec(
         name=str(doc.get("name") or path.stem),
         pairs=tuple(str(p) for p in doc.get("pairs", [])),
@@ -100,6 +112,7 @@ def load_batch(path: Path) -> BatchSpec:
         max_cost=float(limits.get("max_cost", 0)),
         max_age_s=parse_age(str(fresh.get("max_age", "")), str(path)),
         samples=samples,
+        seed=seed,
     )
     if spec.concurrency < 1:
         raise ConfigError(f"{path}: limits.concurrency must be at least 1")

@@ -19,13 +19,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pipeline.batch.context import BatchContext
 from pipeline.batch.plan import PlanItem, new_run_id
 from pipeline.batch.records import ItemFn, RunSummary, produced_entry, settled
-from pipeline.batch.reports import ReportWriter
 from pipeline.batch.spec import BatchSpec
 from pipeline.generate import Produced, produce
 from pipeline.models import Comparison
 from pipeline.pricing import Price
 from pipeline.providers.base import Provider
 from pipeline.providers.retry import RateGate
+from pipeline.publish import BatchReports, Publisher
 from pipeline.store import ItemRecord, Ledger, LedgerEntry
 
 # An entry ready to commit, and the comparison whose report follows the commit (None: no report).
@@ -52,7 +52,7 @@ class _Spend:
 class _Writer:
     """The one writer: commits what arrived, then writes its reports and reports progress."""
 
-    def __init__(self, ledger: Ledger, run_id: str, reports: ReportWriter, total: int, on_item: ItemFn | None):
+    def __init__(self, ledger: Ledger, run_id: str, reports: BatchReports, total: int, on_item: ItemFn | None):
         self.ledger, self.run_id, self.reports, self.total, self.on_item = ledger, run_id, reports, total, on_item
         self.items: dict[str, ItemRecord] = {}
         self.arrived: dict[str, Arrived] = {}  # came back, not committed yet
@@ -68,7 +68,7 @@ class _Writer:
         first = len(self.items) - len(entries)
         for number, (entry, comparison) in enumerate(entries, first + 1):
             if comparison is not None:
-                self.reports.write(comparison)
+                self.reports.write(comparison.pair_key)
             if self.on_item:
                 self.on_item(entry.item, number, self.total)
 
@@ -98,7 +98,7 @@ def run_batch(
                 if backend is not None:
                     backend.warm_up()
         started = time.monotonic()
-        reports = ReportWriter(ctx.store, ctx.renderer, ctx.catalogue, (i.pair.key for i in items))
+        reports = Publisher(ctx.store, ctx.renderer, ctx.catalogue).batch(i.pair.key for i in items)
         writer = _Writer(ledger, run_id, reports, len(items), on_item)
         interrupted, spend = False, _Spend(price, max_cost)
         gate = RateGate(spec.requests_per_minute or None, spec.tokens_per_minute or None)

@@ -7,14 +7,18 @@ Errors are caught once (`common.handles_errors`) and every exit code comes from
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 
 import click
 
 from pipeline import wording
 from pipeline.cli.batch import batch, runs
-from pipeline.cli.common import Context, handles_errors, log_to_stderr, rel
+from pipeline.cli.common import Context, handles_errors, log_to_stderr, rel, stop_on_signals
 from pipeline.cli.reading import diff, doctor, history, quality, show
+from pipeline.errors import InterruptedRun
+from pipeline.exitcodes import ExitCode, exit_code
 from pipeline.settings import MAX_SAMPLES
 
 
@@ -35,14 +39,22 @@ def cli(ctx: click.Context, workspace: str | None, store: str | None, verbose: b
 @handles_errors
 def list_cmd(obj: Context) -> None:
     """List the catalogue's categories, their dimensions and subjects (and which have a brief)."""
-    cat = obj.open("pipeline list").catalogue
+    ws = obj.open("pipeline list")
+    cat = ws.catalogue
     for category in sorted(cat.categories.values(), key=lambda c: c.id):
         dims = ", ".join(d.name for d in category.dimensions)
         click.echo(f"{category.id}  {category.name}  [{dims}]")
         for s in sorted((s for s in cat.subjects.values() if s.category == category.id), key=lambda s: s.id):
             aliases = f"  (aliases: {', '.join(s.aliases)})" if s.aliases else ""
-            brief = f"  [brief: config/{s.brief}]" if s.brief else "  [no brief]"
+            if not s.brief:
+                brief = "  [no brief]"
+            elif (ws.settings.config_dir / s.brief).is_file():
+                brief = f"  [brief: config/{s.brief}]"
+            else:
+                brief = f"  [brief missing: config/{s.brief}]"
             click.echo(f"  {s.id:<32} {s.name}, by {s.vendor}{aliases}{brief}")
+    if cat.broken:  # each was logged on stderr when the catalogue was read
+        sys.exit(ExitCode.USAGE)
 
 
 @cli.command()
@@ -57,6 +69,7 @@ def list_cmd(obj: Context) -> None:
     type=click.IntRange(1, MAX_SAMPLES),
     help="Answers to ask for; above 1 the ratings are their consensus, with the spread shown ([generation] samples).",
 )
+@click.option("--seed", type=int, help="Sampling seed ([generation] seed); a new seed is a new generation.")
 @click.pass_obj
 @handles_errors
 def run(
@@ -68,6 +81,7 @@ def run(
     cross_category: bool,
     offline: bool,
     samples: int | None,
+    seed: int | None,
 ) -> None:
     """Generate (or take from the cache) one comparison and write its reports."""
     ws = obj.open(f"pipeline run --pair {pair_ref}", offline=offline)
@@ -78,8 +92,15 @@ def run(
     backend = ws.provider(profile)
     from pipeline.progress import token_progress
 
-    with token_progress(f"{pair.a.name} vs {pair.b.name}") as progress:
-        outcome = ws.run_pair(pair, backend, force=force, progress=progress, samples=samples)
+    stop_on_signals()
+    try:
+        with token_progress(f"{pair.a.name} vs {pair.b.name}") as progress:
+            outcome = ws.run_pair(pair, backend, force=force, progress=progress, samples=samples, seed=seed)
+    except InterruptedRun as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code(exc))  # a call in flight is abandoned: its thread must not hold the process
     r = outcome.result
     if r.cached:
         click.echo(f"{pair.key}: cache hit, no model call (generated {r.comparison.generated_at})")
@@ -97,10 +118,15 @@ def run(
 def render(obj: Context) -> None:
     """Re-render every stored comparison's reports from the store; no model calls."""
     ws = obj.open("pipeline render")
-    paths = ws.render_all()
-    count = sum(1 for p in paths if p.suffix == ".json")
-    rendered = wording.count(count, "comparison")
+    done = ws.render_all()
+    rendered = wording.count(done.reports, "comparison")
     click.echo(f"rendered {rendered} and the index into {rel(ws.settings.reports_dir, ws.root)}")
+    if done.kept:
+        click.echo(
+            f"kept {wording.count(len(done.kept), 'report')} already on disk that the store does not hold "
+            f"({', '.join(done.kept[:5])}{', ...' if len(done.kept) > 5 else ''}); they stay in the index as they are",
+            err=True,
+        )
 
 
 @cli.group("store")

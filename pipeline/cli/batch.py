@@ -44,6 +44,7 @@ from pipeline.settings import MAX_SAMPLES
     type=click.IntRange(1, MAX_SAMPLES),
     help="Answers per pair; above 1 the ratings are their consensus (overrides the batch file and config).",
 )
+@click.option("--seed", type=int, help="Sampling seed (overrides the batch file's [generation] seed and config).")
 @click.option("--collect", is_flag=True, help="Collect the answers of submitted Batch API runs; re-ask what failed.")
 @click.option("--cancel", is_flag=True, help="Cancel submitted Batch API runs (answers already made are collected).")
 @click.option("--run", "run_id", help="With --collect/--cancel: only this run (default: every open one).")
@@ -54,8 +55,8 @@ from pipeline.settings import MAX_SAMPLES
 def batch(
     obj: Context, batch_file: Path | None, category: str | None, dry_run: bool, resume: bool, force: bool,
     max_cost: float | None, concurrency: int | None, provider: str | None, model: str | None, json_path: str | None,
-    offline: bool, shard: str | None, via: str, reask: str | None, samples: int | None, collect: bool, cancel: bool,
-    run_id: str | None, wait: bool, poll: float | None,
+    offline: bool, shard: str | None, via: str, reask: str | None, samples: int | None, seed: int | None,
+    collect: bool, cancel: bool, run_id: str | None, wait: bool, poll: float | None,
 ) -> None:  # fmt: skip
     """Generate or refresh many comparisons: a batch file's pairs and/or a whole category.
 
@@ -78,7 +79,7 @@ def batch(
         ws.store.require_writable("pipeline batch")
     shard_of = b.parse_shard(shard) if shard else None
     spec = (b.load_batch(batch_file) if batch_file else b.BatchSpec(name=f"category-{category}")).with_flags(
-        category=category, concurrency=concurrency, shard=shard_of, samples=samples
+        category=category, concurrency=concurrency, shard=shard_of, samples=samples, seed=seed
     )
     plan = ws.plan_batch(spec, provider, model, via=via, force=force, resume=resume, shard=shard_of, reask=reask)
     items, backend, est = plan.items, plan.provider, plan.estimate
@@ -123,9 +124,7 @@ def batch(
     if summary.stopped_by_budget:
         click.echo(f"stopped starting new calls: the budget of ${budget:g} was reached", err=True)
     if summary.interrupted:
-        hint = (
-            f"pipeline batch {batch_file} --resume" if batch_file else f"pipeline batch --category {category} --resume"
-        )
+        hint = resume_command(click.get_current_context())
         click.echo(f"interrupted: what had arrived is stored; finish with: {hint}", err=True)
         sys.stdout.flush()
         sys.stderr.flush()
@@ -202,10 +201,34 @@ def runs(obj: Context, limit: int, run_id: str | None) -> None:
                 f"{it['error']}"
             )
         return
-    click.echo(f"{'run':<26} {'name':<20} {'status':<11} items gen fresh fail skip pend  tokens      cost  started")
-    for r in ledger.recent(limit):
+    rows = ledger.recent(limit)
+    width = max([4, *(len(r["name"]) for r in rows)])  # names in full: a shard's "(shard 2/4)" is part of it
+    click.echo(
+        f"{'run':<26} {'name':<{width}} {'status':<11} items gen fresh fail skip pend  tokens      cost  started"
+    )
+    for r in rows:
         click.echo(
-            f"{r['id']:<26} {r['name'][:20]:<20} {r['status']:<11} {r['items']:>5} {r['generated']:>3} "
+            f"{r['id']:<26} {r['name']:<{width}} {r['status']:<11} {r['items']:>5} {r['generated']:>3} "
             f"{r['fresh']:>5} {r['failed']:>4} {r['skipped']:>4} {r['pending']:>4} {r['tokens']:>7} "
             f"{r['cost']:>9.4f}  {r['started_at']}"
         )
+
+
+def resume_command(ctx: click.Context) -> str:
+    """The command that finishes an interrupted batch: the same command, its flags kept, with --resume."""
+    import shlex
+
+    words = ["pipeline", "batch"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if value in (None, False, ()) or param.name in ("resume", "json_path") or not param.opts:
+            continue
+        if isinstance(param, click.Argument):
+            words.append(str(value))
+        elif param.default == value:
+            continue
+        elif getattr(param, "is_flag", False):
+            words.append(param.opts[0])
+        else:
+            words += [param.opts[0], str(value)]
+    return shlex.join([*words, "--resume"])

@@ -9,8 +9,8 @@ import click
 
 from pipeline import wording
 from pipeline.cli.common import Context, details, handles_errors, write_json
-from pipeline.errors import StoreError
-from pipeline.exitcodes import exit_code
+from pipeline.errors import ConfigError, StoreError
+from pipeline.exitcodes import Verdict, exit_code
 
 
 @click.command()
@@ -31,13 +31,29 @@ def show(obj: Context, pair_ref: str, fmt: str, attempts: bool) -> None:
             click.echo(
                 f"{row['created_at']}  #{row['number']}{sample} {row['outcome']:<15} "
                 f"tokens={row['prompt_tokens']}+{row['completion_tokens']}{details(row)}  "
-                f"{row['error'] or row['problems']}"
+                f"{row['error'] or problems_text(row['problems'])}"
             )
         return
-    latest = ws.latest(pair)
-    existing = frozenset(c.pair_key for c in ws.store.latest_all())
-    rendered = ws.renderer.render(latest, existing, ws.previous_of(latest))
+    current, previous = ws.published(pair)
+    rendered = ws.renderer.render(current, frozenset(ws.store.published_keys()), previous)
     click.echo(rendered.files[fmt], nl=False)
+
+
+def problems_text(stored: str) -> str:
+    """An attempt's stored problems (a JSON list) as the one line a reader wants: "path: message [rule: x]; ..."."""
+    import json
+
+    from pipeline.models import Problem
+
+    try:
+        found = [Problem(str(p.get("path", "")), str(p.get("message", "")), str(p.get("rule", "")))
+                 for p in json.loads(stored) if isinstance(p, dict)]  # fmt: skip
+    except (ValueError, TypeError, AttributeError):
+        return stored
+    if not found:
+        return ""
+    shown = "; ".join(str(p) for p in found[:3])
+    return shown + (f" (+{len(found) - 3} more)" if len(found) > 3 else "")
 
 
 @click.command()
@@ -55,14 +71,16 @@ def history(obj: Context, pair_ref: str) -> None:
         raise StoreError(f"no stored comparison for {pair.key}; run `pipeline run --pair {pair.key}` first")
     from pipeline.scoring import winner, winner_name
 
+    shown = ws.store.publication_order(pair.key)
     previous = None
     for c in generations:
         won, sa, sb = winner(c.data, pair.category)
-        changed = ", ".join(input_changes(previous, c)) if previous else "first generation"
+        changed = "; ".join(input_changes(previous, c)) if previous else "first generation"
         name = winner_name(pair, won)
+        mark = "  [published]" if shown and c.generation_id == shown[-1] else ""
         click.echo(
             f"{c.generated_at}  {c.generation_id}  {c.provider}/{c.model}  overall {sa:.2f}-{sb:.2f} "
-            f"({name})  inputs: {changed}"
+            f"({name}){mark}  inputs: {changed}"
         )
         previous = c
 
@@ -71,9 +89,10 @@ def history(obj: Context, pair_ref: str) -> None:
 @click.argument("targets", nargs=-1, required=True)
 @click.option(
     "--from", "from_ref", default="previous", show_default=True,
-    help="Generation: 'previous', 'latest', a date (YYYY-MM-DD: the one in effect then) or an id prefix.",
+    help="Generation: 'previous' (shown before the published one), 'published', 'latest' (the newest), a date "
+         "(YYYY-MM-DD: the one in effect then) or an id prefix.",
 )  # fmt: skip
-@click.option("--to", "to_ref", default="latest", show_default=True, help="Generation, as for --from.")
+@click.option("--to", "to_ref", default="published", show_default=True, help="Generation, as for --from.")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
 @click.option("--threshold", type=float, default=1.0, show_default=True,
               help="Rating moves smaller than this are listed but not material.")  # fmt: skip
@@ -90,15 +109,24 @@ def diff(obj: Context, targets: tuple[str, ...], from_ref: str, to_ref: str, fmt
 
     if len(targets) == 2:
         old, new = (d.load_report(Path(t)) for t in targets)
+        if old.get("pair") != new.get("pair"):
+            raise ConfigError(f"{targets[0]} is the report of {old.get('pair')} and {targets[1]} of {new.get('pair')}; "
+                              "diff two reports of the same pair")  # fmt: skip
     elif len(targets) == 1:
-        from pipeline.history import pick
+        from pipeline.history import FirstGeneration, pick
         from pipeline.report_view import report_json
 
         ws = obj.open(f"pipeline diff {targets[0]}")
         pair = ws.pair(targets[0], cross_category=True)
         generations = ws.store.history(pair.key)
-        first, second = pick(generations, from_ref), pick(generations, to_ref)
-        old, new = (report_json(ws.renderer.view(pair, g)) for g in (first, second))
+        shown = ws.store.publication_order(pair.key)
+        try:
+            first, second = pick(generations, from_ref, shown), pick(generations, to_ref, shown)
+        except FirstGeneration as exc:
+            click.echo(f"{pair.key}: {exc}")
+            sys.exit(exit_code(Verdict.DONE))
+        # Generations are compared as the model made them: today's overrides belong to neither.
+        old, new = (report_json(ws.renderer.view(pair, g, overrides=False)) for g in (first, second))
     else:
         raise click.UsageError("give a pair (a,b) or two report .json files")
     result = d.diff_reports(old, new, threshold)
@@ -146,7 +174,8 @@ def quality(obj: Context, json_path: str | None) -> None:
     from pipeline.quality import survey
 
     ws = obj.open("pipeline quality")
-    found = survey(ws.store.latest_all(), ws.catalogue, ws.renderer.overrides, ws.renderer.caps)
+    found = survey([c for c, _ in ws.store.published_with_previous()], ws.catalogue, ws.renderer.overrides,
+                   ws.renderer.caps)  # fmt: skip
     for e in found.entries:
         mark = "FAIL" if e.quality.fails else ("old " if not e.quality.gated else "ok  ")
         click.echo(f"{mark} {e.pair_key}  {e.generated_at}  {e.model}: {e.quality.line()}")

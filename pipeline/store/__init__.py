@@ -6,6 +6,7 @@ the run ledger and Batch API state. All SQL of the pipeline lives in this packag
     generations  generations, attempts, schemas (the cache)
     snapshots    fetched URL sources
     ledger       batch runs and their items
+    published    which generation of each pair is the published one
     api_runs     Batch API files, batches and request lines
     exchange     export to Parquet and idempotent import, table list from the registry
     records      the typed records that writers hand over
@@ -20,11 +21,12 @@ from pipeline.store.connection import first_line
 from pipeline.store.generations import Generations
 from pipeline.store.ledger import Ledger
 from pipeline.store.migrations import MIGRATIONS, Migration, Table
+from pipeline.store.published import Publications
 from pipeline.store.records import FailedAttempts, ItemRecord, LedgerEntry, NewGeneration
 from pipeline.store.snapshots import Snapshot, Snapshots
 
 
-class Store(Generations, Snapshots, ApiRuns):
+class Store(Generations, Publications, Snapshots, ApiRuns):
     """The store file and every query on it."""
 
 

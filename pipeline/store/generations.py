@@ -20,6 +20,7 @@ _COLUMNS = (
     "sources, data, attempts, prompt_tokens, completion_tokens, generated_at, cached_tokens, reasoning_tokens, "
     "template_sha256, answered_by"
 )
+SELECT_GENERATION = f"SELECT {_COLUMNS} FROM generations"
 # Inserts name their columns: a store with more columns (a newer release's) is not written out of place.
 _GENERATION_COLUMNS = (
     "generations (id, pair_key, category, cache_key, provider, model, params, prompt_sha256, schema_sha256, "

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.store.connection import Connection, dicts, dumps, insert_rows
 from pipeline.store.generations import write_generations
+from pipeline.store.published import publish_in
 from pipeline.store.records import LedgerEntry
 from pipeline.text import utc_now
 
@@ -81,6 +82,9 @@ class Ledger:
             [[[run_id, row[1]] for row in items]],
         )
         insert_rows(con, _ITEM_COLUMNS, items)
+        # An item settled on a generation (new, or fresh: its inputs' cache key has it) publishes it.
+        publish_in(con, [(i.pair_key, i.generation_id) for i in (e.item for e in entries)
+                         if i.status in ("generated", "fresh") and i.generation_id])  # fmt: skip
 
     def finish(self, run_id: str, status: str) -> None:
         with self.store.session() as con:

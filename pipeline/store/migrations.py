@@ -276,6 +276,23 @@ register("008_prompt_and_model_columns", "", {}, _prompt_and_model_as_columns)
 register("009_attempt_sample", "ALTER TABLE attempts ADD COLUMN sample INTEGER NOT NULL DEFAULT 1;", {})
 
 
+# Which generation of each pair is published (pipeline.store.published). Stores from before it
+# published each pair's newest generation: that history is what the log starts from.
+register(
+    "010_publications",
+    """
+        CREATE TABLE publications (
+            pair_key VARCHAR NOT NULL,
+            generation_id VARCHAR NOT NULL,
+            published_at VARCHAR NOT NULL,
+            PRIMARY KEY (pair_key, published_at, generation_id)
+        );
+        INSERT INTO publications SELECT pair_key, id, generated_at FROM generations;
+        """,
+    {"publications": Table(("pair_key", "published_at", "generation_id"))},
+)
+
+
 def tables() -> dict[str, Table]:
     """Every table the migrations create, in the order they were created."""
     return {name: table for m in MIGRATIONS for name, table in m.tables.items()}
