@@ -95,8 +95,8 @@ def test_code_written_verdict_and_faq_are_written_again_from_pinned_ratings() ->
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
 def test_reports_get_the_mode_the_umask_gives(workspace: Path, umask: int, mode: int) -> None:
-    code = (f"import os, sys; os.umask({umask}); from pipeline.cli import main; "
-            f"sys.argv = ['pipeline', '--workspace', {str(workspace)!r}, 'run', '--pair', {KEY!r}]; main()")  # fmt: skip
+    argv = ["pipeline", "--workspace", str(workspace), "run", "--pair", KEY]
+    code = f"import os, sys; os.umask({umask}); from pipeline.cli import main; sys.argv = {argv!r}; main()"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     for path in (workspace / "reports").rglob("*"):
