@@ -10,7 +10,7 @@ that does not end a sentence or stops at its length limit), value/rating contrad
 citing a passage of the other subject, texts copied into a second field, FAQ entries that are not
 on-topic questions, alternatives that are sentences or one of the pair, and the claims the support
 measure calls supported; plus attempts and wall time. The counts use the content gates' own rules
-(pipeline.gates), and cross-subject citations are counted directly from the stored passages.
+(pipeline.generation.gates), and cross-subject citations are counted directly from the stored passages.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline import gates  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
+from pipeline.generation import gates  # noqa: E402
 from pipeline.quality import assess, passage_texts  # noqa: E402
 from pipeline.workspace import Workspace  # noqa: E402
 

@@ -101,7 +101,7 @@ class Catalogue:
 
 
 CATEGORY_KEYS = ("id", "name", "dimensions", "tie_band")
-DIMENSION_KEYS = ("name", "kind", "levels", "weight", "higher_is_better", "description")
+DIMENSION_KEYS = ("name", "kind", "levels", "weight", "higher_is_better", "description", "rubric")
 SUBJECT_KEYS = ("id", "name", "vendor", "description", "brief", "aliases", "sources")
 SOURCE_KEYS = ("label", "text", "path", "url")
 
@@ -231,17 +231,26 @@ def _category(raw: Any, path: Path) -> Category:
         weight = _typed(d, "weight", (int, float), where, 1.0)
         if weight <= 0:
             raise CatalogueError(f"{where}: weight must be a positive number")
-        dims.append(
-            Dimension(
-                name=_text(d, "name", where),
-                kind=kind,
-                weight=float(weight),
-                higher_is_better=_typed(d, "higher_is_better", bool, where, True),
-                levels=levels,
-                description=_text(d, "description", where, required=False),
-            )
+        rubric = _rubric(d.get("rubric"), kind, where)
+        dim = Dimension(
+            name=_text(d, "name", where),
+            kind=kind,
+            weight=float(weight),
+            higher_is_better=_typed(d, "higher_is_better", bool, where, True),
+            levels=levels,
+            description=_text(d, "description", where, required=False),
+            rubric=rubric,
         )
+        if not dim.rated and ("weight" in d or "higher_is_better" in d):
+            why = "text is shown as a value" if kind == "text" else "a list is rated only with a rubric"
+            fix = "remove them" if kind == "text" else "remove them or give it a rubric"
+            raise CatalogueError(f"{where}: {dim.name} is not rated ({why}), so `weight` and `higher_is_better` "
+                                 f"have no effect; {fix}")  # fmt: skip
+        dims.append(dim)
     names = [d.name for d in dims]
+    if not any(d.rated for d in dims):
+        raise CatalogueError(f"{path}: category {cid!r} rates nothing; give it a level or percent dimension, or a "
+                             "list dimension with a rubric")  # fmt: skip
     if len(set(names)) != len(names):
         raise CatalogueError(f"{path}: category {cid!r} has duplicate dimension names")
     tie_band = _typed(raw, "tie_band", (int, float), f"{path}: category", 0.25)
@@ -253,6 +262,32 @@ def _category(raw: Any, path: Path) -> Category:
         dimensions=tuple(dims),
         tie_band=float(tie_band),
     )
+
+
+def _rubric(raw: object, kind: str, where: str) -> tuple[tuple[int, str], ...]:
+    """`rubric = { 1 = "...", 5 = "...", 10 = "..." }`: what ratings mean, 1 and 10 at least."""
+    if raw is None:
+        return ()
+    if kind == "text":
+        raise CatalogueError(f"{where}: a text dimension is shown as a value and never rated; remove its `rubric` "
+                             'or make it kind = "list"')  # fmt: skip
+    if not isinstance(raw, dict) or not raw:
+        raise CatalogueError(f'{where}: `rubric` must be a table such as {{ 1 = "...", 5 = "...", 10 = "..." }}')
+    points: list[tuple[int, str]] = []
+    for key, meaning in raw.items():
+        if not (key.isdigit() and 1 <= int(key) <= 10) or not isinstance(meaning, str) or not clean(meaning):
+            raise CatalogueError(f"{where}: rubric keys are ratings from 1 to 10, each with what it means "
+                                 f"(got {key!r} = {meaning!r})"[:300])  # fmt: skip
+        text = clean(meaning)
+        if len(text) > 200:
+            raise CatalogueError(f"{where}: rubric {key} is {len(text)} characters; keep it under 200")
+        points.append((int(key), text))
+    points.sort()
+    if points[0][0] != 1 or points[-1][0] != 10:
+        raise CatalogueError(
+            f"{where}: a rubric says what 1 and 10 mean (and 5, ideally); it has {[p for p, _ in points]}"
+        )
+    return tuple(points)
 
 
 def _subject(raw: dict[str, Any], category: str, path: Path, index: int) -> Subject:

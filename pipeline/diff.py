@@ -6,7 +6,7 @@ items are matched by similarity, so a reworded pro is reported as reworded,
 not as a removal plus an addition. Changes below the materiality threshold
 are listed but do not count as material.
 
-Generations made with several samples (pipeline.consensus) carry each rating's spread. A move
+Generations made with several samples (pipeline.generation.consensus) carry each rating's spread. A move
 is noise, not material, when the two generations' sample ranges overlap (a generation without
 samples counts as its one value): some rating lies within both spreads, so the samples cannot
 tell the two generations apart, the rule a winner's standing uses for the overall scores. A

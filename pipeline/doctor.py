@@ -45,9 +45,9 @@ class Report:
 def check(ws: Workspace) -> Report:
     from jsonschema import Draft202012Validator
 
-    from pipeline import gates
+    from pipeline.generation import gates
+    from pipeline.generation.validate import semantic_problems
     from pipeline.store import migrations
-    from pipeline.validate import semantic_problems
 
     report = Report()
     add = report.findings.append

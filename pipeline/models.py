@@ -17,6 +17,18 @@ class Dimension:
     higher_is_better: bool = True
     levels: tuple[str, ...] = ()  # for kind == "level", lowest first
     description: str = ""
+    # What ratings mean on this dimension, e.g. ((1, "one process on one machine"), (5, ...), (10, ...)).
+    rubric: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def rated(self) -> bool:
+        """Whether subjects get a 1-10 rating here: levels and percentages always, lists only with a
+        rubric (what would "how much list" mean otherwise), text never (shown as values)."""
+        return self.kind in ("level", "percent") or (self.kind == "list" and bool(self.rubric))
+
+    def rubric_text(self) -> str:
+        """ "1 = one process on one machine; 5 = ...; 10 = ..." ("" without a rubric)."""
+        return "; ".join(f"{point} = {meaning}" for point, meaning in self.rubric)
 
 
 @dataclass(frozen=True)
@@ -25,6 +37,11 @@ class Category:
     name: str
     dimensions: tuple[Dimension, ...]
     tie_band: float = 0.25
+
+    @property
+    def rated(self) -> tuple[Dimension, ...]:
+        """The dimensions that carry ratings and count in the overall score."""
+        return tuple(d for d in self.dimensions if d.rated)
 
 
 @dataclass(frozen=True)
@@ -137,7 +154,7 @@ class Completion:
 class Problem:
     path: str
     message: str
-    rule: str = ""  # the content gate that found it (pipeline.gates.GATES); "" for schema and parse problems
+    rule: str = ""  # the content gate that found it (pipeline.generation.gates.GATES); "" for schema and parse problems
 
     def __str__(self) -> str:
         text = f"{self.path}: {self.message}" if self.path else self.message
@@ -156,7 +173,7 @@ class AttemptRecord:
     latency_ms: int
     finish_reason: str = ""
     error: str = ""
-    sample: int = 1  # which sample it was for (generation samples > 1; pipeline.consensus)
+    sample: int = 1  # which sample it was for (generation samples > 1; pipeline.generation.consensus)
 
 
 @dataclass(frozen=True)

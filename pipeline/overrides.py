@@ -143,8 +143,8 @@ def shown(data: dict[str, Any], params: dict[str, Any], overrides: list[Override
     the overridden ratings; a model's reasoning cannot be rewritten, so its winner is corrected and
     it is marked `stale_verdict` when the override makes it disagree with the scores.
     """
-    from pipeline import gates
-    from pipeline.selection import with_verdict
+    from pipeline.generation import gates
+    from pipeline.generation.selection import with_verdict
 
     changed, applied, unresolved = apply(data, overrides, pair)
     if not applied:

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import gates
 from pipeline.catalogue import Catalogue
 from pipeline.exitcodes import Verdict
+from pipeline.generation import gates
+from pipeline.generation.judge import tally as judge_tally
 from pipeline.grounding import Claim, claims, tally
-from pipeline.judge import tally as judge_tally
 from pipeline.models import Comparison, Pair, Problem
 from pipeline.overrides import Override, shown
 
@@ -25,7 +25,7 @@ class Quality:
     gated: bool  # made by a pipeline that enforced the gates
     problems: dict[str, list[Problem]]  # gate -> its problems, every gate present
     claims: list[Claim] = field(default_factory=list)
-    judgement: dict[str, Any] | None = None  # the grounding judge's verdicts (pipeline.judge), if one was asked
+    judgement: dict[str, Any] | None = None  # the grounding judge's verdicts, if one was asked
     # The model's verdict reasoning predates a reviewer's override that changed the result: the page
     # marks it (pipeline.overrides.Shown), so it is a note for the reviewer, not a failed gate.
     stale_verdict: bool = False

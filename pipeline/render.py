@@ -22,8 +22,9 @@ from typing import Any
 
 from pipeline.catalogue import Catalogue
 from pipeline.charts import grouped_bars
-from pipeline.consensus import spread_of
 from pipeline.errors import PipelineError, RenderError, StoreBusyError
+from pipeline.generation.consensus import spread_of
+from pipeline.generation.schema import sha256_of
 from pipeline.grounding import point_text
 from pipeline.models import Comparison, Pair
 from pipeline.overrides import Override, shown
@@ -43,13 +44,12 @@ from pipeline.report_view import (
     result_line,
     tidy,
 )
-from pipeline.schema import sha256_of
 from pipeline.scoring import winner, winner_label
 from pipeline.text import md_escape, parse_utc
 from pipeline.untrusted import harmless
 
 HERE = Path(__file__).parent
-# What the methodology adds for each way a consensus was made (pipeline.consensus).
+# What the methodology adds for each way a consensus was made (pipeline.generation.consensus).
 METHOD_NOTES = {
     "median": "",
     "median, verdict by code": " No sample's verdict agreed with the median ratings, so code wrote it from them.",

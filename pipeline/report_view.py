@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipeline.consensus import Spread
+from pipeline.generation.consensus import Spread
 from pipeline.models import Comparison, Dimension, Pair
 from pipeline.scoring import dimension_score
 
@@ -87,7 +87,7 @@ def result_line(pair: Pair, won: str, score_a: float, score_b: float, spread: Sp
 
 def headline(pair: Pair, won: str, score_a: float, score_b: float, spread: Spread | None = None) -> str:
     """The result at a glance, the winner first: "Image Segmentation wins, 7.40 to 6.93"; with
-    samples whose score ranges overlap, "Image Segmentation leans ahead, ..." (pipeline.consensus)."""
+    samples whose score ranges overlap, "Image Segmentation leans ahead, ..." (pipeline.generation.consensus)."""
     if won == "tie":
         return f"A tie: {pair.a.name} {score_a:.2f}, {pair.b.name} {score_b:.2f} out of 10"
     win, lose, ws, ls = (pair.a, pair.b, score_a, score_b) if won == "a" else (pair.b, pair.a, score_b, score_a)

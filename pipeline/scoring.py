@@ -1,9 +1,10 @@
 """Arithmetic the model is never asked for: overall scores and the winner.
 
-A rating says how much of a dimension a subject has (1-10). Where less is
-better (complexity, data requirements) the dimension's score is 11 - rating.
-The overall score is the weighted mean of the scores; scores closer than the
-category's tie band are a tie.
+A rating says how much of a dimension a subject has (1-10), on the category's
+rubric. Where less is better (complexity, data requirements) the dimension's
+score is 11 - rating. The overall score is the weighted mean of the rated
+dimensions' scores (text dimensions, and lists without a rubric, are shown as
+values and not scored); scores closer than the category's tie band are a tie.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ def dimension_score(rating: int, dim: Dimension) -> int:
 
 
 def overall_score(analysis: dict[str, Any], category: Category) -> float:
-    total = sum(d.weight for d in category.dimensions)
-    points = sum(
-        d.weight * dimension_score(int(analysis["dimensions"][d.name]["rating"]), d) for d in category.dimensions
-    )
+    """The weighted mean of the rated dimensions' scores (text, and lists without a rubric, are shown, not scored)."""
+    rated = category.rated
+    total = sum(d.weight for d in rated)
+    points = sum(d.weight * dimension_score(int(analysis["dimensions"][d.name]["rating"]), d) for d in rated)
     return round(points / total, 2)
 
 

@@ -56,7 +56,7 @@ class ProviderProfile:
     # A small model (the bundled 135M one) cannot write sound sentences about a comparison, but it
     # can choose: with small = true it selects values, ratings and supporting passages from the
     # sources, the report quotes those passages, and code composes the verdict and FAQ
-    # (pipeline.selection). Capable models write under the content gates.
+    # (pipeline.generation.selection). Capable models write under the content gates.
     small: bool = False
     # Local models: how many recent tokens the repeat penalty looks at, and a presence penalty.
     # A wide window stops a small model from copying its previous rationale into the next one.
@@ -88,7 +88,7 @@ class GenerationParams:
     seed: int | None = 7
     repeat_penalty: float = 1.1
     # Answers asked for the same prompt; above 1 the published ratings are their consensus
-    # (pipeline.consensus) and each rating carries the samples' spread.
+    # (pipeline.generation.consensus) and each rating carries the samples' spread.
     samples: int = 1
 
     def for_cache(self) -> dict[str, Any]:

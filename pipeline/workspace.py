@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from pipeline.batch.context import BatchContext
     from pipeline.batch.start import BatchPlan
     from pipeline.fetch import Fetcher
-    from pipeline.job import Job
-    from pipeline.prompt import PromptBuilder
+    from pipeline.generation.job import Job
+    from pipeline.generation.prompt import PromptBuilder
     from pipeline.publish import Publisher, Rendered
     from pipeline.render import Renderer
     from pipeline.store import Store
@@ -79,22 +79,22 @@ class Workspace:
 
     @cached_property
     def canonical(self) -> tuple[dict[str, Any], str]:
-        from pipeline.schema import load_canonical
+        from pipeline.generation.schema import load_canonical
 
         return load_canonical(self.settings.data_dir("schemas"))
 
     @cached_property
     def prompts(self) -> PromptBuilder:
-        from pipeline.prompt import PromptBuilder
+        from pipeline.generation.prompt import PromptBuilder
 
         return PromptBuilder(self.settings.data_dir("prompts"))
 
     @cached_property
     def renderer(self) -> Renderer:
-        from pipeline.gates import caps_of
+        from pipeline.generation.gates import caps_of
+        from pipeline.generation.schema import canonical_json
         from pipeline.overrides import load_overrides
         from pipeline.render import Renderer
-        from pipeline.schema import canonical_json
 
         overrides = load_overrides(self.settings.config_dir, self.catalogue)
         caps = caps_of(canonical_json(self.canonical[0]))
@@ -204,7 +204,7 @@ class Workspace:
     ) -> Job:
         """The job for a pair; `from_snapshots` reads URL sources from the store only (no fetching);
         `samples` and `seed` override the configured ones."""
-        from pipeline.job import prepare
+        from pipeline.generation.job import prepare
 
         fetcher = self.snapshot_fetcher if from_snapshots else self.fetcher
         bundles = tuple(gather(s, self.root, self.settings.max_source_chars, fetcher) for s in (pair.a, pair.b))
@@ -232,7 +232,7 @@ class Workspace:
         samples: int | None = None,
         seed: int | None = None,
     ) -> RunOutcome:
-        from pipeline.generate import generate
+        from pipeline.generation.run import generate
 
         self.store.require_writable(f"pipeline run --pair {pair.key}")
         job = self.prepare(pair, provider, samples=samples, seed=seed)

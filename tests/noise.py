@@ -17,9 +17,9 @@ import hashlib
 import random
 from typing import Any
 
-from pipeline.gates import level_band, percent_band
+from pipeline.generation.gates import level_band, percent_band
+from pipeline.generation.selection import with_verdict
 from pipeline.models import Dimension, Pair
-from pipeline.selection import with_verdict
 
 
 class NoisyAnswers:

@@ -22,11 +22,11 @@ from hypothesis import strategies as st
 
 from pipeline.catalogue import load_catalogue
 from pipeline.errors import PipelineError
+from pipeline.generation.schema import load_canonical
+from pipeline.generation.validate import parse, validate
 from pipeline.providers.openai_compat import _retry_after, _usage
-from pipeline.schema import load_canonical
 from pipeline.text import md_escape
 from pipeline.untrusted import MAX_COUNT, clean
-from pipeline.validate import parse, validate
 from tests.conftest import FIXTURE, REPO
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "50"))

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from pipeline.catalogue import load_catalogue
-from pipeline.gates import level_band, percent_band
-from pipeline.schema import load_canonical, specialise
-from pipeline.validate import validate
+from pipeline.generation.gates import level_band, percent_band
+from pipeline.generation.schema import load_canonical, specialise
+from pipeline.generation.validate import validate
 from tests.conftest import FIXTURE, REFERENCE_DATA, REPO
 from tests.fakeserver import FakeLLM, synthesise
 
@@ -138,7 +138,7 @@ def test_citations_of_the_other_subject_are_rejected_when_no_schema_enforced_the
     # json_object endpoints do not enforce the per-side enum while decoding: validation still does.
     found = problems(with_(lambda d: d["a"]["dimensions"]["Accuracy"].update(sources=["P6"])))
     assert any("a.dimensions.Accuracy.sources" in p and "'P6' is not one of" in p for p in found), found
-    from pipeline import gates
+    from pipeline.generation import gates
 
     scopes = (frozenset(SCOPES[0]), frozenset(SCOPES[1]))
     data = with_(lambda d: d["a"]["dimensions"]["Accuracy"].update(sources=["P6"]))

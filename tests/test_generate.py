@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import OutputInvalidError
-from pipeline.generate import commit, produce
+from pipeline.generation.run import commit, produce
 from pipeline.store import FailedAttempts, NewGeneration
 from pipeline.workspace import Workspace
 from tests.fakeserver import FakeLLM

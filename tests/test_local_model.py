@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import cli
+from pipeline.generation.validate import validate
 from pipeline.settings import GenerationParams
-from pipeline.validate import validate
 from pipeline.workspace import Workspace
 from tests.conftest import make_workspace
 

@@ -5,9 +5,9 @@ from jinja2 import UndefinedError
 
 from pipeline.catalogue import load_catalogue
 from pipeline.gather import gather
+from pipeline.generation.prompt import TEMPLATES, PromptBuilder
 from pipeline.grounding import passages
 from pipeline.models import SourceSpec
-from pipeline.prompt import TEMPLATES, PromptBuilder
 from tests.conftest import FIXTURE, REPO
 
 CAT = load_catalogue(FIXTURE / "config")

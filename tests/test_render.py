@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.generation.schema import load_canonical
+from pipeline.generation.validate import validate
 from pipeline.models import Comparison
 from pipeline.render import Renderer
-from pipeline.schema import load_canonical
 from pipeline.text import md_escape
-from pipeline.validate import validate
 from tests.conftest import CAT, EXISTING, GOLDEN, PAIR, REFERENCE_DATA, REPO, make
 
 

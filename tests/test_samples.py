@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from pipeline import consensus
 from pipeline.catalogue import load_catalogue
 from pipeline.diff import diff_reports
 from pipeline.errors import ConfigError
+from pipeline.generation import consensus
 from pipeline.models import Problem
 from pipeline.settings import load_settings
 from tests.conftest import PAIR, REFERENCE_DATA, REPO, TEST_KEY, cli, db, make_workspace

@@ -10,14 +10,14 @@ import pytest
 from click.testing import CliRunner
 from jsonschema import Draft202012Validator
 
-from pipeline import selection
 from pipeline.cli import cli
 from pipeline.errors import SourceError
-from pipeline.gates import level_band
 from pipeline.gather import gather
+from pipeline.generation import selection
+from pipeline.generation.gates import level_band
+from pipeline.generation.validate import validate
 from pipeline.grounding import passages
 from pipeline.text import md_escape
-from pipeline.validate import validate
 from pipeline.workspace import Workspace
 from tests.conftest import REPO, TEST_KEY, make_workspace
 from tests.fakeserver import FakeLLM, synthesise

@@ -216,8 +216,8 @@ def test_brief_without_strengths_or_with_a_misspelt_heading_is_warned_about(work
 
 def test_a_short_brief_gets_advice_to_add_sentences_not_to_write_one() -> None:
     from pipeline.errors import SourceError
+    from pipeline.generation.selection import plan
     from pipeline.grounding import Passage
-    from pipeline.selection import plan
 
     passages = [Passage(f"P{i}", s.id, "brief", f"A fact about {s.name} number {i}.")
                 for i, s in enumerate((PAIR.a, PAIR.a, PAIR.b), 1)]  # fmt: skip

@@ -13,8 +13,8 @@ from pipeline.batch.context import BatchContext
 from pipeline.batch.files import PartWriter, answer_lines, custom_id, record_from, request_line
 from pipeline.batch.records import failed_entry, produced_entry
 from pipeline.errors import ConfigError, PipelineError, ProviderError
-from pipeline.generate import Produced, ask_judge, judge, produce
-from pipeline.job import Job, comparison_from
+from pipeline.generation.job import Job, comparison_from
+from pipeline.generation.run import Produced, ask_judge, judge, produce
 from pipeline.models import AttemptRecord, Comparison, Completion, Problem, Usage
 from pipeline.pricing import Price
 from pipeline.providers.batch_client import BatchClient

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.catalogue import Catalogue
-from pipeline.job import Job
+from pipeline.generation.job import Job
+from pipeline.generation.prompt import PromptBuilder
 from pipeline.models import Pair
-from pipeline.prompt import PromptBuilder
 from pipeline.providers.base import Provider
 from pipeline.render import Renderer
 from pipeline.settings import BatchAPIPolicy, TransportPolicy

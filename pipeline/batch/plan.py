@@ -12,7 +12,7 @@ from pipeline.batch.records import DONE, one_line
 from pipeline.batch.spec import BatchSpec, resolve_pairs, shard_of
 from pipeline.catalogue import Catalogue
 from pipeline.errors import CatalogueError, ConfigError, PipelineError, SourceError
-from pipeline.job import Job
+from pipeline.generation.job import Job
 from pipeline.models import Comparison, Pair
 from pipeline.store import Ledger, Store
 from pipeline.text import utc_seconds

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.exitcodes import Verdict, exit_code
-from pipeline.generate import Produced
+from pipeline.generation.run import Produced
 from pipeline.models import AttemptRecord, Usage, model_attempts
 from pipeline.store import FailedAttempts, ItemRecord, LedgerEntry, NewGeneration
 

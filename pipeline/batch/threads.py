@@ -20,7 +20,7 @@ from pipeline.batch.context import BatchContext
 from pipeline.batch.plan import PlanItem, new_run_id
 from pipeline.batch.records import ItemFn, RunSummary, produced_entry, settled
 from pipeline.batch.spec import BatchSpec
-from pipeline.generate import Produced, produce
+from pipeline.generation.run import Produced, produce
 from pipeline.models import Comparison
 from pipeline.pricing import Price
 from pipeline.providers.base import Provider

@@ -16,7 +16,7 @@ class Provider(Protocol):
     kind: str
     model: str
     dialect: str
-    small: bool  # selection mode (pipeline.selection) instead of free writing
+    small: bool  # selection mode (pipeline.generation.selection) instead of free writing
 
     def complete(
         self,

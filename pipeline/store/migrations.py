@@ -272,7 +272,7 @@ def _prompt_and_model_as_columns(con: DuckDBPyConnection) -> None:
 register("008_prompt_and_model_columns", "", {}, _prompt_and_model_as_columns)
 
 
-# Generations with samples > 1 (pipeline.consensus): which sample each attempt was for.
+# Generations with samples > 1 (pipeline.generation.consensus): which sample each attempt was for.
 register("009_attempt_sample", "ALTER TABLE attempts ADD COLUMN sample INTEGER NOT NULL DEFAULT 1;", {})
 
 

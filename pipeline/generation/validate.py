@@ -13,10 +13,10 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-from pipeline import gates
-from pipeline.gates import caps_of
+from pipeline.generation import gates
+from pipeline.generation.gates import caps_of
+from pipeline.generation.schema import canonical_json, specialise
 from pipeline.models import Pair, Problem
-from pipeline.schema import canonical_json, specialise
 from pipeline.untrusted import TooLarge, clean_tree
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*|\s*```\s*$")
@@ -66,7 +66,7 @@ def validate(
 def semantic_problems(
     data: dict[str, Any], pair: Pair, scopes: Scopes | None = None, caps: dict[str, int] | None = None
 ) -> list[Problem]:
-    """The content gates (pipeline.gates) for data that is valid against the pair's schema."""
+    """The content gates (pipeline.generation.gates) for data that is valid against the pair's schema."""
     return gates.check(data, pair, (frozenset(scopes[0]), frozenset(scopes[1])) if scopes else None, caps)
 
 

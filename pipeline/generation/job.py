@@ -9,7 +9,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from pipeline import gates, selection
+from pipeline.generation import gates, selection
+from pipeline.generation.prompt import PromptBuilder
+from pipeline.generation.schema import canonical_json, sha256_of, specialise
+from pipeline.generation.selection import Plan
+from pipeline.generation.validate import validate
 from pipeline.grounding import Passage, passages_by_source
 from pipeline.models import (
     AttemptRecord,
@@ -24,12 +28,8 @@ from pipeline.models import (
     Usage,
     model_attempts,
 )
-from pipeline.prompt import PromptBuilder
 from pipeline.providers.base import Provider
-from pipeline.schema import canonical_json, sha256_of, specialise
-from pipeline.selection import Plan
 from pipeline.settings import GenerationParams
-from pipeline.validate import validate
 
 CACHE_FORMAT = "comparison-cache/2"  # 2: source hashes in the key
 

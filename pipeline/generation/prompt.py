@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.generation.schema import sha256_of
+from pipeline.generation.selection import Plan
 from pipeline.grounding import Claim, Passage
 from pipeline.models import Messages, Pair, Problem
-from pipeline.schema import sha256_of
-from pipeline.selection import Plan
 
 _FENCE_TAG = re.compile(r"<(/?)(source)", re.IGNORECASE)
 TEMPLATES = (

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import SourceError
-from pipeline.gates import level_band, percent_band
+from pipeline.generation.gates import level_band, percent_band
+from pipeline.generation.selection_text import faq_entries, verdict_reasoning
 from pipeline.grounding import Passage, content_words, stem
 from pipeline.models import Dimension, Pair, Problem, Subject
 from pipeline.scoring import winner, winner_name
-from pipeline.selection_text import faq_entries, verdict_reasoning
 from pipeline.textcheck import ends_sentence
 
 RESERVE = 4  # passages kept for pros and cons (two each)

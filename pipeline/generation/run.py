@@ -16,8 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pipeline import consensus
-from pipeline import judge as judge_mod
 from pipeline.errors import (
     ContentFilteredError,
     InterruptedRun,
@@ -27,8 +25,13 @@ from pipeline.errors import (
     RefusedError,
     TransientProviderError,
 )
+from pipeline.generation import consensus
+from pipeline.generation import judge as judge_mod
+from pipeline.generation.job import Job, comparison_from
+from pipeline.generation.prompt import PromptBuilder
+from pipeline.generation.selection import with_verdict
+from pipeline.generation.validate import parse
 from pipeline.grounding import claims
-from pipeline.job import Job, comparison_from
 from pipeline.models import (
     AttemptRecord,
     Comparison,
@@ -38,14 +41,11 @@ from pipeline.models import (
     Usage,
     model_attempts,
 )
-from pipeline.prompt import PromptBuilder
 from pipeline.providers.base import ProgressFn, Provider
 from pipeline.providers.retry import RateGate, call_many_with_retries, call_with_retries
-from pipeline.selection import with_verdict
 from pipeline.settings import GenerationParams, TransportPolicy
 from pipeline.store import FailedAttempts, NewGeneration, Store
 from pipeline.text import utc_now
-from pipeline.validate import parse
 
 
 def judge(
@@ -91,7 +91,7 @@ class _Asker:
     gate: RateGate | None = None
     label: str = ""  # "judge:" for the grounding judge's calls, so they are told apart from the answer's
     what: str = ""  # the pair, for errors
-    sample: int = 1  # which of `params.samples` answers this asker is after (pipeline.consensus)
+    sample: int = 1  # which of `params.samples` answers this asker is after (pipeline.generation.consensus)
 
     def ask(
         self,
@@ -239,7 +239,7 @@ def produce(
     keeps what was already paid for).
     `first`: an answer already in hand (from the Batch API) that counts as the first attempt;
     it is judged like any other and re-asked synchronously when it is wrong. `judge`: the
-    grounding judge, asked once the answer is valid (pipeline.judge).
+    grounding judge, asked once the answer is valid (pipeline.generation.judge).
     """
     invocation = invocation or uuid.uuid4().hex
     records: list[AttemptRecord] = [] if into is None else into
