@@ -83,7 +83,7 @@ def check(ws: Workspace) -> Report:
             scopes = _scopes(pair_key, json.loads(sources_raw))
             problems = semantic_problems(data, pair, scopes, gates.caps_of(schemas[schema_sha]))
         else:
-            problems = gates.consistency(data, pair)
+            problems = gates.page_consistency(data, pair)
         if problems:
             add(Finding(where, f"breaks a semantic rule: {problems[0]}"))
     _check_files(ws, report)

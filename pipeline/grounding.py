@@ -1,10 +1,11 @@
 """Grounding: sources split into numbered passages, and how well each claim rests on the passages it cites.
 
-A passage is one sentence (a sentence longer than `MAX_CHARS` is cut at a space). Passages are
-numbered P1, P2, ... across the pair (subject a's sources first, in catalogue order), at most
-`MAX_PASSAGES` per subject, so an id names the same text for as long as the sources do. The
-model cites passage ids for every rating and every pro and con; the pair's schema makes each
-side's ids an enum of that subject's passages, so a made-up or cross-subject id cannot pass.
+A passage is one sentence (a sentence longer than `MAX_CHARS` is cut at a space). A subject's
+passages are numbered P1, P2, ... across its sources (in catalogue order), at most
+`MAX_PASSAGES`, so an id names the same text for as long as the sources do. The model cites
+passage ids for every value and every pro and con; the profile's schema makes them an enum of
+the subject's passages, so a made-up id cannot pass. A page numbers the second subject's
+passages on from the first's (pipeline.compose), so each label names one sentence on the page.
 
 The support measure is lexical and graded. A claim's content words (stemmed; stop words and
 the subjects' names, ids, aliases and vendors left out) are looked up in the passages it cites:
@@ -26,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.models import Pair, SourceBundle
+from pipeline.models import Pair, SourceBundle, Subject
 
 MAX_CHARS = 280
 MAX_PASSAGES = 24  # per subject
@@ -146,21 +147,26 @@ class Claim:
     share: float = 0.0  # of the claim's content words found in the cited passages
 
 
-def names_of(pair: Pair) -> frozenset[str]:
-    """Words of both subjects' names, ids, aliases and vendors: they say nothing about support."""
+def names_of(subjects: Sequence[Subject]) -> frozenset[str]:
+    """Words of the subjects' names, ids, aliases and vendors: they say nothing about support."""
     return frozenset(
-        w
-        for s in (pair.a, pair.b)
-        for name in (s.id, s.name, s.vendor, *s.aliases)
-        for w in _WORD.findall(name.casefold())
+        w for s in subjects for name in (s.id, s.name, s.vendor, *s.aliases) for w in _WORD.findall(name.casefold())
     )
 
 
 def claims(data: dict[str, Any], pair: Pair, texts: dict[str, str]) -> list[Claim]:
-    """Every rating and every pro and con, with its status; `texts` maps passage id to its text."""
-    ignore = names_of(pair)
+    """Every rating and every pro and con of a page, with its status; `texts` maps passage id to its text."""
+    return _claims([(f"{s}.", s, data.get(s) or {}) for s in ("a", "b")], names_of((pair.a, pair.b)), texts)
+
+
+def profile_claims(data: dict[str, Any], subject: Subject, texts: dict[str, str]) -> list[Claim]:
+    """The claims of one subject's profile (paths without a side: "dimensions.Speed", "pros[1]")."""
+    return _claims([("", "", data)], names_of((subject,)), texts)
+
+
+def _claims(sides: list[tuple[str, str, dict[str, Any]]], ignore: frozenset[str], texts: dict[str, str]) -> list[Claim]:
     out = []
-    for path, side, text, cited in _cited(data):
+    for path, side, text, cited in _cited(sides):
         known = tuple(c for c in cited if c in texts)
         if not known:
             out.append(Claim(path, side, text, known, "uncited"))
@@ -175,19 +181,18 @@ def tally(found: Sequence[Claim]) -> dict[str, int]:
     return {status: sum(1 for c in found if c.status == status) for status in STATUSES}
 
 
-def _cited(data: dict[str, Any]) -> Iterator[tuple[str, str, str, tuple[str, ...]]]:
-    for side in ("a", "b"):
-        analysis = data.get(side) or {}
+def _cited(sides: list[tuple[str, str, dict[str, Any]]]) -> Iterator[tuple[str, str, str, tuple[str, ...]]]:
+    for prefix, side, analysis in sides:
         for name, entry in (analysis.get("dimensions") or {}).items():
             # The dimension's name is left out: a passage can support a rating without naming it.
             text = f"{_text(entry.get('value'))} {entry.get('rationale', '')}"
-            yield f"{side}.dimensions.{name}", side, text, tuple(entry.get("sources") or ())
+            yield f"{prefix}dimensions.{name}", side, text, tuple(entry.get("sources") or ())
         for kind in ("pros", "cons"):
             for i, item in enumerate(analysis.get(kind) or []):
                 if isinstance(item, dict):
-                    yield f"{side}.{kind}[{i}]", side, str(item.get("text", "")), tuple(item.get("sources") or ())
+                    yield f"{prefix}{kind}[{i}]", side, str(item.get("text", "")), tuple(item.get("sources") or ())
                 else:  # generations made before grounding: plain strings, no citations
-                    yield f"{side}.{kind}[{i}]", side, str(item), ()
+                    yield f"{prefix}{kind}[{i}]", side, str(item), ()
 
 
 def _text(value: Any) -> str:

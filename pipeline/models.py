@@ -225,9 +225,124 @@ class SourceRecord:
         )  # fmt: skip
 
 
+def profile_key(category_id: str, subject_id: str) -> str:
+    """The unit key of a subject's profile in a category: "databases/postgresql"."""
+    return f"{category_id}/{subject_id}"
+
+
+# -- typed values of the generation units ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One dimension of one subject: its value, its rating (None where the dimension is not rated),
+    the rationale and the passages it cites."""
+
+    value: Any  # an int (percent), a level or phrase (str), or a tuple of items (list)
+    rating: int | None
+    rationale: str
+    sources: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"value": list(self.value) if isinstance(self.value, tuple) else self.value,
+                **({"rating": self.rating} if self.rating is not None else {}),
+                "rationale": self.rationale, "sources": list(self.sources)}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Cell:
+        raw = value["value"]
+        rating = value.get("rating")
+        return cls(tuple(raw) if isinstance(raw, list) else raw, None if rating is None else int(rating),
+                   str(value.get("rationale", "")), tuple(value.get("sources") or ()))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Point:
+    text: str
+    sources: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "sources": list(self.sources)}
+
+    @classmethod
+    def from_json(cls, value: Any) -> Point:
+        if isinstance(value, dict):
+            return cls(str(value.get("text", "")), tuple(value.get("sources") or ()))
+        return cls(str(value))  # generations made before grounding: plain strings
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A subject rated once in its category: a cell per dimension, its pros and cons.
+
+    Every page that shows the subject shows this, unchanged (one subject, one truth)."""
+
+    subject: str  # the subject's name
+    cells: tuple[tuple[str, Cell], ...]  # (dimension name, cell), in the category's order
+    pros: tuple[Point, ...]
+    cons: tuple[Point, ...]
+
+    def cell(self, dimension: str) -> Cell:
+        return dict(self.cells)[dimension]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"subject": self.subject, "dimensions": {name: c.to_json() for name, c in self.cells},
+                "pros": [p.to_json() for p in self.pros], "cons": [c.to_json() for c in self.cons]}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any], order: Sequence[str] = ()) -> Profile:
+        dims = value["dimensions"]
+        names = [n for n in order if n in dims] + [n for n in dims if n not in order]
+        return cls(str(value["subject"]), tuple((n, Cell.from_json(dims[n])) for n in names),
+                   tuple(Point.from_json(p) for p in value["pros"]),
+                   tuple(Point.from_json(c) for c in value["cons"]))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PairTexts:
+    """What a pair page says of its own: the verdict (its winner is code's), FAQ, market alternatives."""
+
+    winner: str
+    reasoning: str
+    faq: tuple[tuple[str, str], ...]  # (question, answer)
+    alternatives: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"verdict": {"winner": self.winner, "reasoning": self.reasoning},
+                "faq": [{"question": q, "answer": a} for q, a in self.faq],
+                "alternatives": list(self.alternatives)}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> PairTexts:
+        return cls(str(value["verdict"]["winner"]), str(value["verdict"]["reasoning"]),
+                   tuple((str(f["question"]), str(f["answer"])) for f in value["faq"]),
+                   tuple(str(a) for a in value["alternatives"]))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Part:
+    """One stored generation a composed page is made of (a profile, or the pair's texts)."""
+
+    role: str  # "a", "b" (the subjects' profiles) or "pair"
+    generation_id: str
+    generated_at: str
+    provider: str
+    model: str
+    cache_key: str
+    attempts: int
+    usage: Usage
+    params: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Comparison:
-    """A stored, validated generation of one pair, plus what code computes from it."""
+    """A stored, validated generation (a pair's, or a unit's: `kind`), plus what code computes from it.
+
+    kind "comparison": a whole pair generated at once (earlier releases); "profile": one subject
+    (`pair_key` is then the unit key "category/subject"); "pair": a pair's own texts, `data` the
+    pair texts and `params["profiles"]` the profile generations they were written for; "page": a
+    pair page composed from two profiles and the pair's texts (`parts` says which), never stored.
+    """
 
     generation_id: str
     pair_key: str
@@ -245,6 +360,12 @@ class Comparison:
     params: dict[str, Any] = field(default_factory=dict)  # sampling parameters, dialect, mode, gates, judge
     template_sha256: str = ""  # the prompt templates the messages were made from
     answered_by: str = ""  # the model the endpoint says answered (may differ from the one asked for)
+    kind: str = "comparison"
+    parts: tuple[Part, ...] = ()  # a composed page's generations
+
+    @property
+    def unit(self) -> str:
+        return self.pair_key
 
     def report_params(self) -> dict[str, Any]:
         """The parameters as the JSON report publishes them (its format keeps the two fields among them)."""

@@ -64,15 +64,23 @@ def estimate(
     discount: float = 1.0,
     samples: int = 1,
     one_prompt: bool = False,
+    later: int = 0,
 ) -> Estimate:
     """The estimate for these prompts; `discount` is the Batch API's price factor (1.0 for direct calls).
 
     `samples`: answers per prompt, each a completion; their prompts are billed once with
-    `one_prompt` (a single request with `n`), else once per sample."""  # fmt: skip
+    `one_prompt` (a single request with `n`), else once per sample. `later`: pair calls whose prompts
+    exist only once their profiles are made, counted at `LATER_PROMPT_TOKENS` each (one answer)."""  # fmt: skip
     prompt = sum(sum(len(m["content"]) for m in messages.messages) // 4 for messages in to_generate)
-    usage = Usage(prompt * (1 if one_prompt else samples), len(to_generate) * samples * max_tokens // 2)
+    usage = Usage(prompt * (1 if one_prompt else samples) + later * LATER_PROMPT_TOKENS,
+                  len(to_generate) * samples * max_tokens // 2 + later * max_tokens // 2)  # fmt: skip
     cost = None if price is None else round(price.cost(usage) * discount, 4)
-    return Estimate(len(to_generate), fresh, usage, cost)
+    return Estimate(len(to_generate) + later, fresh, usage, cost)
+
+
+# A pair's texts are asked from two profiles (values, ratings, rationales, pros and cons) and the
+# instructions: about 1,500 tokens with the catalogue's categories (the reference pair's: 1,430).
+LATER_PROMPT_TOKENS = 1500
 
 
 def check_budget(est: Estimate, budget: float, *, where: str = "at Batch API prices") -> None:

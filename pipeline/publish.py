@@ -1,10 +1,13 @@
 """Publish: the one place that writes the published reports, for `run`, `render` and both batch transports.
 
-Which generation a pair shows is the store's publication log (`store.published`): every
-command that settles a pair records its choice there, chosen by the pair's inputs' cache key.
-This module turns that log into files — a pair's report (with its previous publication for the
-"Changes" section), the reports that link to it, and the index pages and feed (which always get
-each pair's previous publication, so the feed's change lines never depend on which command ran).
+What each unit shows is the store's publication log (`store.published`): every command that
+settles a subject's profile or a pair's texts records its choice there, chosen by the unit's
+inputs' cache key. A pair page is composed from the pair's published texts and the two subjects'
+published profiles (`pipeline.generation.compose`), so every page shows the same profile of a
+subject. This module turns that into files — a page (with its previous publication for the
+"Changes" section), the pages that link to it, the index pages and feed (which always get each
+page's previous publication, so the feed's change lines never depend on which command ran).
+Pairs generated whole by earlier releases are shown as they were until they are generated again.
 
 Reports already on disk that the store does not hold (a fresh clone of a repository that
 commits `reports/`, a store that was moved away) are kept and stay in the index: rendering
@@ -22,18 +25,20 @@ from typing import Any
 
 from pipeline.catalogue import Catalogue
 from pipeline.errors import PipelineError
+from pipeline.generation.compose import compose
 from pipeline.models import Comparison
 from pipeline.render import Renderer
 from pipeline.store import Store
+from pipeline.units import units_of
 
 log = logging.getLogger("pipeline")
-Published = list[tuple[Comparison, Comparison | None]]
+Pages = list[tuple[Comparison, Comparison | None]]
 
 
 @dataclass(frozen=True)
 class Rendered:
     files: list[Path]
-    reports: int  # pairs rendered from the store
+    reports: int  # pages rendered from the store
     kept: list[str]  # pairs whose report files are on disk but not in the store (kept as they are)
 
 
@@ -41,35 +46,75 @@ class Publisher:
     def __init__(self, store: Store, renderer: Renderer, catalogue: Catalogue):
         self.store, self.renderer, self.catalogue = store, renderer, catalogue
 
-    def pair(self, pair_key: str) -> list[Path]:
-        """After `run`: the pair's report, the reports that link to it ("people also compare"), the index."""
-        published = self.store.published_with_previous()
-        by_key = {c.pair_key: (c, prev) for c, prev in published}
+    def pages(self, pair_keys: Iterable[str] | None = None) -> Pages:
+        """Every published page (or those of `pair_keys`), composed, with the page published before it."""
+        wanted = None if pair_keys is None else set(pair_keys)
+        if wanted is None:
+            published = self.store.published_with_previous()
+        else:  # a few pages (a batch item's): only their units are read
+            shown = {u for key in wanted for u in units_of(self.catalogue.pair(key, allow_cross_category=True))}
+            published = self.store.published_with_previous(sorted(wanted | shown))
+        profiles = {c.pair_key: c for c, _ in published if c.kind == "profile"}
+        texts = [(c, prev) for c, prev in published if c.kind != "profile" and (wanted is None or c.pair_key in wanted)]
+        pinned = self.store.by_ids([gid for c, prev in texts for g in (c, prev) if g is not None
+                                    for gid in _written_for(g)])  # fmt: skip
+        out = []
+        for current, previous in texts:
+            if not self._renderable(current):
+                continue
+            page = self._page(current, profiles, pinned)
+            if page is not None:
+                out.append((page, self._page(previous, {}, pinned) if previous is not None else None))
+        return out
+
+    def _page(
+        self, texts: Comparison, profiles: dict[str, Comparison], pinned: dict[str, Comparison]
+    ) -> Comparison | None:
+        """A page from a pair's texts and the published profiles (`profiles`; without them, the profiles
+        the texts were written for). Earlier releases' whole-pair generations are their own page."""
+        if texts.kind != "pair":
+            return texts
+        pair = self.catalogue.pair(texts.pair_key, allow_cross_category=True)
+        ids = _written_for(texts)
+        written = tuple(pinned.get(gid) for gid in ids)
+        current = tuple(profiles.get(unit) for unit in units_of(pair))
+        a, b = (now or then for now, then in zip(current, written, strict=True))
+        if a is None or b is None:
+            log.warning("%s: the profiles of its page are not in the store; its report is left as it is", pair.key)
+            return None
+        then = (written[0].data, written[1].data) if written[0] and written[1] else None
+        return compose(pair, texts, a, b, then)
+
+    def pair(self, pair_key: str, also: Iterable[str] = ()) -> list[Path]:
+        """After `run`: the pair's page, the pages in `also` (others showing a profile that changed), the
+        pages that link to it ("people also compare"), the index."""
+        pages = self.pages()
+        by_key = {c.pair_key: (c, prev) for c, prev in pages}
         existing = frozenset(by_key)
         own, previous = by_key[pair_key]
         files = self.renderer.write(own, existing, previous)
-        # Reports that link to this pair change when it first appears; the render manifest leaves
-        # every other report untouched.
+        # Pages that link to this pair change when it first appears, and pages showing one of its profiles
+        # change with it; the render manifest leaves every other report untouched.
         pair = self.catalogue.pair(pair_key, allow_cross_category=True)
-        for related in self.catalogue.related_pairs(pair):
-            if related.key in by_key:
-                self.renderer.write(by_key[related.key][0], existing, by_key[related.key][1])
-        self.index(published)
+        for key in sorted({*(p.key for p in self.catalogue.related_pairs(pair)), *also} - {pair_key}):
+            if key in by_key:
+                self.renderer.write(by_key[key][0], existing, by_key[key][1])
+        self.index(pages)
         return files
 
     def everything(self) -> Rendered:
-        """`pipeline render`: every published report (pairs of categories that cannot be read are
-        skipped with a warning), then the index."""
-        published = [(c, prev) for c, prev in self.store.published_with_previous() if self._renderable(c)]
-        existing = frozenset(c.pair_key for c, _ in published)
-        files = [p for c, prev in published for p in self.renderer.write(c, existing, prev, force=True)]
-        index, kept = self.index(published)
-        return Rendered(files + index, len(published), kept)
+        """`pipeline render`: every published page (pairs of categories that cannot be read are skipped
+        with a warning), then the index."""
+        pages = self.pages()
+        existing = frozenset(c.pair_key for c, _ in pages)
+        files = [p for c, prev in pages for p in self.renderer.write(c, existing, prev, force=True)]
+        index, kept = self.index(pages)
+        return Rendered(files + index, len(pages), kept)
 
-    def index(self, published: Published) -> tuple[list[Path], list[str]]:
+    def index(self, pages: Pages) -> tuple[list[Path], list[str]]:
         """The index pages, category pages, feed and sitemap, and which on-disk reports they kept."""
-        kept = self._kept(frozenset(c.pair_key for c, _ in published))
-        paths = self.renderer.write_index([c for c, _ in published], {c.pair_key: p for c, p in published}, kept)
+        kept = self._kept(frozenset(c.pair_key for c, _ in pages))
+        paths = self.renderer.write_index([c for c, _ in pages], {c.pair_key: p for c, p in pages}, kept)
         return paths, [k["pair"] for k in kept]
 
     def batch(self, items: Iterable[str]) -> BatchReports:
@@ -99,35 +144,44 @@ class Publisher:
         return kept
 
 
-class BatchReports:
-    """A batch's reports, written as its items settle; links settled at the end.
+def _written_for(texts: Comparison) -> tuple[str, ...]:
+    """The profile generations a pair's texts were written for (none for other generations)."""
+    ids = texts.params.get("profiles") if texts.kind == "pair" else None
+    return (str(ids.get("a", "")), str(ids.get("b", ""))) if isinstance(ids, dict) else ()
 
-    Each report links to every pair expected to exist at the end ("people also compare"); when
-    the batch is over, `settle` rewrites the few whose links assumed an item that did not arrive,
-    then the index. Only ids are kept per item, so memory stays flat over large batches.
+
+class BatchReports:
+    """A batch's pages, written as its pairs settle; links settled at the end.
+
+    Each page links to every pair expected to exist at the end ("people also compare"); when the
+    batch is over, `settle` rewrites the few whose links assumed a pair that did not arrive, then
+    the index. Only keys are kept per item, so memory stays flat over large batches.
     """
 
     def __init__(self, publisher: Publisher, items: Iterable[str]):
         self.publisher = publisher
-        self.expected = frozenset(publisher.store.published_keys()) | frozenset(items)
+        self.expected = frozenset(k for k in publisher.store.published_keys() if "," in k) | frozenset(
+            k for k in items if "," in k
+        )
         self.rendered: set[str] = set()
 
-    def write(self, pair_key: str) -> None:
-        """An item's report, once its publication is committed (a new generation or a fresh one)."""
-        found = self.publisher.store.published(pair_key)
-        if found is not None:
-            self.publisher.renderer.write(found[0], self.expected, found[1])
-            self.rendered.add(pair_key)
+    def write(self, unit: str) -> None:
+        """A settled pair's page (profiles have no page of their own)."""
+        if "," not in unit:
+            return
+        for page, previous in self.publisher.pages([unit]):
+            self.publisher.renderer.write(page, self.expected, previous)
+            self.rendered.add(unit)
 
     def settle(self) -> None:
-        """Rewrite the reports that linked to a pair which did not arrive; then the index."""
-        published = self.publisher.store.published_with_previous()
-        by_key = {c.pair_key: (c, prev) for c, prev in published}
+        """Rewrite the pages that linked to a pair which did not arrive; then the index."""
+        pages = self.publisher.pages()
+        by_key = {c.pair_key: (c, prev) for c, prev in pages}
         missing = self.expected - frozenset(by_key)
         existing = frozenset(by_key)
         catalogue = self.publisher.catalogue
         for key in sorted(self.rendered) if missing else ():
             related = {p.key for p in catalogue.related_pairs(catalogue.pair(key, allow_cross_category=True))}
-            if related & missing:
+            if related & missing and key in by_key:
                 self.publisher.renderer.write(by_key[key][0], existing, by_key[key][1])
-        self.publisher.index(published)
+        self.publisher.index(pages)

@@ -17,7 +17,7 @@ from pipeline.generation import gates
 from pipeline.generation.judge import tally as judge_tally
 from pipeline.grounding import Claim, claims, tally
 from pipeline.models import Comparison, Pair, Problem
-from pipeline.overrides import Override, shown
+from pipeline.overrides import Overrides, for_page, shown
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,9 @@ class Entry:
 @dataclass(frozen=True)
 class Survey:
     entries: list[Entry]
+    # A subject and dimension shown with two different values or ratings on different pages: the site
+    # contradicts itself (each line names the pages).
+    inconsistencies: list[str] = field(default_factory=list)
 
     @property
     def failing(self) -> list[Entry]:
@@ -146,7 +149,7 @@ class Survey:
 
     @property
     def verdict(self) -> Verdict:
-        return Verdict.FAILED if self.failing else Verdict.DONE
+        return Verdict.FAILED if self.failing or self.inconsistencies else Verdict.DONE
 
     @property
     def ungated(self) -> list[Entry]:
@@ -164,20 +167,34 @@ class Survey:
             "made_before_gates": len(self.ungated),
             "claims": claims,
             "supported_share": round(claims["supported"] / total, 3) if total else 0.0,
+            "inconsistent": len(self.inconsistencies),
         }
 
     def as_dict(self) -> dict[str, Any]:
-        return {"reports": [e.as_dict() for e in self.entries], "totals": self.totals()}
+        return {"reports": [e.as_dict() for e in self.entries], "totals": self.totals(),
+                "inconsistencies": self.inconsistencies}  # fmt: skip
 
 
-def survey(
-    latest: Sequence[Comparison], catalogue: Catalogue, overrides: dict[str, list[Override]], caps: dict[str, int]
-) -> Survey:
-    """The quality of every published report: each pair's published generation, as a reader sees it."""
+def survey(pages: Sequence[Comparison], catalogue: Catalogue, overrides: Overrides, caps: dict[str, int]) -> Survey:
+    """The quality of every published page, as a reader sees it, and whether the pages agree on each subject."""
     entries = []
-    for c in sorted(latest, key=lambda c: c.pair_key):
+    shown_as: dict[tuple[str, str], dict[str, list[str]]] = {}  # (subject, dimension) -> what it shows -> pages
+    for c in sorted(pages, key=lambda c: c.pair_key):
         pair = catalogue.pair(c.pair_key, allow_cross_category=True)
-        seen = shown(c.data, c.params, overrides.get(pair.key, []), pair)
+        seen = shown(c.data, c.params, for_page(overrides, pair), pair)
         quality = assess(c, pair, seen.data, caps, seen.stale_verdict)
         entries.append(Entry(c.pair_key, c.category, c.generated_at, c.model, quality))
-    return Survey(entries)
+        for side, subject in (("a", pair.a), ("b", pair.b)):
+            for d in pair.category.dimensions:
+                cell = seen.data[side]["dimensions"].get(d.name) or {}
+                value = cell.get("value")
+                what = (", ".join(map(str, value)) if isinstance(value, list) else str(value)) + (
+                    f" rated {cell.get('rating')}/10" if d.rated and "rating" in cell else ""
+                )
+                shown_as.setdefault((subject.name, d.name), {}).setdefault(what, []).append(pair.key)
+    lines = []
+    for (name, dim), found in sorted(shown_as.items()):
+        if len(found) > 1:
+            shown_on = "; ".join(f"{what} on {', '.join(keys)}" for what, keys in sorted(found.items()))
+            lines.append(f"{name} / {dim}: {shown_on}")
+    return Survey(entries, lines)

@@ -23,11 +23,11 @@ from typing import Any
 from pipeline.catalogue import Catalogue
 from pipeline.charts import grouped_bars
 from pipeline.errors import PipelineError, RenderError, StoreBusyError
-from pipeline.generation.consensus import spread_of
+from pipeline.generation.consensus import page_spread, spread_of
 from pipeline.generation.schema import sha256_of
 from pipeline.grounding import point_text
-from pipeline.models import Comparison, Pair
-from pipeline.overrides import Override, shown
+from pipeline.models import Comparison, Pair, Part
+from pipeline.overrides import Overrides, for_page, shown
 from pipeline.overrides import apply as apply_overrides
 from pipeline.providers.local import BUNDLED_MODEL
 from pipeline.quality import assess
@@ -72,7 +72,7 @@ class Renderer:
         self,
         catalogue: Catalogue,
         reports_dir: Path,
-        overrides: dict[str, list[Override]] | None = None,
+        overrides: Overrides | None = None,
         caps: dict[str, int] | None = None,
         base_url: str = "",
     ):
@@ -147,7 +147,7 @@ class Renderer:
         templates), so a fresh item costs a hash and three stat calls instead of a render.
         """
         pair = self.catalogue.pair(comparison.pair_key, allow_cross_category=True)
-        overrides = self.overrides.get(pair.key, [])
+        overrides = for_page(self.overrides, pair)
         for o in apply_overrides(comparison.data, overrides, pair)[2]:
             log.warning("override in %s for %s not applied, its target no longer exists: %s",
                         o.source, pair.key, o.describe())  # fmt: skip
@@ -240,7 +240,7 @@ class Renderer:
     def _entry(self, c: Comparison) -> dict[str, Any]:
         """An index and feed row of a published generation, with the overrides a reader sees applied."""
         pair = self.catalogue.pair(c.pair_key, allow_cross_category=True)
-        data = shown(c.data, c.params, self.overrides.get(pair.key, []), pair).data
+        data = shown(c.data, c.params, for_page(self.overrides, pair), pair).data
         won, sa, sb = winner(data, pair.category)
         return {"c": c, "generation_id": c.generation_id, "generated_at": c.generated_at, "category": pair.category,
                 "pair": pair, "winner": winner_label(pair, won), "result": result_line(pair, won, sa, sb),
@@ -300,15 +300,16 @@ class Renderer:
         self, pair: Pair, c: Comparison, existing: frozenset[str] = frozenset(), *, overrides: bool = True
     ) -> dict[str, Any]:
         """Everything a report shows; `overrides=False`: the generation as the model made it."""
-        seen = shown(c.data, c.params, self.overrides.get(pair.key, []) if overrides else [], pair)
+        seen = shown(c.data, c.params, for_page(self.overrides, pair) if overrides else [], pair)
         data, applied, unresolved = seen.data, seen.applied, seen.unresolved
         dims = pair.category.dimensions
         won, score_a, score_b = winner(data, pair.category)
         winner_name = winner_label(pair, won)
-        spread = spread_of(c.params, data, pair)
+        spread = page_spread(c.params["sides"], data, pair) if c.kind == "page" else spread_of(c.params, data, pair)
         rows: list[dict[str, Any]] = [
             {
                 "name": d.name,
+                "rated": d.rated,
                 "weight": number_text(d.weight),
                 "better": "higher" if d.higher_is_better else "lower",
                 "a": cell_view(data["a"]["dimensions"][d.name], d),
@@ -325,8 +326,9 @@ class Renderer:
                 path = f"{side}.dimensions.{r['name']}"
                 r[side].update(claim_view(found.get(path), verdicts.get(path, "")))
                 r[side]["spread"] = spread.rating_text(side, r["name"]) if spread else ""
-            # who leads on this feature, by feature score (direction applied)
-            r["leader"] = "a" if r["a"]["score"] > r["b"]["score"] else "b" if r["b"]["score"] > r["a"]["score"] else ""
+            # who leads on this feature, by feature score (direction applied); unrated features have no leader
+            sa, sb = r["a"]["score"], r["b"]["score"]
+            r["leader"] = "" if not r["rated"] else "a" if sa > sb else "b" if sb > sa else ""
         points = {
             side: {
                 kind: [
@@ -388,6 +390,10 @@ class Renderer:
             "tokens": c.usage.total_tokens,
             "overrides": {"applied": [o.describe() for o in applied], "unresolved": [o.describe() for o in unresolved]},
             "stale_verdict": seen.stale_verdict,
+            "stale_texts": bool(c.params.get("stale_texts")),
+            "composed": c.kind == "page",
+            "rubrics": [{"name": d.name, "text": d.rubric_text()} for d in dims if d.rated and d.rubric],
+            "parts": [_part_view(p, pair) for p in c.parts],
             "overall_chart": grouped_bars([("Overall score", score_a, score_b)]),
             # Feature scores, not raw ratings: where less is better the bar is 11 - rating, so a longer bar
             # is always better (a complexity rated 1 is the best, not the shortest, bar).
@@ -395,6 +401,7 @@ class Renderer:
                 [
                     (d.name if d.higher_is_better else f"{d.name} (less is better)", r["a"]["score"], r["b"]["score"])
                     for d, r in zip(dims, rows, strict=True)
+                    if d.rated
                 ]
             ),
             "headline": headline(pair, won, score_a, score_b, spread),
@@ -403,6 +410,19 @@ class Renderer:
             "description": description(pair, won, score_a, score_b),
             "canonical": f"{self.base_url}/{pair.category.id}/{pair.slug}.html" if self.base_url else "",
         }
+
+
+def _part_view(part: Part, pair: Pair) -> dict[str, Any]:
+    """A line of the audit summary for one generation a page is made of."""
+    subject = {"a": pair.a, "b": pair.b}.get(part.role)
+    label = f"Profile of {subject.name}" if subject else "Pair texts"
+    who = (
+        "written by code from the two profiles"
+        if part.params.get("mode") == "code"
+        else f"{part.provider} / {part.model}"
+    )
+    return {"label": label, "id": part.generation_id, "at": part.generated_at, "who": who, "attempts": part.attempts,
+            "tokens": part.usage.total_tokens}  # fmt: skip
 
 
 def _sentence(line: str) -> str:

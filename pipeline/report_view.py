@@ -9,7 +9,7 @@ from pipeline.generation.consensus import Spread
 from pipeline.models import Comparison, Dimension, Pair
 from pipeline.scoring import dimension_score
 
-REPORT_FORMAT = 1  # the JSON report's format (schemas/report.schema.json)
+REPORT_FORMAT = 2  # the JSON report's format (schemas/report.schema.json); 2: rated dimensions only in computed
 
 
 def report_json(view: dict[str, Any]) -> dict[str, Any]:
@@ -44,6 +44,7 @@ def report_json(view: dict[str, Any]) -> dict[str, Any]:
                     "leader": r["leader"] or None,
                 }
                 for d, r in zip(pair.category.dimensions, view["rows"], strict=True)
+                if d.rated
             ],
             "people_also_compare": [r["key"] for r in view["related"]],
             **({"spread": view["spread"].as_json()} if view["spread"] else {}),
@@ -147,12 +148,14 @@ _PASSAGE_ID = re.compile(r"P[0-9]{1,3}")
 
 
 def cell_view(entry: dict[str, Any], dim: Dimension) -> dict[str, Any]:
+    """A cell as reports show it; a dimension that is not rated has no rating and no score."""
     pinned = entry.get("overridden", [])
+    rating = int(entry["rating"]) if dim.rated and "rating" in entry else None
     return {
         "value": format_value(entry["value"], dim) + (" (override)" if "value" in pinned else ""),
-        "rating": int(entry["rating"]),
+        "rating": rating,
         "pinned": "rating" in pinned,
-        "score": dimension_score(int(entry["rating"]), dim),
+        "score": None if rating is None else dimension_score(rating, dim),
         "rationale": entry["rationale"],
     }
 

@@ -7,14 +7,13 @@ Everything is loaded on first use, so a command pays only for what it needs
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.catalogue import Catalogue, load_catalogue
 from pipeline.errors import ConfigError, StoreError
-from pipeline.gather import gather
 from pipeline.models import Comparison, Pair, RunResult
 from pipeline.providers.base import ProgressFn, Provider
 from pipeline.settings import (
@@ -31,6 +30,7 @@ log = logging.getLogger("pipeline")
 if TYPE_CHECKING:
     from pipeline.batch import BatchSpec
     from pipeline.batch.context import BatchContext
+    from pipeline.batch.plan import PlanItem
     from pipeline.batch.start import BatchPlan
     from pipeline.fetch import Fetcher
     from pipeline.generation.job import Job
@@ -38,12 +38,15 @@ if TYPE_CHECKING:
     from pipeline.publish import Publisher, Rendered
     from pipeline.render import Renderer
     from pipeline.store import Store
+    from pipeline.units import Units
 
 
 @dataclass(frozen=True)
 class RunOutcome:
-    result: RunResult
+    result: RunResult  # the pair's texts
     files: list[Path]
+    steps: list[tuple[str, RunResult]] = field(default_factory=list)  # each unit: profiles, then the texts
+    refreshed: list[Pair] = field(default_factory=list)  # other pages showing a profile that changed
 
 
 class Workspace:
@@ -147,16 +150,19 @@ class Workspace:
             policy=self.settings.batch_api,
             max_attempts=self.settings.generation.max_attempts,
             provider_for=self.provider_named,
-            prepare_from_snapshots=lambda pair, provider: self.prepare(pair, provider, from_snapshots=True),
+            units=self.units(from_snapshots=True),
+            params=self.settings.generation,
         )
 
     def plan_batch(
         self, spec: BatchSpec, provider: str | None, model: str | None, *, via: str, force: bool, resume: bool,
         shard: tuple[int, int] | None, reask: str | None,
     ) -> BatchPlan:  # fmt: skip
-        """Everything a batch needs before its first call: provider, per-pair plan, price and estimate."""
+        """Everything a batch needs before its first call: provider, the plan of its profiles and pairs,
+        price and estimate, and how the pairs waiting for a profile are planned once it is settled."""
         from pipeline.batch import prepare_batch
         from pipeline.batch.api import require_batchable
+        from pipeline.batch.plan import plan_pairs
         from pipeline.batch.start import BatchPlan
         from pipeline.pricing import estimate, load_price
         from pipeline.providers import sends_choices
@@ -171,18 +177,32 @@ class Workspace:
                     f"samples = {params.samples} is not supported with --via openai-batch yet; use --via threads, "
                     "or --samples 1 for this run"
                 )
-        items, resumed_from = prepare_batch(self.catalogue, self.store,
-                                            lambda pair: self.prepare(pair, backend, samples=spec.samples,
-                                                                      seed=spec.seed),
-                                            spec, force=force, resume=resume, shard=shard)  # fmt: skip
+        units = self.units()
+        texts_params = replace(params, samples=1)  # a pair's texts are written once; samples are the profiles'
+
+        def texts_of(pair: Pair, profiles: tuple[Comparison, Comparison]) -> Job:
+            return units.pair(pair, profiles, backend, texts_params)
+
+        items, resumed_from, fresh = prepare_batch(
+            self.catalogue, self.store, lambda subject, category: units.profile(subject, category, backend, params),
+            texts_of, spec, force=force, resume=resume, shard=shard,
+        )  # fmt: skip
+
+        def stage_two(
+            waiting: list[PlanItem], profiles: dict[str, Comparison], failed: dict[str, str]
+        ) -> list[PlanItem]:
+            pairs = [i.pair for i in waiting if i.pair is not None]
+            return plan_pairs(self.store, texts_of, pairs, fresh, profiles, failed, later=False)
+
         price = load_price(self.settings.config_dir, backend.model)
         policy = self.settings.batch_api.with_reask(reask)
-        todo = [i.job.messages for i in items if i.job is not None and i.action == "generate"]
+        todo = [i.job.messages for i in items if i.job is not None and i.action == "generate" and not i.job.by_code]
+        waiting = 0 if backend.small else sum(1 for i in items if i.action == "later")
         est = estimate(todo, len(items) - len(todo), params.max_tokens, price,
                        discount=policy.discount if via == "openai-batch" else 1.0, samples=params.samples,
-                       one_prompt=sends_choices(backend))  # fmt: skip
+                       one_prompt=sends_choices(backend), later=waiting)  # fmt: skip
         chose = "" if (provider or spec.provider) or self.settings.default_provider != "auto" else why
-        return BatchPlan(spec, profile, chose, backend, items, resumed_from, price, est, policy)
+        return BatchPlan(spec, profile, chose, backend, items, resumed_from, price, est, policy, stage_two)
 
     def pair(self, ref: str, *, cross_category: bool = False) -> Pair:
         return self.catalogue.pair(ref, allow_cross_category=cross_category)
@@ -193,34 +213,15 @@ class Workspace:
         params = self.settings.generation.with_samples(samples or provider.profile.samples)
         return params if seed is None else replace(params, seed=seed)
 
-    def prepare(
-        self,
-        pair: Pair,
-        provider: Provider,
-        *,
-        from_snapshots: bool = False,
-        samples: int | None = None,
-        seed: int | None = None,
-    ) -> Job:
-        """The job for a pair; `from_snapshots` reads URL sources from the store only (no fetching);
-        `samples` and `seed` override the configured ones."""
-        from pipeline.generation.job import prepare
+    def units(self, *, from_snapshots: bool = False) -> Units:
+        """What prepares profile and pair jobs here; `from_snapshots` reads URL sources from the store only."""
+        from pipeline.generation.schema import PAIR_FILE, PROFILE_FILE, load_canonical
+        from pipeline.units import Units
 
-        fetcher = self.snapshot_fetcher if from_snapshots else self.fetcher
-        bundles = tuple(gather(s, self.root, self.settings.max_source_chars, fetcher) for s in (pair.a, pair.b))
-        canonical, schema_sha = self.canonical
-        others = self.catalogue.members(pair.category.id)
-        return prepare(
-            pair,
-            bundles,
-            self.prompts,
-            canonical,
-            schema_sha,
-            provider,
-            self.generation(provider, samples, seed),
-            others,
-            self.judge,
-        )
+        folder = self.settings.data_dir("schemas")
+        return Units(self.catalogue, self.root, self.settings.max_source_chars,
+                     self.snapshot_fetcher if from_snapshots else self.fetcher, self.prompts,
+                     load_canonical(folder, PROFILE_FILE), load_canonical(folder, PAIR_FILE), self.judge)  # fmt: skip
 
     def run_pair(
         self,
@@ -232,27 +233,34 @@ class Workspace:
         samples: int | None = None,
         seed: int | None = None,
     ) -> RunOutcome:
+        """One pair page: its two profiles (each from the cache or the model), then its texts (from the two
+        profiles), then every published page that shows a profile that changed."""
         from pipeline.generation.run import generate
+        from pipeline.units import refresh_pages
 
         self.store.require_writable(f"pipeline run --pair {pair.key}")
-        job = self.prepare(pair, provider, samples=samples, seed=seed)
-        result = generate(
-            job,
-            provider,
-            self.store,
-            self.prompts,
-            self.settings.transport,
-            force=force,
-            progress=progress,
-            judge=self.judge,
-        )
-        # The generation the pair's inputs have now (new, or the cache's) is the one published.
-        self.store.publish([(pair.key, result.comparison.generation_id)])
+        params = self.generation(provider, samples, seed)
+        units = self.units()
+        jobs = [units.profile(subject, pair.category, provider, params) for subject in (pair.a, pair.b)]
+        steps: list[tuple[str, RunResult]] = []
+        for job in jobs:
+            steps.append((job.what, generate(job, provider, self.store, self.prompts, self.settings.transport,
+                                             force=force, progress=progress, judge=self.judge)))  # fmt: skip
+        profiles = (steps[0][1].comparison, steps[1][1].comparison)
+        before = {u: found[0].generation_id for u in (j.unit for j in jobs) if (found := self.store.published(u))}
+        self.store.publish([(job.unit, r.comparison.generation_id) for job, (_, r) in zip(jobs, steps, strict=True)])
+        texts = units.pair(pair, profiles, provider, replace(params, samples=1))
+        done = generate(texts, provider, self.store, self.prompts, self.settings.transport,
+                        force=force and not texts.by_code, progress=progress)  # fmt: skip
+        steps.append((f"{pair.key} texts", done))
+        self.store.publish([(pair.key, done.comparison.generation_id)])
+        moved = [j.unit for j in jobs if before.get(j.unit) not in (None, *(p.generation_id for p in profiles))]
+        refreshed = refresh_pages(self.store, units, provider, self.catalogue, moved, skip=[pair.key])
         # Reports are read from the store and written under the render lock: two runs at once could
         # otherwise write a related report from a snapshot older than the other's commit.
         with self.renderer.locked(self.settings.lock_timeout_s):
-            files = self.publisher.pair(pair.key)
-        return RunOutcome(result=result, files=files)
+            files = self.publisher.pair(pair.key, also=[p.key for p in refreshed])
+        return RunOutcome(result=done, files=files, steps=steps, refreshed=refreshed)
 
     @cached_property
     def publisher(self) -> Publisher:
@@ -261,11 +269,11 @@ class Workspace:
         return Publisher(self.store, self.renderer, self.catalogue)
 
     def published(self, pair: Pair) -> tuple[Comparison, Comparison | None]:
-        """The pair's published generation and the one published before it."""
-        found = self.store.published(pair.key)
-        if found is None:
+        """The pair's published page and the one published before it."""
+        found = self.publisher.pages([pair.key])
+        if not found:
             raise StoreError(f"no stored comparison for {pair.key}; run `pipeline run --pair {pair.key}` first")
-        return found
+        return found[0]
 
     def render_all(self) -> Rendered:
         """Re-render every published report and the index; no model calls."""

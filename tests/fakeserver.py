@@ -36,7 +36,10 @@ def synthesise(schema: dict[str, Any], path: str = "", subject: str = "") -> Any
     subjects get the same ratings, so the answer is a tie and its reasoning says so.
     """
     if not path:
-        subject = (schema.get("properties", {}).get("a", {}).get("properties", {}).get("subject", {}).get("enum")
+        props = schema.get("properties", {})
+        subject = (props.get("a", {}).get("properties", {}).get("subject", {}).get("enum")  # a whole pair
+                   or props.get("subject", {}).get("enum")  # a profile
+                   or props.get("verdict", {}).get("properties", {}).get("winner", {}).get("enum")  # a pair's texts
                    or ["the first subject"])[0]  # fmt: skip
     if "enum" in schema:
         values = schema["enum"]

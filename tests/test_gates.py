@@ -142,8 +142,8 @@ def test_citations_of_the_other_subject_are_rejected_when_no_schema_enforced_the
 
     scopes = (frozenset(SCOPES[0]), frozenset(SCOPES[1]))
     data = with_(lambda d: d["a"]["dimensions"]["Accuracy"].update(sources=["P6"]))
-    scoped = gates.citation_scope(data, PAIR, scopes)
-    assert [p.rule for p in scoped] == ["citation-scope"]
+    scoped = [p for p in gates.check(data, PAIR, scopes) if p.rule == "citation-scope"]
+    assert [p.path for p in scoped] == ["a.dimensions.Accuracy.sources"]
     assert "passages of Image Segmentation's sources" in scoped[0].message
 
 

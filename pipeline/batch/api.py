@@ -69,23 +69,25 @@ def submit(
     """Write, upload and create; returns once the provider has the batches (or nothing to do)."""
     client = BatchClient.of(provider)
     run_id = new_run_id()
-    todo = [i for i in items if i.action == "generate"]
+    # The profiles go to the Batch API; a pair's texts are written from two profiles, so they are asked
+    # directly once the run's profiles are collected (`Collector.pair_stage`).
+    todo = [i for i in items if i.action == "generate" and not i.is_pair]
     writer = PartWriter(folder_of(ctx, run_id), 1, policy)
     for item in todo:
         job = item.job
         assert job is not None
-        cid = custom_id(item.pair.key, job.cache_key, 1)
+        cid = custom_id(item.unit, job.cache_key, 1)
         body = client.provider.request_body(job.messages.as_list(), job.schema(), job.params)
-        writer.add(cid, item.pair.key, job.cache_key, request_line(cid, body))
+        writer.add(cid, item.unit, job.cache_key, request_line(cid, body))
     parts = writer.close()
     spec_row = {**spec.as_dict(), "via": "openai-batch", "profile": provider.profile.name, "model": provider.model,
                 "reask": policy.reask, "concurrency": concurrency}  # fmt: skip
-    done = [settled(i.pair.key, "fresh", generation_id=i.cached.generation_id) for i in items
+    done = [settled(i.unit, "fresh", generation_id=i.cached.generation_id) for i in items
             if i.action == "fresh" and i.cached is not None]  # fmt: skip
-    done += [settled(i.pair.key, "failed", error=i.reason) for i in items if i.action == "failed"]
+    done += [settled(i.unit, "failed", error=i.reason) for i in items if i.action == "failed"]
     requests = [(cid, part.part, pair_key, cache_key, uuid.uuid4().hex)
                 for part in parts for cid, pair_key, cache_key in part.keys]  # fmt: skip
-    ctx.store.submit_run(run_id, spec.name, spec_row, provider.identity(), [i.pair.key for i in items],
+    ctx.store.submit_run(run_id, spec.name, spec_row, provider.identity(), [i.unit for i in items],
                          resumed_from, done, [p.row() for p in parts], requests)  # fmt: skip
     advance(ctx.store, client, run_id, policy)
     batches = ctx.store.batches(run_id)
@@ -245,6 +247,8 @@ def _maybe_finish(ctx: BatchContext, run_id: str, collector: Collector, client: 
             advance(store, client, run_id, ctx.policy)  # a follow-up round written by this pass
         return
     status = "cancelled" if store.run_status(run_id) == "cancelling" else "finished"
+    if not store.waiting_requests(run_id) and status == "finished":
+        collector.pair_stage()
     if not store.finish_if_answered(run_id, status):
         return
     collector.reports.settle()

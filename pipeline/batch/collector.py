@@ -11,15 +11,16 @@ from typing import Any
 
 from pipeline.batch.context import BatchContext
 from pipeline.batch.files import PartWriter, answer_lines, custom_id, record_from, request_line
-from pipeline.batch.records import failed_entry, produced_entry
+from pipeline.batch.records import failed_entry, produced_entry, settled
 from pipeline.errors import ConfigError, PipelineError, ProviderError
-from pipeline.generation.job import Job, comparison_from
+from pipeline.generation.job import Job, ProfileJob, generation_from
 from pipeline.generation.run import Produced, ask_judge, judge, produce
-from pipeline.models import AttemptRecord, Comparison, Completion, Problem, Usage
+from pipeline.models import AttemptRecord, Comparison, Completion, Pair, Problem, Usage
 from pipeline.pricing import Price
 from pipeline.providers.batch_client import BatchClient
 from pipeline.providers.retry import RateGate
 from pipeline.publish import Publisher
+from pipeline.settings import GenerationParams
 from pipeline.store import LedgerEntry
 from pipeline.store.api_runs import ApiRun, Status
 from pipeline.text import utc_now
@@ -59,18 +60,55 @@ class Collector:
         self.jobs: dict[str, Job] = {}
         self.reports = Publisher(ctx.store, ctx.renderer, ctx.catalogue).batch(ctx.store.run_pairs(self.run_id))
 
-    def job(self, pair_key: str, cache_key: str) -> Job:
-        """The job as it was submitted: rebuilt from the catalogue and stored snapshots (no fetching)."""
-        if pair_key not in self.jobs:
-            pair = self.ctx.catalogue.pair(pair_key, allow_cross_category=True)
-            self.jobs[pair_key] = self.ctx.prepare_from_snapshots(pair, self.provider)
-        job = self.jobs[pair_key]
+    def job(self, unit: str, cache_key: str) -> Job:
+        """A profile's job as it was submitted: rebuilt from the catalogue and stored snapshots (no fetching)."""
+        if unit not in self.jobs:
+            category_id, _, subject_id = unit.partition("/")
+            subject = self.ctx.catalogue.subjects.get(subject_id)
+            category = self.ctx.catalogue.categories.get(category_id)
+            if subject is None or category is None:
+                raise ConfigError(f"{unit}: no longer in the catalogue; its answer is not stored")
+            self.jobs[unit] = self.ctx.units.profile(subject, category, self.provider, self.params())
+        job = self.jobs[unit]
         if job.cache_key != cache_key:
             raise ConfigError(
-                f"{pair_key}: its inputs changed since the batch was submitted (catalogue, sources, prompts, "
-                "schema or settings); its answer no longer matches them — submit the pair again"
+                f"{unit}: its inputs changed since the batch was submitted (catalogue, sources, prompts, "
+                "schema or settings); its answer no longer matches them — submit it again"
             )
         return job
+
+    def params(self) -> GenerationParams:
+        """The parameters the run was submitted with (its seed, one sample)."""
+        seed = self.run.spec.get("seed")
+        return replace(self.ctx.params, samples=1, **({"seed": int(seed)} if seed is not None else {}))
+
+    def pair_stage(self) -> None:
+        """Once every profile of the run is in: the run's pairs' texts, asked directly (they are written from
+        two profiles, so they could not be submitted with them), at full price."""
+        from pipeline.batch.plan import Freshness, plan_pairs
+        from pipeline.units import units_of
+
+        pending = {k for k, status in self.store.run_item_statuses(self.run_id).items() if status == "pending"}
+        pairs = [self.ctx.catalogue.pair(k, allow_cross_category=True) for k in sorted(pending) if "," in k]
+        if not pairs:
+            return
+        profiles = {u: found[0] for p in pairs for u in units_of(p) if (found := self.store.published(u))}
+        params = self.params()
+
+        def texts_of(pair: Pair, both: tuple[Comparison, Comparison]) -> Job:
+            return self.ctx.units.pair(pair, both, self.provider, params)
+
+        items = plan_pairs(self.store, texts_of, pairs, Freshness(None, False, frozenset()), profiles, later=False)
+        for item in items:
+            if item.action == "fresh" and item.cached is not None:
+                entry = settled(item.unit, "fresh", generation_id=item.cached.generation_id)
+            elif item.action == "generate" and item.job is not None:
+                produced = produce(item.job, self.provider, self.ctx.prompts, self.ctx.transport)
+                entry = produced_entry(produced, self.cost(produced.usage, False))
+            else:
+                entry = settled(item.unit, "failed", error=item.reason)
+            self.store.record_items(self.run_id, [entry])
+            self.reports.write(item.unit)
 
     def cost(self, usage: Usage, discounted: bool) -> float:
         if self.price is None:
@@ -179,9 +217,9 @@ class Collector:
     def _generated(self, req: _Request, job: Job, data: dict[str, Any], records: list[AttemptRecord],
                    completion: Completion) -> LedgerEntry:  # fmt: skip
         verdicts = None
-        if self.ctx.judge is not None:  # asked directly: a judge answer cannot wait for another batch
+        if self.ctx.judge is not None and isinstance(job, ProfileJob):  # asked directly: it cannot wait
             verdicts = ask_judge(job, data, self.ctx.judge, self.ctx.prompts, self.ctx.transport, records)
-        comparison = comparison_from(job, data, utc_now(), records, completion.model, verdicts)
+        comparison = generation_from(job, data, utc_now(), records, completion.model, verdicts)
         request = {"messages": job.messages.as_list(), "params": job.params.for_cache(),
                    "provider": job.provider_identity, "via": "openai-batch"}  # fmt: skip
         produced = Produced(job, req.invocation_id, tuple(records), comparison, request, completion.text, None)

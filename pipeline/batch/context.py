@@ -7,13 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.catalogue import Catalogue
-from pipeline.generation.job import Job
 from pipeline.generation.prompt import PromptBuilder
-from pipeline.models import Pair
 from pipeline.providers.base import Provider
 from pipeline.render import Renderer
-from pipeline.settings import BatchAPIPolicy, TransportPolicy
+from pipeline.settings import BatchAPIPolicy, GenerationParams, TransportPolicy
 from pipeline.store import Store
+from pipeline.units import Units
 
 
 @dataclass(frozen=True)
@@ -30,5 +29,6 @@ class BatchContext:
     max_attempts: int
     # (profile name, model) -> the provider that answers a submitted run
     provider_for: Callable[[str, str], Provider]
-    # (pair, provider) -> its job rebuilt as it was submitted: URL sources from stored snapshots only
-    prepare_from_snapshots: Callable[[Pair, Provider], Job]
+    # jobs rebuilt as they were submitted: URL sources from stored snapshots only
+    units: Units
+    params: GenerationParams

@@ -35,7 +35,7 @@ def produced_entry(produced: Produced, cost: float, records: Sequence[AttemptRec
     usage = sum((r.usage for r in attempts), Usage())
     written = produced.written(attempts)
     latency = sum(r.latency_ms for r in attempts)
-    key = produced.job.pair.key
+    key = produced.job.unit
     if isinstance(written, NewGeneration):
         item = ItemRecord(key, "generated", model_attempts(attempts), usage, cost, latency,
                           generation_id=written.comparison.generation_id)  # fmt: skip

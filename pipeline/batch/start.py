@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from pipeline.batch.plan import PlanItem
 from pipeline.batch.spec import BatchSpec
+from pipeline.batch.threads import StageTwo
 from pipeline.pricing import Estimate, Price
 from pipeline.providers.base import Provider
 from pipeline.settings import BatchAPIPolicy, ProviderProfile
@@ -22,3 +23,4 @@ class BatchPlan:
     price: Price | None
     estimate: Estimate
     policy: BatchAPIPolicy
+    stage_two: StageTwo  # plans the pairs that waited for a profile of the batch, once it is settled

@@ -101,15 +101,21 @@ def run(
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(exit_code(exc))  # a call in flight is abandoned: its thread must not hold the process
-    r = outcome.result
-    if r.cached:
-        click.echo(f"{pair.key}: cache hit, no model call (generated {r.comparison.generated_at})")
-    else:
-        u = r.usage
-        attempts = wording.count(r.attempts, "attempt")
-        click.echo(f"{pair.key}: model called, {attempts}, {u.total_tokens} tokens ({u.describe()})")
+    for what, r in outcome.steps:
+        if r.cached:
+            click.echo(f"{what}: cache hit, no model call (generated {r.comparison.generated_at})")
+        elif r.comparison.params.get("mode") == "code":
+            click.echo(f"{what}: written by code from the two profiles, no model call")
+        else:
+            u = r.usage
+            attempts = wording.count(r.attempts, "attempt")
+            click.echo(f"{what}: model called, {attempts}, {u.total_tokens} tokens ({u.describe()})")
     for path in outcome.files:
         click.echo(f"  wrote {rel(path, ws.root)}")
+    if outcome.refreshed:
+        shown = ", ".join(p.key for p in outcome.refreshed[:5]) + (", ..." if len(outcome.refreshed) > 5 else "")
+        click.echo(f"  updated {wording.count(len(outcome.refreshed), 'other page')} showing a changed profile "
+                   f"({shown})")  # fmt: skip
 
 
 @cli.command()

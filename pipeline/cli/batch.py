@@ -89,7 +89,7 @@ def batch(
         log.warning("no price for model %s in config/prices.toml; costs are shown as 0", backend.model)
     if dry_run:
         for item in items:
-            click.echo(f"{item.action:<9} {item.pair.key}  ({item.reason})")
+            click.echo(f"{item.action:<9} {item.unit}  ({item.reason})")
         click.echo(f"dry run: {est.describe()}; nothing was called")
         return
     budget = spec.budget(max_cost)
@@ -105,7 +105,7 @@ def batch(
         )
         for item in items:
             if item.action == "failed":
-                click.echo(f"  failed   {item.pair.key}: {item.reason}")
+                click.echo(f"  failed   {item.unit}: {item.reason}")
         for batch_id, status in sub.batches:
             click.echo(f"  {batch_id}  {status}")
         if sub.generate:
@@ -117,7 +117,7 @@ def batch(
     stop_on_signals()
     with batch_progress(len(items), spec.name) as on_item:
         summary = run_batch(ws.batch_context(), spec, items, backend, price=plan.price, max_cost=budget,
-                            resumed_from=plan.resumed_from, on_item=on_item)  # fmt: skip
+                            resumed_from=plan.resumed_from, on_item=on_item, stage_two=plan.stage_two)  # fmt: skip
     _print_summary(summary)
     if json_path:
         write_json(json_path, summary.as_dict())

@@ -24,18 +24,20 @@ def show(obj: Context, pair_ref: str, fmt: str, attempts: bool) -> None:
     ws = obj.open(f"pipeline show {pair_ref}")
     pair = ws.pair(pair_ref, cross_category=True)
     if attempts:
-        rows = ws.store.attempts(pair.key)
+        from pipeline.units import units_of
+
+        rows = [{**row, "unit": unit} for unit in (*units_of(pair), pair.key) for row in ws.store.attempts(unit)]
         sampled = {r["invocation_id"] for r in rows if r["sample"] > 1}
         for row in rows:
             sample = f" (sample {row['sample']})" if row["invocation_id"] in sampled else ""
             click.echo(
-                f"{row['created_at']}  #{row['number']}{sample} {row['outcome']:<15} "
+                f"{row['created_at']}  {row['unit']}  #{row['number']}{sample} {row['outcome']:<15} "
                 f"tokens={row['prompt_tokens']}+{row['completion_tokens']}{details(row)}  "
                 f"{row['error'] or problems_text(row['problems'])}"
             )
         return
     current, previous = ws.published(pair)
-    rendered = ws.renderer.render(current, frozenset(ws.store.published_keys()), previous)
+    rendered = ws.renderer.render(current, frozenset(k for k in ws.store.published_keys() if "," in k), previous)
     click.echo(rendered.files[fmt], nl=False)
 
 
@@ -174,20 +176,23 @@ def quality(obj: Context, json_path: str | None) -> None:
     from pipeline.quality import survey
 
     ws = obj.open("pipeline quality")
-    found = survey([c for c, _ in ws.store.published_with_previous()], ws.catalogue, ws.renderer.overrides,
-                   ws.renderer.caps)  # fmt: skip
+    found = survey([c for c, _ in ws.publisher.pages()], ws.catalogue, ws.renderer.overrides, ws.renderer.caps)
     for e in found.entries:
         mark = "FAIL" if e.quality.fails else ("old " if not e.quality.gated else "ok  ")
         click.echo(f"{mark} {e.pair_key}  {e.generated_at}  {e.model}: {e.quality.line()}")
         for gate in e.quality.failed:
             for problem in e.quality.problems[gate][:3]:
                 click.echo(f"       {problem}")
+    for line in found.inconsistencies:
+        click.echo(f"INCONSISTENT {line}")
     t = found.totals()
     c = t["claims"]
     click.echo(
         f"{wording.count(t['reports'], 'report')}: {t['passing']} pass every gate, {t['failing']} fail one, "
         f"{t['made_before_gates']} made before the gates; claims: {c['supported']} supported "
-        f"({100 * t['supported_share']:.0f}%), {c['weak']} weak, {c['unsupported']} unsupported, {c['uncited']} uncited"
+        f"({100 * t['supported_share']:.0f}%), {c['weak']} weak, {c['unsupported']} unsupported, "
+        f"{c['uncited']} uncited; {wording.count(t['inconsistent'], 'subject-dimension')} shown differently on "
+        "different pages"
     )
     if json_path:
         write_json(json_path, found.as_dict())

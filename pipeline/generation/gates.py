@@ -22,6 +22,12 @@ gate (`Problem.rule`) so the re-ask can say which rule was broken:
 
 A dimension or subject is "named" when a word of its name (stemmed, four letters or more) is in
 the text, so "Which one is more accurate?" names Accuracy.
+
+Three entry points: `check_profile` (one subject: its cells, pros and cons), `check_texts` (a pair's
+own texts, seen on the page they complete: the verdict, FAQ, alternatives, and copies of profile
+text) and `check` (a whole page or an earlier release's pair generation: everything). Only rated
+dimensions have a rating to check; the cross-subject order of ratings ("a higher value is never
+rated lower") is a page-level rule, since each profile is rated on its own.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from functools import lru_cache
 from typing import Any
 
 from pipeline.grounding import point_text
-from pipeline.models import Dimension, Pair, Problem
+from pipeline.models import Category, Dimension, Pair, Problem
 from pipeline.scoring import dimension_score, winner, winner_name
 from pipeline.textcheck import (
     WORD,
@@ -47,7 +53,8 @@ from pipeline.textcheck import (
     subject_names,
 )
 
-VERSION = 1  # stored with each generation; generations made before it are listed, not failed
+VERSION = 2  # stored with each generation; generations made before gates existed are listed, not failed
+# 2: profiles and pair texts are gated apart; the page gates what spans both (the verdict, copies, order)
 GATES = {
     "value-rating": "a value agrees with its rating",
     "complete-text": "texts are complete sentences",
@@ -69,24 +76,64 @@ _TIE = re.compile(r"\b(tie|tied|draw|evenly)\b", re.IGNORECASE)
 MIN_CONTAINED = 24  # characters (letters and digits) a copied text must have to count inside a longer one
 
 
+Sides = dict[str, dict[str, Any]]  # path prefix ("a.", "b.", or "" for a profile) -> analysis
+
+
 def check(
     data: dict[str, Any],
     pair: Pair,
     scopes: tuple[frozenset[str], frozenset[str]] | None = None,
     caps: dict[str, int] | None = None,
 ) -> list[Problem]:
-    """Every gate's problems. `scopes`: each subject's passage ids; `caps`: text field length limits."""
-    return [
-        *consistency(data, pair),
-        *value_rating(data, pair),
-        *complete_text(data, caps or {}),
-        *faq_questions(data, pair),
-        *alternative_names(data, pair),
-        *no_copies(data),
-        *verdict(data, pair),
-        *plausible_values(data, pair),
-        *(citation_scope(data, pair, scopes) if scopes else []),
-    ]
+    """Every gate's problems for a page. `scopes`: each subject's passage ids; `caps`: text length limits."""
+    sides = {"a.": data["a"], "b.": data["b"]}
+    category = pair.category
+    out = [p for prefix, side in sides.items() for p in _side_problems(side, prefix, category)]
+    out += _duplicates([f["question"] for f in data["faq"]], "faq") + _degenerate(data)
+    out += value_order(data, pair)
+    out += complete_text(sides, data, caps or {})
+    out += faq_questions(data, pair) + alternative_names(data, pair)
+    out += no_copies(sides, data) + verdict(data, pair)
+    if scopes:
+        for (prefix, side), own, other in zip(sides.items(), scopes, reversed(scopes), strict=True):
+            subject, rival = (pair.a, pair.b) if prefix == "a." else (pair.b, pair.a)
+            out += citation_scope(side, prefix, own, other, subject.name, rival.name)
+    return out
+
+
+def check_profile(
+    profile: dict[str, Any], category: Category, scope: frozenset[str] | None = None, caps: dict[str, int] | None = None
+) -> list[Problem]:
+    """The gates one subject's profile must pass: its own cells, pros and cons."""
+    sides = {"": profile}
+    out = _side_problems(profile, "", category) + _degenerate(profile)
+    out += complete_text(sides, None, caps or {}) + no_copies(sides, None)
+    if scope is not None:
+        out += citation_scope(profile, "", scope, frozenset(), str(profile.get("subject", "")), "")
+    return out
+
+
+def check_texts(
+    texts: dict[str, Any], page: dict[str, Any], pair: Pair, caps: dict[str, int] | None = None
+) -> list[Problem]:
+    """The gates a pair's own texts must pass, on the page they complete (`page`: the two profiles with
+    these texts): only what the texts can change counts, so a re-ask never asks for another rating."""
+    own = ("verdict", "faq", "alternatives")
+    found = [*_duplicates([f["question"] for f in texts["faq"]], "faq"), *_degenerate(texts)]
+    found += complete_text({}, texts, caps or {}) + faq_questions(texts, pair) + alternative_names(texts, pair)
+    found += no_copies({"a.": page["a"], "b.": page["b"]}, texts) + verdict(page, pair)
+    return [p for p in found if p.path.split(".")[0].split("[")[0] in own]
+
+
+def page_consistency(data: dict[str, Any], pair: Pair) -> list[Problem]:
+    """The consistency rules alone, for pages made before the content gates existed."""
+    out = [p for prefix in ("a.", "b.") for p in consistency(data[prefix[0]], prefix, pair.category)]
+    return out + _duplicates([f["question"] for f in data["faq"]], "faq") + _degenerate(data)
+
+
+def _side_problems(side: dict[str, Any], prefix: str, category: Category) -> list[Problem]:
+    return [*consistency(side, prefix, category), *value_bands(side, prefix, category),
+            *plausible_values(side, prefix, category)]  # fmt: skip
 
 
 def by_gate(problems: Iterable[Problem]) -> dict[str, list[Problem]]:
@@ -112,11 +159,13 @@ def percent_band(value: float) -> tuple[int, int]:
 
 @lru_cache(maxsize=8)
 def caps_of(schema_json: str) -> dict[str, int]:
-    """The length limits of the sentence fields, from the canonical schema's JSON (do not modify)."""
+    """The length limits of the sentence fields, from a canonical schema's JSON (do not modify): the
+    comparison schema has them all; the profile schema the rationale and points, the pair's the rest."""
     schema = json.loads(schema_json)
     defs, props = schema.get("$defs", {}), schema.get("properties", {})
+    cell = defs.get("rating") or defs.get("cell") or {}
     found = {
-        "rationale": defs.get("rating", {}).get("properties", {}).get("rationale", {}),
+        "rationale": cell.get("properties", {}).get("rationale", {}),
         "point": defs.get("points", {}).get("items", {}).get("properties", {}).get("text", {}),
         "reasoning": props.get("verdict", {}).get("properties", {}).get("reasoning", {}),
         "answer": props.get("faq", {}).get("items", {}).get("properties", {}).get("answer", {}),
@@ -127,29 +176,34 @@ def caps_of(schema_json: str) -> dict[str, int]:
 # -- the gates ---------------------------------------------------------------------------------
 
 
-def value_rating(data: dict[str, Any], pair: Pair) -> list[Problem]:
+def value_bands(side: dict[str, Any], prefix: str, category: Category) -> list[Problem]:
+    """A level's or a percentage's rating lies in the value's band."""
+    out: list[Problem] = []
+    for dim in category.dimensions:
+        entry = side["dimensions"].get(dim.name)
+        if dim.kind not in ("level", "percent") or entry is None or "rating" not in entry:
+            continue
+        band = _band(entry["value"], dim)
+        if band is None:
+            continue  # not one of the levels: the schema reports it
+        (low, high), what = band
+        rating = int(entry["rating"])
+        if not low <= rating <= high:
+            out.append(_p(f"{prefix}dimensions.{dim.name}.rating",
+                          f"{what}, so its rating must be {low}-{high}, not {rating}", "value-rating"))  # fmt: skip
+    return out
+
+
+def value_order(data: dict[str, Any], pair: Pair) -> list[Problem]:
+    """Across the two subjects of a page: a higher value is never rated lower."""
     out: list[Problem] = []
     for dim in pair.category.dimensions:
         if dim.kind not in ("level", "percent"):
             continue
         entries = {side: data[side]["dimensions"][dim.name] for side in ("a", "b")}
-        ranks: dict[str, float] = {}
-        for side, entry in entries.items():
-            path = f"{side}.dimensions.{dim.name}.rating"
-            value, rating = entry["value"], int(entry["rating"])
-            if dim.kind == "level":
-                if value not in dim.levels:
-                    return out  # the schema reports it
-                index = dim.levels.index(value)
-                low, high = level_band(index, len(dim.levels))
-                what = f"{value!r} is level {index + 1} of {len(dim.levels)} ({', '.join(dim.levels)})"
-                ranks[side] = index
-            else:
-                low, high = percent_band(value)
-                what = f"{value}% is {value / 10:g} on the 1-10 scale"
-                ranks[side] = value
-            if not low <= rating <= high:
-                out.append(_p(path, f"{what}, so its rating must be {low}-{high}, not {rating}", "value-rating"))
+        if any("rating" not in e or (dim.kind == "level" and e["value"] not in dim.levels) for e in entries.values()):
+            continue
+        ranks = {s: (dim.levels.index(e["value"]) if dim.kind == "level" else e["value"]) for s, e in entries.items()}
         ra, rb = (int(entries[s]["rating"]) for s in ("a", "b"))
         if (ranks["a"] - ranks["b"]) * (ra - rb) < 0:
             hi, lo = ("a", "b") if ranks["a"] > ranks["b"] else ("b", "a")
@@ -160,9 +214,20 @@ def value_rating(data: dict[str, Any], pair: Pair) -> list[Problem]:
     return out
 
 
-def complete_text(data: dict[str, Any], caps: dict[str, int]) -> list[Problem]:
+def _band(value: Any, dim: Dimension) -> tuple[tuple[int, int], str] | None:
+    if dim.kind == "level":
+        if value not in dim.levels:
+            return None
+        index = dim.levels.index(value)
+        return level_band(
+            index, len(dim.levels)
+        ), f"{value!r} is level {index + 1} of {len(dim.levels)} ({', '.join(dim.levels)})"
+    return percent_band(value), f"{value}% is {value / 10:g} on the 1-10 scale"
+
+
+def complete_text(sides: Sides, texts: dict[str, Any] | None, caps: dict[str, int]) -> list[Problem]:
     out = []
-    for path, kind, text in sentence_fields(data):
+    for path, kind, text in sentence_fields(sides, texts):
         if not ends_sentence(text):
             out.append(
                 _p(path, f"{_quote(text)} does not end with . ! or ?; write a complete sentence", "complete-text")
@@ -173,9 +238,9 @@ def complete_text(data: dict[str, Any], caps: dict[str, int]) -> list[Problem]:
     return out
 
 
-def faq_questions(data: dict[str, Any], pair: Pair) -> list[Problem]:
+def faq_questions(texts: dict[str, Any], pair: Pair) -> list[Problem]:
     out = []
-    for i, entry in enumerate(data["faq"]):
+    for i, entry in enumerate(texts["faq"]):
         question = entry["question"].strip()
         path = f"faq[{i}].question"
         if not question.endswith("?"):
@@ -186,10 +251,10 @@ def faq_questions(data: dict[str, Any], pair: Pair) -> list[Problem]:
     return out
 
 
-def alternative_names(data: dict[str, Any], pair: Pair) -> list[Problem]:
+def alternative_names(texts: dict[str, Any], pair: Pair) -> list[Problem]:
     out = []
     own = [(s, words) for s in (pair.a, pair.b) for words in subject_names(s)]
-    for i, alt in enumerate(data["alternatives"]):
+    for i, alt in enumerate(texts["alternatives"]):
         path = f"alternatives[{i}]"
         tokens = WORD.findall(alt.casefold())
         if len(alt.split()) > 6 or _SENTENCE_MARK.search(alt):
@@ -204,16 +269,16 @@ def alternative_names(data: dict[str, Any], pair: Pair) -> list[Problem]:
                     "alternative-names",
                 )
             )
-    for p in _duplicates(data["alternatives"], "alternatives"):
+    for p in _duplicates(texts["alternatives"], "alternatives"):
         out.append(Problem(p.path, p.message, "alternative-names"))
     return out
 
 
-def no_copies(data: dict[str, Any]) -> list[Problem]:
+def no_copies(sides: Sides, texts: dict[str, Any] | None) -> list[Problem]:
     out = []
     seen: list[tuple[str, str, str]] = []  # (group, path, key)
-    for path, _kind, text in sentence_fields(data):
-        key, group = _key(text), re.sub(r"\[\d+\]$|\.dimensions\.[^.]+\.rationale$", "*", path)
+    for path, _kind, text in sentence_fields(sides, texts):
+        key, group = _key(text), re.sub(r"\[\d+\]$|(^|\.)dimensions\.[^.]+\.rationale$", "*", path)
         for other_group, other_path, other in seen:
             if other_group == group:
                 continue  # repeats within one list are the consistency gate's duplicates
@@ -243,66 +308,64 @@ def verdict(data: dict[str, Any], pair: Pair) -> list[Problem]:
     out = []
     if not names_subject(reasoning, pair, only=win):
         out.append(_p("verdict.reasoning", f"does not name the winner, {win.name}", "verdict"))
-    leads = [d for d in pair.category.dimensions if _score(data, side, d) > _score(data, other, d)]
+    leads = [d for d in pair.category.rated if _score(data, side, d) > _score(data, other, d)]
     if not any(names(reasoning, d.name) for d in leads):
         out.append(_p("verdict.reasoning", f"names no dimension where {win.name} leads; it leads on "
                                            f"{', '.join(d.name for d in leads)}", "verdict"))  # fmt: skip
     return out
 
 
-def plausible_values(data: dict[str, Any], pair: Pair) -> list[Problem]:
+def plausible_values(side: dict[str, Any], prefix: str, category: Category) -> list[Problem]:
     out = []
-    for dim in pair.category.dimensions:
-        if dim.kind not in ("list", "text"):
+    for dim in category.dimensions:
+        if dim.kind not in ("list", "text") or dim.name not in side["dimensions"]:
             continue
-        for side in ("a", "b"):
-            value = data[side]["dimensions"][dim.name]["value"]
-            for j, item in enumerate(value if isinstance(value, list) else [value]):
-                path = f"{side}.dimensions.{dim.name}.value" + (f"[{j}]" if isinstance(value, list) else "")
-                text = str(item).strip()
-                if shouting(text):
-                    out.append(
-                        _p(path, f"{_quote(text)} is written in capitals; write it normally", "plausible-values")
-                    )
-                elif _PLACEHOLDER.match(text) or text.casefold() == dim.name.casefold():
-                    out.append(
-                        _p(path, f"{_quote(text)} is a placeholder, not a value for {dim.name}", "plausible-values")
-                    )
+        value = side["dimensions"][dim.name]["value"]
+        for j, item in enumerate(value if isinstance(value, list) else [value]):
+            path = f"{prefix}dimensions.{dim.name}.value" + (f"[{j}]" if isinstance(value, list) else "")
+            text = str(item).strip()
+            if shouting(text):
+                out.append(_p(path, f"{_quote(text)} is written in capitals; write it normally", "plausible-values"))
+            elif _PLACEHOLDER.match(text) or text.casefold() == dim.name.casefold():
+                out.append(_p(path, f"{_quote(text)} is a placeholder, not a value for {dim.name}", "plausible-values"))
     return out
 
 
-def citation_scope(data: dict[str, Any], pair: Pair, scopes: tuple[frozenset[str], frozenset[str]]) -> list[Problem]:
+def citation_scope(
+    side: dict[str, Any], prefix: str, own: frozenset[str], foreign: frozenset[str], subject: str, other: str
+) -> list[Problem]:
     out = []
-    for side, own in zip(("a", "b"), scopes, strict=True):
-        foreign = scopes[1] if side == "a" else scopes[0]
-        subject, other = (pair.a, pair.b) if side == "a" else (pair.b, pair.a)
-        for path, cited in _citations(data[side], side):
-            wrong = [c for c in cited if c not in own]
-            if wrong:
-                whose = (
-                    f"passages of {other.name}'s sources" if all(c in foreign for c in wrong) else "unknown passages"
-                )
-                message = f"cites {', '.join(wrong)}, {whose}; a claim about {subject.name} may cite only its own"
-                out.append(_p(f"{path}.sources", message, "citation-scope"))
+    for path, cited in _citations(side, prefix):
+        wrong = [c for c in cited if c not in own]
+        if wrong:
+            whose = (
+                f"passages of {other}'s sources" if foreign and all(c in foreign for c in wrong) else "unknown passages"
+            )
+            message = f"cites {', '.join(wrong)}, {whose}; a claim about {subject} may cite only its own"
+            out.append(_p(f"{path}.sources", message, "citation-scope"))
     return out
 
 
-def consistency(data: dict[str, Any], pair: Pair) -> list[Problem]:
+def consistency(side: dict[str, Any], prefix: str, category: Category) -> list[Problem]:
     problems: list[Problem] = []
-    for side in ("a", "b"):
-        analysis = data[side]
-        for dim in pair.category.dimensions:
-            value = analysis["dimensions"][dim.name]["value"]
-            if dim.kind == "list":
-                problems += _duplicates(value, f"{side}.dimensions.{dim.name}.value")
-        rationales = [analysis["dimensions"][d.name]["rationale"] for d in pair.category.dimensions]
-        problems += _duplicates(rationales, f"{side}.dimensions.*.rationale")
-        pros, cons = [point_text(p) for p in analysis["pros"]], [point_text(c) for c in analysis["cons"]]
-        problems += _duplicates(pros, f"{side}.pros")
-        problems += _duplicates(cons, f"{side}.cons")
-        if {_key(p) for p in pros} & {_key(c) for c in cons}:
-            problems.append(_p(side, "the same point is listed as both a pro and a con", "consistency"))
-    problems += _duplicates([f["question"] for f in data["faq"]], "faq")
+    for dim in category.dimensions:
+        entry = side["dimensions"].get(dim.name)
+        if dim.kind == "list" and entry is not None:
+            problems += _duplicates(entry["value"], f"{prefix}dimensions.{dim.name}.value")
+    rationales = [side["dimensions"][d.name]["rationale"] for d in category.dimensions if d.name in side["dimensions"]]
+    problems += _duplicates(rationales, f"{prefix}dimensions.*.rationale")
+    pros, cons = [point_text(p) for p in side["pros"]], [point_text(c) for c in side["cons"]]
+    problems += _duplicates(pros, f"{prefix}pros")
+    problems += _duplicates(cons, f"{prefix}cons")
+    if {_key(p) for p in pros} & {_key(c) for c in cons}:
+        problems.append(_p(prefix.rstrip(".") or "pros", "the same point is listed as both a pro and a con",
+                           "consistency"))  # fmt: skip
+    return problems
+
+
+def _degenerate(data: dict[str, Any]) -> list[Problem]:
+    """Empty or looping strings anywhere in an answer."""
+    problems = []
     for path, text in _strings(data, ""):
         if not text.strip():
             problems.append(_p(path, "is empty", "consistency"))
@@ -316,26 +379,28 @@ def consistency(data: dict[str, Any], pair: Pair) -> list[Problem]:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def sentence_fields(data: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
-    """(path, kind, text) of every field that must be a complete sentence."""
-    for side in ("a", "b"):
-        for name, entry in data[side]["dimensions"].items():
-            yield f"{side}.dimensions.{name}.rationale", "rationale", entry["rationale"]
+def sentence_fields(sides: Sides, texts: dict[str, Any] | None = None) -> Iterator[tuple[str, str, str]]:
+    """(path, kind, text) of every field that must be a complete sentence: each side's rationales, pros
+    and cons, then (with `texts`) the verdict reasoning and the FAQ answers."""
+    for prefix, side in sides.items():
+        for name, entry in side["dimensions"].items():
+            yield f"{prefix}dimensions.{name}.rationale", "rationale", entry["rationale"]
         for kind in ("pros", "cons"):
-            for i, item in enumerate(data[side][kind]):
-                yield f"{side}.{kind}[{i}]", "point", point_text(item)
-    yield "verdict.reasoning", "reasoning", data["verdict"]["reasoning"]
-    for i, entry in enumerate(data["faq"]):
-        yield f"faq[{i}].answer", "answer", entry["answer"]
+            for i, item in enumerate(side[kind]):
+                yield f"{prefix}{kind}[{i}]", "point", point_text(item)
+    if texts is not None:
+        yield "verdict.reasoning", "reasoning", texts["verdict"]["reasoning"]
+        for i, entry in enumerate(texts["faq"]):
+            yield f"faq[{i}].answer", "answer", entry["answer"]
 
 
-def _citations(analysis: dict[str, Any], side: str) -> Iterator[tuple[str, list[str]]]:
-    for name, entry in analysis["dimensions"].items():
-        yield f"{side}.dimensions.{name}", list(entry.get("sources") or ())
+def _citations(side: dict[str, Any], prefix: str) -> Iterator[tuple[str, list[str]]]:
+    for name, entry in side["dimensions"].items():
+        yield f"{prefix}dimensions.{name}", list(entry.get("sources") or ())
     for kind in ("pros", "cons"):
-        for i, item in enumerate(analysis[kind]):
+        for i, item in enumerate(side[kind]):
             if isinstance(item, dict):
-                yield f"{side}.{kind}[{i}]", list(item.get("sources") or ())
+                yield f"{prefix}{kind}[{i}]", list(item.get("sources") or ())
 
 
 def _score(data: dict[str, Any], side: str, dim: Dimension) -> int:

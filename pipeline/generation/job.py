@@ -1,4 +1,12 @@
-"""The job of one generation: everything it depends on, and its cache key, prepared before any call."""
+"""Jobs: one unit of generation prepared before any call — a subject's profile, or a pair's texts.
+
+A `ProfileJob` rates one subject of a category on the category's dimensions and rubric, from
+that subject's sources alone: its cache key covers the sources, the category's dimensions and
+rubric, the prompt templates, the schema, the model and the parameters, so every page that shows
+the subject shares the one generation. A `PairJob` writes a pair page's own texts (verdict
+reasoning, FAQ, alternatives) from the two profiles, never the sources again; for a small model
+code writes them and no model is called. Both carry their cache key, messages and schema.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +19,13 @@ from typing import Any
 
 from pipeline.generation import gates, selection
 from pipeline.generation.prompt import PromptBuilder
-from pipeline.generation.schema import canonical_json, sha256_of, specialise
+from pipeline.generation.schema import canonical_json, sha256_of, specialise_pair, specialise_profile
 from pipeline.generation.selection import Plan
-from pipeline.generation.validate import validate
+from pipeline.generation.validate import validate_profile, validate_texts
 from pipeline.grounding import Passage, passages_by_source
 from pipeline.models import (
     AttemptRecord,
+    Category,
     Comparison,
     Messages,
     Pair,
@@ -27,64 +36,53 @@ from pipeline.models import (
     Subject,
     Usage,
     model_attempts,
+    profile_key,
 )
 from pipeline.providers.base import Provider
 from pipeline.settings import GenerationParams
 
-CACHE_FORMAT = "comparison-cache/2"  # 2: source hashes in the key
+CACHE_FORMAT = "unit-cache/1"  # profiles and pair texts (earlier releases' pairs were "comparison-cache/2")
+CODE_TEXTS = "code-texts/1"  # what code writes for a small model's pair: bump when selection_text changes
 
 
 @dataclass(frozen=True)
 class Job:
-    """Everything one generation of one pair depends on; its cache key covers all of it."""
+    """What every unit shares: its key, messages, parameters and the identity of who answers."""
 
-    pair: Pair
-    bundles: tuple[SourceBundle, ...]
+    unit: str  # "databases/postgresql" (a profile) or "mysql,postgresql" (a pair)
+    category: Category
     messages: Messages
     canonical: dict[str, Any]
     schema_sha256: str
     params: GenerationParams
     provider_identity: dict[str, str]
     cache_key: str
-    passage_groups: tuple[tuple[Passage, ...], ...]  # each source's passages, as the prompt numbered them
-    plan: Plan | None = None  # selection mode (small models): what the model may choose from
 
-    # Derived only when a job is generated: a fresh batch item never needs them.
-    @cached_property
-    def passages(self) -> tuple[Passage, ...]:
-        return tuple(p for group in self.passage_groups for p in group)
+    kind = "unit"
 
-    @cached_property
-    def scopes(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Each subject's passage ids (a's, b's): what its ratings, pros and cons may cite."""
-        return scopes_of(self.pair, self.passages)
+    @property
+    def what(self) -> str:
+        """How messages and errors name the unit."""
+        return self.unit
 
     @property
     def mode(self) -> str:
-        return "select" if self.plan else "write"
+        return "write"
+
+    @property
+    def by_code(self) -> bool:
+        """Whether code writes the answer (no model call)."""
+        return False
 
     def schema(self) -> dict[str, Any]:
-        """The schema the model is asked to follow: the pair's, or the plan's choices in selection mode.
-
-        Made on each call, not kept: a batch of 10,000 jobs need not hold 10,000 large schemas."""
-        return self.plan.schema() if self.plan else specialise(self.canonical, self.pair, self.scopes)
+        raise NotImplementedError
 
     def accept(self, answer: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
-        """The comparison data an answer stands for, and its problems (none: accepted).
-
-        In selection mode the answer is a set of choices; the data is composed from them and
-        then checked exactly like a written answer.
-        """
-        if self.plan is not None:
-            problems = selection.check(answer, self.plan)
-            if problems:
-                return answer, problems
-            answer = selection.compose(answer, self.plan)
+        """The data an answer stands for, and its problems (none: accepted)."""
         return answer, self.check(answer)
 
     def check(self, data: dict[str, Any]) -> list[Problem]:
-        """The problems of comparison data (composed or written) against the pair's schema and the gates."""
-        return validate(data, self.pair, self.canonical, self.scopes)
+        raise NotImplementedError
 
     @property
     def canonical_schema(self) -> str:
@@ -93,64 +91,182 @@ class Job:
             _SCHEMA_TEXTS[self.schema_sha256] = canonical_json(self.canonical)
         return _SCHEMA_TEXTS[self.schema_sha256]
 
+    def sources(self) -> tuple[SourceRecord, ...]:
+        return ()
+
+    def extra_params(self) -> dict[str, Any]:
+        return {}
+
 
 _SCHEMA_TEXTS: dict[str, str] = {}
 
 
-def scopes_of(pair: Pair, passages: Sequence[Passage]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    return (
-        tuple(p.id for p in passages if p.subject_id == pair.a.id),
-        tuple(p.id for p in passages if p.subject_id == pair.b.id),
-    )
+@dataclass(frozen=True)
+class ProfileJob(Job):
+    subject: Subject
+    bundle: SourceBundle
+    passage_groups: tuple[tuple[Passage, ...], ...]  # each source's passages, as the prompt numbered them
+    plan: Plan | None = None  # selection mode (small models): what the model may choose from
+
+    kind = "profile"
+
+    @property
+    def what(self) -> str:
+        return f"{self.subject.id} ({self.category.id})"
+
+    @cached_property
+    def passages(self) -> tuple[Passage, ...]:
+        return tuple(p for group in self.passage_groups for p in group)
+
+    @cached_property
+    def scope(self) -> tuple[str, ...]:
+        """The passage ids its values, pros and cons may cite."""
+        return tuple(p.id for p in self.passages)
+
+    @property
+    def mode(self) -> str:
+        return "select" if self.plan else "write"
+
+    def schema(self) -> dict[str, Any]:
+        """The schema the model follows: the subject's profile, or the plan's choices in selection mode.
+
+        Made on each call, not kept: a batch of 10,000 jobs need not hold 10,000 schemas."""
+        if self.plan is not None:
+            return self.plan.schema()
+        return specialise_profile(self.canonical, self.subject, self.category, self.scope)
+
+    def accept(self, answer: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+        """In selection mode the answer is a set of choices; the profile is composed from them and then
+        checked exactly like a written one."""
+        if self.plan is not None:
+            problems = selection.check(answer, self.plan)
+            if problems:
+                return answer, problems
+            answer = selection.compose(answer, self.plan)
+        return answer, self.check(answer)
+
+    def check(self, data: dict[str, Any]) -> list[Problem]:
+        return validate_profile(data, self.subject, self.category, self.canonical, self.scope)
+
+    def sources(self) -> tuple[SourceRecord, ...]:
+        return tuple(
+            SourceRecord(
+                s.subject_id,
+                s.label,
+                s.kind,
+                s.location,
+                s.sha256,
+                s.truncated,
+                s.retrieved_at,
+                tuple(PassageText(p.id, p.text) for p in group),
+                s.references,
+                s.alternatives,
+            )
+            for s, group in zip(self.bundle.sources, self.passage_groups, strict=True)
+        )
 
 
-def prepare(
-    pair: Pair,
-    bundles: tuple[SourceBundle, ...],
+@dataclass(frozen=True)
+class PairJob(Job):
+    pair: Pair
+    page: dict[str, Any]  # {"a": profile, "b": profile}: what the texts complete
+    profiles: tuple[str, str] = ("", "")  # the profile generations the texts are written for
+    alternatives: tuple[str, ...] = ()  # named in the briefs (else the category's other subjects)
+    code: bool = False  # a small model's pair: code writes the texts
+
+    kind = "pair"
+
+    @property
+    def mode(self) -> str:
+        return "code" if self.code else "write"
+
+    @property
+    def by_code(self) -> bool:
+        return self.code
+
+    def schema(self) -> dict[str, Any]:
+        return specialise_pair(self.canonical, self.pair)
+
+    def check(self, data: dict[str, Any]) -> list[Problem]:
+        return validate_texts(data, {**self.page, **data}, self.pair, self.canonical)
+
+    def written_by_code(self) -> dict[str, Any]:
+        return selection.compose_texts(self.page, self.pair, self.alternatives)
+
+    def extra_params(self) -> dict[str, Any]:
+        return {"profiles": {"a": self.profiles[0], "b": self.profiles[1]}}
+
+
+def prepare_profile(
+    subject: Subject,
+    category: Category,
+    bundle: SourceBundle,
     builder: PromptBuilder,
     canonical: dict[str, Any],
     schema_sha256: str,
     provider: Provider,
     params: GenerationParams,
-    others: Sequence[Subject] = (),
     judge: Provider | None = None,
-) -> Job:
-    """`others`: the category's other subjects, market alternatives of last resort in selection mode;
-    `judge`: the grounding judge, whose identity is part of the cache key (its verdicts are stored
+) -> ProfileJob:
+    """`judge`: the grounding judge, whose identity is part of the cache key (its verdicts are stored
     with the generation)."""
-    groups = tuple(tuple(group) for group in passages_by_source(bundles))
+    groups = tuple(tuple(group) for group in passages_by_source([bundle]))
     found = tuple(p for group in groups for p in group)
     the_plan = None
     if provider.small:
-        sources = [s for bundle in bundles for s in bundle.sources]
-        named = [a for s in sources for a in s.alternatives]
-        leanings = {t: "limitation" for s in sources for t in s.limitations}
-        leanings.update({t: "strength" for s in sources for t in s.strengths})
-        the_plan = selection.plan(pair, found, selection.alternatives_for(pair, named, others), leanings)
+        leanings = {t: "limitation" for s in bundle.sources for t in s.limitations}
+        leanings.update({t: "strength" for s in bundle.sources for t in s.strengths})
+        the_plan = selection.plan(subject, category, found, leanings)
         schema = the_plan.schema() if provider.dialect in ("json_object", "prompt") else None
-        messages = builder.build_select(pair, the_plan, schema)
+        messages = builder.select(the_plan, schema)
     else:
         schema = None
         if provider.dialect in ("json_object", "prompt"):
-            schema = specialise(canonical, pair, scopes_of(pair, found))
-        named = [a for bundle in bundles for s in bundle.sources for a in s.alternatives]
-        messages = builder.build(pair, found, schema, list(dict.fromkeys(named)))
+            schema = specialise_profile(canonical, subject, category, tuple(p.id for p in found))
+        messages = builder.profile(subject, category, found, schema)
     identity = provider.identity()
-    key = sha256_of(
-        {
-            "format": CACHE_FORMAT,
-            "provider": identity,
-            "params": params.for_cache(),
-            "messages": list(messages.messages),
-            "schema": schema_sha256,
-            "sources": [s.sha256 for bundle in bundles for s in bundle.sources],
-            **({"judge": judge.identity()} if judge else {}),
-        }
-    )
-    return Job(pair, bundles, messages, canonical, schema_sha256, params, identity, key, groups, the_plan)
+    key = _key(identity, params, messages, schema_sha256, [s.sha256 for s in bundle.sources], judge)
+    return ProfileJob(profile_key(category.id, subject.id), category, messages, canonical, schema_sha256, params,
+                      identity, key, subject=subject, bundle=bundle, passage_groups=groups, plan=the_plan)  # fmt: skip
 
 
-def comparison_from(
+def prepare_pair(
+    pair: Pair,
+    profiles: tuple[Comparison, Comparison],
+    builder: PromptBuilder,
+    canonical: dict[str, Any],
+    schema_sha256: str,
+    provider: Provider,
+    params: GenerationParams,
+    alternatives: Sequence[str],
+    code: bool | None = None,
+) -> PairJob:
+    """The texts of a pair page from its two published profiles; code writes them for a small model (or
+    with `code=True`: a page whose texts code wrote, refreshed for new profiles)."""
+    page = {"a": profiles[0].data, "b": profiles[1].data}
+    code = provider.small if code is None else code
+    identity = {"kind": "code", "model": CODE_TEXTS} if code else provider.identity()
+    if code:
+        messages = Messages((), "", "")
+        key = sha256_of({"format": CODE_TEXTS, "pair": pair.key, "page": page, "alternatives": list(alternatives)})
+    else:
+        schema = specialise_pair(canonical, pair) if provider.dialect in ("json_object", "prompt") else None
+        messages = builder.pair(pair, page, alternatives, schema)
+        key = _key(identity, params, messages, schema_sha256, [], None)
+    ids = (profiles[0].generation_id, profiles[1].generation_id)
+    return PairJob(pair.key, pair.category, messages, canonical, schema_sha256, params, identity, key, pair=pair,
+                   page=page, profiles=ids, alternatives=tuple(alternatives), code=code)  # fmt: skip
+
+
+def _key(identity: dict[str, str], params: GenerationParams, messages: Messages, schema_sha256: str,
+         sources: list[str], judge: Provider | None) -> str:  # fmt: skip
+    return sha256_of({
+        "format": CACHE_FORMAT, "provider": identity, "params": params.for_cache(), "messages": list(messages.messages),
+        "schema": schema_sha256, "sources": sources, **({"judge": judge.identity()} if judge else {}),
+    })  # fmt: skip
+
+
+def generation_from(
     job: Job,
     data: dict[str, Any],
     answered_at: str,
@@ -159,27 +275,12 @@ def comparison_from(
     verdicts: dict[str, Any] | None = None,
     samples: dict[str, Any] | None = None,
 ) -> Comparison:
-    flat = [s for bundle in job.bundles for s in bundle.sources]
-    sources = tuple(
-        SourceRecord(
-            s.subject_id,
-            s.label,
-            s.kind,
-            s.location,
-            s.sha256,
-            s.truncated,
-            s.retrieved_at,
-            tuple(PassageText(p.id, p.text) for p in group),
-            s.references,
-            s.alternatives,
-        )
-        for s, group in zip(flat, job.passage_groups, strict=True)
-    )
+    """The stored generation of a job's accepted answer (a profile, or a pair's texts)."""
     generation_id = hashlib.sha256(f"{job.cache_key}|{answered_at}|{time.monotonic_ns()}".encode()).hexdigest()[:16]
     return Comparison(
         generation_id=generation_id,
-        pair_key=job.pair.key,
-        category=job.pair.category.id,
+        pair_key=job.unit,
+        category=job.category.id,
         data=data,
         generated_at=answered_at,
         provider=job.provider_identity["kind"],
@@ -187,7 +288,7 @@ def comparison_from(
         cache_key=job.cache_key,
         prompt_sha256=job.messages.sha256,
         schema_sha256=job.schema_sha256,
-        sources=sources,
+        sources=job.sources(),
         attempts=model_attempts(records),
         usage=sum((r.usage for r in records), Usage()),
         params={
@@ -195,9 +296,11 @@ def comparison_from(
             "dialect": job.provider_identity.get("dialect", "json_object_schema"),
             "mode": job.mode,
             "gates": gates.VERSION,
+            **job.extra_params(),
             **({"judge": verdicts} if verdicts else {}),
             **({"samples": samples} if samples else {}),
         },
         template_sha256=job.messages.template_sha256,
         answered_by=answered_model,
+        kind=job.kind,
     )

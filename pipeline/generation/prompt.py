@@ -1,9 +1,10 @@
-"""Prompt: render `prompts/*.j2` into chat messages.
+"""Prompt: render `prompts/*.j2` into chat messages for each unit of generation.
 
-Instructions come first and the pair's sources last, so the long shared prefix
-is the same for every pair (provider prompt caching applies). Source text is
-fenced in `<source>` tags and anything that could close or open a fence inside
-it is neutralised.
+A subject's profile (`profile_*.j2`, or `select_*.j2` for a small model that only chooses), a
+pair's texts from two profiles (`pair_*.j2`), a re-ask (`reask.j2`) and the grounding judge
+(`judge_*.j2`). Instructions come first and the unit's own data last, so the long shared
+prefix is the same for every unit (provider prompt caching applies). Source text is fenced in
+`<source>` tags and anything that could close or open a fence inside it is neutralised.
 """
 
 from __future__ import annotations
@@ -14,15 +15,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import ConfigError
 from pipeline.generation.schema import sha256_of
 from pipeline.generation.selection import Plan
-from pipeline.grounding import Claim, Passage
-from pipeline.models import Messages, Pair, Problem
+from pipeline.grounding import Claim, Passage, point_text
+from pipeline.models import Category, Messages, Pair, Problem, Subject
 
 _FENCE_TAG = re.compile(r"<(/?)(source)", re.IGNORECASE)
 TEMPLATES = (
-    "system.j2",
-    "user.j2",
+    "profile_system.j2",
+    "profile_user.j2",
+    "pair_system.j2",
+    "pair_user.j2",
     "reask.j2",
     "select_system.j2",
     "select_user.j2",
@@ -47,73 +51,91 @@ class PromptBuilder:
             finalize=lambda value: _unfenced(value) if isinstance(value, str) else value,
         )
         self.env.filters["fence"] = fence
-        self.template_sha256 = sha256_of({name: (prompts_dir / name).read_text(encoding="utf-8") for name in TEMPLATES})
+        try:
+            texts = {name: (prompts_dir / name).read_text(encoding="utf-8") for name in TEMPLATES}
+        except OSError as exc:
+            raise ConfigError(f"{prompts_dir}: cannot read prompt template {Path(str(exc.filename)).name} "
+                              f"({exc.strerror}); copy it from the package's prompts/") from None  # fmt: skip
+        self.template_sha256 = sha256_of(texts)
 
-    def build(
-        self,
-        pair: Pair,
-        passages: Sequence[Passage],
-        schema: dict[str, Any] | None,
-        alternatives: Sequence[str] = (),
+    def profile(
+        self, subject: Subject, category: Category, passages: Sequence[Passage], schema: dict[str, Any] | None
     ) -> Messages:
-        """The chat messages; the sources arrive as numbered passages the answer cites by id."""
-        names = {pair.a.id: pair.a.name, pair.b.id: pair.b.name}
+        """A subject's profile: its category's dimensions with their rubrics, its sources as numbered passages.
+
+        Instructions first and the subject last, so the long shared prefix is the same for every
+        subject of every category (provider prompt caching applies)."""
         groups: list[dict[str, Any]] = []
         for p in passages:
-            if not groups or (groups[-1]["subject_id"], groups[-1]["label"]) != (p.subject_id, p.label):
-                name = names[p.subject_id]
-                groups.append({"subject_id": p.subject_id, "name": name, "label": p.label, "passages": []})
+            if not groups or groups[-1]["label"] != p.label:
+                groups.append({"label": p.label, "passages": []})
             groups[-1]["passages"].append(p)
-        system = self.env.get_template("system.j2").render(
-            a_name=pair.a.name,
-            b_name=pair.b.name,
-            schema=json.dumps(schema, ensure_ascii=False, sort_keys=True) if schema else "",
-        )
-        user = self.env.get_template("user.j2").render(
-            a=pair.a,
-            b=pair.b,
-            category=pair.category,
-            sources=groups,
-            alternatives=list(alternatives),
-        )
+        system = self.env.get_template("profile_system.j2").render(schema=_dumped(schema))
+        user = self.env.get_template("profile_user.j2").render(subject=subject, category=category, sources=groups)
         return self._messages(system, user)
 
-    def build_select(self, pair: Pair, plan: Plan, schema: dict[str, Any] | None) -> Messages:
+    def select(self, plan: Plan, schema: dict[str, Any] | None) -> Messages:
         """Selection mode: each dimension with the passages and values it may take, then pros and cons."""
-        sides = []
-        for key, side in (("a", plan.a), ("b", plan.b)):
-            slots = []
-            for slot in side.slots:
-                d = slot.dimension
-                if d.kind == "level":
-                    values = ", ".join(d.levels)
-                elif d.kind == "percent":
-                    values = "a percentage stated in the passage"
-                else:
-                    values = "words from the passage"
-                slots.append({
-                    "name": d.name, "description": d.description or d.name,
-                    "direction": "more is better" if d.higher_is_better else "less is better",
-                    "offered": values, "passages": [_passage(plan, pid) for pid in slot.candidates],
-                })  # fmt: skip
-            sides.append({
-                "key": key, "subject": side.subject, "slots": slots,
-                "strengths": [_passage(plan, pid) for pid in side.strengths],
-                "limitations": [_passage(plan, pid) for pid in side.limitations],
+        slots = []
+        for slot in plan.side.slots:
+            d = slot.dimension
+            if d.kind == "level":
+                values = ", ".join(d.levels)
+            elif d.kind == "percent":
+                values = "a percentage stated in the passage"
+            else:
+                values = "words from the passage"
+            slots.append({
+                "name": d.name, "description": d.description or d.name,
+                "direction": ("more is better" if d.higher_is_better else "less is better") if d.rated else "not rated",
+                "offered": values, "rubric": d.rubric_text() if d.rated else "",
+                "passages": [_passage(plan, pid) for pid in slot.candidates],
             })  # fmt: skip
-        system = self.env.get_template("select_system.j2").render(
-            schema=json.dumps(schema, ensure_ascii=False, sort_keys=True) if schema else ""
-        )
-        user = self.env.get_template("select_user.j2").render(a=pair.a, b=pair.b, category=pair.category, sides=sides)
+        system = self.env.get_template("select_system.j2").render(schema=_dumped(schema))
+        user = self.env.get_template("select_user.j2").render(
+            subject=plan.subject, category=plan.category, slots=slots,
+            strengths=[_passage(plan, pid) for pid in plan.side.strengths],
+            limitations=[_passage(plan, pid) for pid in plan.side.limitations],
+        )  # fmt: skip
         return self._messages(system, user)
 
-    def judge(self, pair: Pair, claims: Sequence[Claim], texts: dict[str, str]) -> Messages:
-        """The judge's messages: each cited claim with the passages it cites."""
+    def pair(
+        self, pair: Pair, page: dict[str, Any], alternatives: Sequence[str], schema: dict[str, Any] | None
+    ) -> Messages:
+        """A pair's texts, from the two profiles (not the sources again) and the computed result."""
+        from pipeline.scoring import dimension_score, winner, winner_name
+
+        won, sa, sb = winner(page, pair.category)
+        sides = []
+        for key, subject in (("a", pair.a), ("b", pair.b)):
+            other = "b" if key == "a" else "a"
+            cells = []
+            for d in pair.category.dimensions:
+                cell = page[key]["dimensions"][d.name]
+                rating = cell.get("rating") if d.rated else None
+                leads = rating is not None and dimension_score(rating, d) > dimension_score(
+                    int(page[other]["dimensions"][d.name]["rating"]), d
+                )
+                value = cell["value"]
+                cells.append({"name": d.name, "value": ", ".join(value) if isinstance(value, list) else str(value),
+                              "rating": rating, "leads": leads, "rationale": cell["rationale"]})  # fmt: skip
+            sides.append({"subject": subject, "cells": cells,
+                          "pros": [point_text(p) for p in page[key]["pros"]],
+                          "cons": [point_text(c) for c in page[key]["cons"]]})  # fmt: skip
+        system = self.env.get_template("pair_system.j2").render(schema=_dumped(schema))
+        user = self.env.get_template("pair_user.j2").render(
+            a=pair.a, b=pair.b, category=pair.category, sides=sides, scores={"a": f"{sa:.2f}", "b": f"{sb:.2f}"},
+            winner=winner_name(pair, won), alternatives=list(alternatives),
+        )  # fmt: skip
+        return self._messages(system, user)
+
+    def judge(self, subject: str, claims: Sequence[Claim], texts: dict[str, str]) -> Messages:
+        """The judge's messages: each cited claim of a subject's profile with the passages it cites."""
         shown = [
             {"path": c.path, "text": c.text, "passages": [{"id": i, "text": texts[i]} for i in c.cited]} for c in claims
         ]
         system = self.env.get_template("judge_system.j2").render()
-        user = self.env.get_template("judge_user.j2").render(a_name=pair.a.name, b_name=pair.b.name, claims=shown)
+        user = self.env.get_template("judge_user.j2").render(subject=subject, claims=shown)
         return self._messages(system, user)
 
     def _messages(self, system: str, user: str) -> Messages:
@@ -146,6 +168,10 @@ class PromptBuilder:
             {"role": "assistant", "content": previous},
             {"role": "user", "content": text.strip()},
         ]
+
+
+def _dumped(schema: dict[str, Any] | None) -> str:
+    return json.dumps(schema, ensure_ascii=False, sort_keys=True) if schema else ""
 
 
 def _passage(plan: Plan, pid: str) -> dict[str, str]:

@@ -27,11 +27,10 @@ from pipeline.errors import (
 )
 from pipeline.generation import consensus
 from pipeline.generation import judge as judge_mod
-from pipeline.generation.job import Job, comparison_from
+from pipeline.generation.job import Job, PairJob, ProfileJob, generation_from
 from pipeline.generation.prompt import PromptBuilder
-from pipeline.generation.selection import with_verdict
 from pipeline.generation.validate import parse
-from pipeline.grounding import claims
+from pipeline.grounding import profile_claims
 from pipeline.models import (
     AttemptRecord,
     Comparison,
@@ -215,7 +214,7 @@ class Produced:
         `records` replaces the attempts (a Batch API item counts its batch answer as attempt 1)."""
         attempts = self.records if records is None else tuple(records)
         if self.comparison is None:
-            return FailedAttempts(self.invocation, self.job.pair.key, self.job.cache_key, attempts)
+            return FailedAttempts(self.invocation, self.job.unit, self.job.cache_key, attempts)
         return NewGeneration(self.comparison, self.request, self.raw_response, sum(r.latency_ms for r in attempts),
                              self.invocation, attempts, self.job.canonical_schema)  # fmt: skip
 
@@ -243,13 +242,21 @@ def produce(
     """
     invocation = invocation or uuid.uuid4().hex
     records: list[AttemptRecord] = [] if into is None else into
-    asker = _Asker(provider, builder, job.params, transport, progress, records, gate, what=job.pair.key)
+    asker = _Asker(provider, builder, job.params, transport, progress, records, gate, what=job.what)
     messages = job.messages.as_list()
     request = {"messages": messages, "params": job.params.for_cache(), "provider": job.provider_identity}
-    pair = job.pair
+    if job.by_code and isinstance(job, PairJob):  # a small model's pair: code writes the texts, nobody is called
+        data = job.written_by_code()
+        problems = job.check(data)
+        if problems:
+            error = OutputInvalidError(f"{job.what}: the texts code wrote break a content gate: {problems[0]}",
+                                       problems=problems)  # fmt: skip
+            return Produced(job, invocation, (), None, request, "", error)
+        made = generation_from(job, data, utc_now(), [], "")
+        return Produced(job, invocation, (), made, {**request, "written_by": "code"}, "", None)
     samples_meta: dict[str, Any] | None = None
     try:
-        if job.params.samples > 1 and first is None:
+        if job.params.samples > 1 and first is None and isinstance(job, ProfileJob):
             data, completion, answered_at, samples_meta = _sampled(job, asker, messages)
         else:
             data, completion, answered_at = asker.ask(messages, job.schema(), job.accept, first=first)
@@ -260,25 +267,30 @@ def produce(
         shown = "; ".join(str(p) for p in problems[:3])
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
         what = f"after {job.params.max_attempts} attempts"
-        if job.params.samples > 1:
+        if job.params.samples > 1 and isinstance(job, ProfileJob):
             what = f"in too many of {job.params.samples} samples ({failed.valid} valid, a majority needed) {what} each"
         error = OutputInvalidError(
-            f"{pair.key}: the model's output was still invalid {what}: "
-            f"{shown}{more}. The attempts are kept in the store (`pipeline show {pair.key} --attempts`)",
+            f"{job.what}: the model's output was still invalid {what}: "
+            f"{shown}{more}. The attempts are kept in the store (`pipeline show {_shown_ref(job)} --attempts`)",
             problems=problems,
             attempts=asker.records,
             last_raw=failed.last_raw,
         )
         return Produced(job, invocation, tuple(asker.records), None, request, failed.last_raw, error)
     verdicts = None
-    if judge is not None:
+    if judge is not None and isinstance(job, ProfileJob):
         verdicts = ask_judge(job, data, judge, builder, transport, asker.records, gate=gate, progress=progress)
-    comparison = comparison_from(job, data, answered_at, asker.records, completion.model, verdicts, samples_meta)
-    return Produced(job, invocation, tuple(asker.records), comparison, request, completion.text, None)
+    made = generation_from(job, data, answered_at, asker.records, completion.model, verdicts, samples_meta)
+    return Produced(job, invocation, tuple(asker.records), made, request, completion.text, None)
+
+
+def _shown_ref(job: Job) -> str:
+    """What `pipeline show` takes for a unit: the pair, or the subject of a profile."""
+    return job.subject.id if isinstance(job, ProfileJob) else job.unit
 
 
 def _sampled(
-    job: Job, asker: _Asker, messages: list[dict[str, str]]
+    job: ProfileJob, asker: _Asker, messages: list[dict[str, str]]
 ) -> tuple[dict[str, Any], Completion, str, dict[str, Any]]:
     """`params.samples` answers, each validated and re-asked on its own, and their consensus.
 
@@ -297,18 +309,13 @@ def _sampled(
             failures.append(failed)
     if len(accepted) < k // 2 + 1:
         raise _StageFailed(failures[0].problems, failures[0].last_raw, valid=len(accepted))
-    by_code = job.plan is not None  # selection mode: code writes the verdict and the FAQ
-
-    def recompose(data: dict[str, Any]) -> dict[str, Any]:
-        return with_verdict(data, job.pair, faq=by_code)
-
-    made = consensus.build([a[0] for a in accepted], job.pair, k, job.check, recompose, by_code=by_code)
+    made = consensus.build([a[0] for a in accepted], job.category, k, job.check)
     _, completion, _ = accepted[made.base]
     return made.data, completion, max(a[2] for a in accepted), made.meta
 
 
 def ask_judge(
-    job: Job,
+    job: ProfileJob,
     data: dict[str, Any],
     judge: Provider,
     builder: PromptBuilder,
@@ -318,15 +325,15 @@ def ask_judge(
     gate: RateGate | None = None,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any] | None:
-    """The judge's verdicts on the cited claims (or why there are none); its attempts join `records`."""
+    """The judge's verdicts on a profile's cited claims (or why there are none); its attempts join `records`."""
     texts = {p.id: p.text for p in job.passages}
-    found = judge_mod.to_judge(claims(data, job.pair, texts))
+    found = judge_mod.to_judge(profile_claims(data, job.subject, texts))
     if not found:
         return None
     who = {"provider": judge.kind, "model": judge.model}
     params = replace(job.params, temperature=0.0)
-    judging = _Asker(judge, builder, params, transport, progress, records, gate, "judge:", job.pair.key)
-    messages = builder.judge(job.pair, found, texts).as_list()
+    judging = _Asker(judge, builder, params, transport, progress, records, gate, "judge:", job.what)
+    messages = builder.judge(job.subject.name, found, texts).as_list()
     try:
         answer, _, _ = judging.ask(messages, judge_mod.schema(found), judge_mod.accept(found))
     except (ProviderError, _StageFailed) as exc:
@@ -365,6 +372,8 @@ def generate(
         cached = store.find_cached(job.cache_key)
         if cached is not None:
             return RunResult(comparison=cached, cached=True, attempts=0, usage=Usage())
+    if job.by_code:  # nobody to wait for
+        return commit(produce(job, provider, builder, transport), store)
     records: list[AttemptRecord] = []
     invocation = uuid.uuid4().hex
     done: list[Produced] = []
@@ -383,13 +392,13 @@ def generate(
         _ignore_stop_signals()  # a second Ctrl-C while the attempts are stored would lose them
         if done:
             commit_quietly(done[0], store)
-            raise InterruptedRun(f"{job.pair.key}: interrupted after the answer arrived; it is stored") from None
+            raise InterruptedRun(f"{job.what}: interrupted after the answer arrived; it is stored") from None
         kept = list(records)
         if kept:
-            store.save_failed_attempts(FailedAttempts(invocation, job.pair.key, job.cache_key, tuple(kept)))
+            store.save_failed_attempts(FailedAttempts(invocation, job.unit, job.cache_key, tuple(kept)))
         usage = sum((r.usage for r in kept), Usage())
         raise InterruptedRun(
-            f"{job.pair.key}: interrupted; the call in flight was abandoned"
+            f"{job.what}: interrupted; the call in flight was abandoned"
             + (
                 f", the {len(kept)} attempt(s) already made ({usage.total_tokens} tokens) are kept in the store"
                 if kept
@@ -398,7 +407,7 @@ def generate(
             + "; run the same command again to continue"
         ) from None
     if not done:
-        raise PipelineError(f"{job.pair.key}: the model call ended without a result (see the log)")
+        raise PipelineError(f"{job.what}: the model call ended without a result (see the log)")
     return commit(done[0], store)
 
 

@@ -1,11 +1,14 @@
-"""The canonical schema and what is derived from it.
+"""The canonical schemas and what is derived from them.
 
-`schemas/comparison.schema.json` is the source of truth and is always enforced
-locally. For one pair it is *specialised*: the subject names become enums, the
-category's dimensions become required keys in catalogue order, each value takes
-its dimension's kind, ratings become an enum (grammars do not enforce
-`minimum`/`maximum`; an enum they do). The specialised schema is then adapted
-to what an endpoint accepts (its structured-output *dialect*).
+Two units are generated: a subject's *profile* (`schemas/profile.schema.json`) and a pair's own
+*texts* (`schemas/pair.schema.json`); `schemas/comparison.schema.json` is the shape of a whole
+pair as earlier releases generated it (and as a composed page's data still looks). Each is the
+source of truth and always enforced locally. For one unit it is *specialised*: the subject names
+become enums, the category's dimensions become required keys in catalogue order, each value takes
+its dimension's kind, a rated dimension's rating becomes an enum (grammars do not enforce
+`minimum`/`maximum`; an enum they do) and an unrated one has none, citations become an enum of
+the subject's passage ids. The specialised schema is then adapted to what an endpoint accepts
+(its structured-output *dialect*).
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.models import Dimension, Pair
+from pipeline.models import Category, Dimension, Pair, Subject
 
 SCHEMA_FILE = "comparison.schema.json"
+PROFILE_FILE = "profile.schema.json"
+PAIR_FILE = "pair.schema.json"
 # Keywords OpenAI's strict structured outputs reject, and those fine-tuned models reject as well
 # (https://platform.openai.com/docs/guides/structured-outputs, "Supported properties").
 STRICT_UNSUPPORTED = {"$schema", "$id", "minLength", "maxLength", "minProperties", "maxProperties", "title"}
@@ -38,9 +43,9 @@ def sha256_of(value: Any) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load_canonical(schemas_dir: Path) -> tuple[dict[str, Any], str]:
-    """The canonical schema and the sha256 of its file."""
-    path = schemas_dir / SCHEMA_FILE
+def load_canonical(schemas_dir: Path, name: str = SCHEMA_FILE) -> tuple[dict[str, Any], str]:
+    """A canonical schema and the sha256 of its file."""
+    path = schemas_dir / name
     try:
         raw = path.read_bytes()
         schema = json.loads(raw)
@@ -90,6 +95,69 @@ def specialise(
     }
 
 
+def specialise_profile(
+    canonical: dict[str, Any], subject: Subject, category: Category, scope: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """The schema of one subject's profile; with `scope` (its passage ids) citations are an enum of them."""
+    defs = dict(canonical["$defs"])
+    citations = _inline(copy.deepcopy(defs["citations"]), defs)
+    if scope is not None:
+        if scope:
+            citations["items"] = {"type": "string", "enum": list(scope)}
+        else:  # a subject without passages can cite nothing
+            citations["maxItems"] = 0
+    defs = {**defs, "citations": citations}
+    cell = defs["cell"]
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": list(canonical["required"]),
+        "properties": {
+            "subject": {"type": "string", "enum": [subject.name]},
+            "dimensions": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": [d.name for d in category.dimensions],
+                "properties": {d.name: _cell(cell, defs, d) for d in category.dimensions},
+            },
+            "pros": _inline(copy.deepcopy(defs["points"]), defs),
+            "cons": _inline(copy.deepcopy(defs["points"]), defs),
+        },
+    }
+
+
+def _cell(base: dict[str, Any], defs: dict[str, Any], dim: Dimension) -> dict[str, Any]:
+    props = base["properties"]
+    value = _value_of(props["value"], dim)
+    out: dict[str, Any] = {"value": value}
+    required = ["value"]
+    if dim.rated:
+        rating = props["rating"]
+        out["rating"] = {"type": "integer", "enum": list(range(rating["minimum"], rating["maximum"] + 1))}
+        required.append("rating")
+    out["rationale"] = copy.deepcopy(props["rationale"])
+    out["sources"] = copy.deepcopy(defs["citations"])
+    return {"type": "object", "additionalProperties": False, "required": [*required, "rationale", "sources"],
+            "properties": out}  # fmt: skip
+
+
+def specialise_pair(canonical: dict[str, Any], pair: Pair) -> dict[str, Any]:
+    """The schema of a pair's texts: the verdict's winner is one of the two names or "tie"."""
+    props = canonical["properties"]
+    verdict = copy.deepcopy(props["verdict"])
+    verdict["properties"]["winner"] = {"type": "string", "enum": [pair.a.name, pair.b.name, "tie"]}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": list(canonical["required"]),
+        "properties": {
+            "verdict": verdict,
+            "faq": copy.deepcopy(props["faq"]),
+            "alternatives": copy.deepcopy(props["alternatives"]),
+        },
+    }
+
+
 def for_dialect(schema: dict[str, Any], dialect: str, *, fine_tuned: bool = False) -> dict[str, Any]:
     """The schema as the endpoint's dialect takes it."""
     if dialect != "json_schema":
@@ -130,17 +198,21 @@ def _analysis(defs: dict[str, Any], name: str, dims: tuple[Dimension, ...]) -> d
     }
 
 
+def _value_of(value: dict[str, Any], dim: Dimension) -> dict[str, Any]:
+    """A value's schema for a dimension's kind (from the canonical `anyOf` of kinds)."""
+    branches = {b["type"]: b for b in value["anyOf"]}
+    if dim.kind == "percent":
+        return copy.deepcopy(branches["integer"])
+    if dim.kind == "level":
+        return {"type": "string", "enum": list(dim.levels)}
+    if dim.kind == "list":
+        return copy.deepcopy(branches["array"])
+    return copy.deepcopy(branches["string"])
+
+
 def _rating(defs: dict[str, Any], dim: Dimension) -> dict[str, Any]:
     base = defs["rating"]
-    branches = {b["type"]: b for b in base["properties"]["value"]["anyOf"]}
-    if dim.kind == "percent":
-        value = copy.deepcopy(branches["integer"])
-    elif dim.kind == "level":
-        value = {"type": "string", "enum": list(dim.levels)}
-    elif dim.kind == "list":
-        value = copy.deepcopy(branches["array"])
-    else:
-        value = copy.deepcopy(branches["string"])
+    value = _value_of(base["properties"]["value"], dim)
     rating = base["properties"]["rating"]
     return {
         "type": "object",

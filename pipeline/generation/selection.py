@@ -1,25 +1,25 @@
 """Selection mode: a small model chooses, the report quotes the sources, code composes the rest.
 
 A 135M model cannot write sound sentences about a comparison, but it can choose. For a profile
-with `small = true` the pipeline plans, per subject and dimension, the passages that speak to
-that dimension (lexical relevance to its name, description and levels; each passage serves at
-most one dimension, so no quotation appears twice). The possible pros and cons are the
-sentences a brief files under Strengths and Limitations, else the remaining passages split by
-their wording. The model's answer is only choices:
+made with `small = true` the pipeline plans, for the subject and each dimension of its category,
+the passages that speak to that dimension (lexical relevance to its name, description, levels and
+rubric; each passage serves at most one dimension, so no quotation appears twice). The possible
+pros and cons are the sentences a brief files under Strengths and Limitations, else the remaining
+passages split by their wording. The model's answer is only choices:
 
-    {"a": {"dimensions": {"Complexity": {"value": "Low", "rating": 3, "source": "P4"}, ...},
-           "pros": ["P9", "P12"], "cons": ["P10", "P13"]},
-     "b": {...}}
+    {"dimensions": {"Complexity": {"value": "Low", "rating": 3, "source": "P4"}, ...,
+                    "Data Model": {"value": "Relational tables", "source": "P7"}},
+     "pros": ["P9", "P12"], "cons": ["P10", "P13"]}
 
 and the schema (anyOf branches, which llama.cpp's grammar enforces while decoding) makes each
 choice consistent by construction: a level's rating lies in its band, and a passage that states
 a level ("Complexity is low: ...") offers only the levels it states; a percent is a figure stated
 in the cited passage and its rating is within 2 of it; list and text values are phrases of the
-cited passage; pros and cons are two different passages. `compose` turns the choices into
-the canonical data: each rationale, pro and con is the chosen passage quoted; the verdict, FAQ
-and market alternatives (the briefs' own, else other subjects of the category) are written by
-code from the computed scores. The result then passes the same validation and content gates as
-any model's answer.
+cited passage (a dimension that is not rated asks for no rating); pros and cons are two different
+passages. `compose` turns the choices into the subject's profile: each rationale, pro and con is
+the chosen passage quoted. A pair's texts are written by code (`compose_texts`): the verdict and
+FAQ from the computed scores, the market alternatives from the briefs (else other subjects of the
+category). Profiles and texts then pass the same validation and content gates as any model's.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pipeline.errors import SourceError
 from pipeline.generation.gates import level_band, percent_band
 from pipeline.generation.selection_text import faq_entries, verdict_reasoning
 from pipeline.grounding import Passage, content_words, stem
-from pipeline.models import Dimension, Pair, Problem, Subject
+from pipeline.models import Category, Dimension, Pair, Problem, Subject
 from pipeline.scoring import winner, winner_name
 from pipeline.textcheck import ends_sentence
 
@@ -71,47 +71,46 @@ class Side:
 
 @dataclass(frozen=True)
 class Plan:
-    pair: Pair
-    a: Side
-    b: Side
+    """One subject's choices: per dimension the passages (and the values each offers), the possible
+    pros and cons. A profile is planned on its own, so the same sources give the same choices on
+    every page that shows the subject."""
+
+    subject: Subject
+    category: Category
+    side: Side
     texts: tuple[tuple[str, str], ...]  # passage id -> text, for every passage the plan uses
-    alternatives: tuple[str, ...]
 
     def text(self, pid: str) -> str:
         return dict(self.texts)[pid]
 
     def schema(self) -> dict[str, Any]:
         """What the model is asked for: choices only, each consistent by construction."""
-        return _object({"a": _side_schema(self.a), "b": _side_schema(self.b)})
+        return _side_schema(self.side)
 
 
 def plan(
-    pair: Pair, passages: Sequence[Passage], alternatives: Sequence[str], leanings: dict[str, str] | None = None
+    subject: Subject, category: Category, passages: Sequence[Passage], leanings: dict[str, str] | None = None
 ) -> Plan:
-    """Which passages may support which dimension, and which may be pros or cons, per subject.
+    """Which of a subject's passages may support which dimension, and which may be pros or cons.
 
     `leanings`: sentence text -> "strength" or "limitation", as briefs file them.
-    Raises SourceError when a subject has too few quotable passages (give it a brief).
+    Raises SourceError when the subject has too few quotable passages (give it a brief).
     """
-    sides = []
-    used: dict[str, str] = {}
-    for subject in (pair.a, pair.b):
-        own = [p for p in passages if p.subject_id == subject.id]
-        quotable = [p for p in own if p.label != "description" and ends_sentence(p.text)]
-        needed = len(pair.category.dimensions) + RESERVE
-        if len(quotable) < needed:
-            why = (f"{subject.id} has {len(quotable)} quotable source sentences; the small model's selection mode "
-                   f"needs at least {needed} (one per dimension and two pros and two cons)")  # fmt: skip
-            fix = (
-                f"add sentences to its brief config/{subject.brief} (complete sentences, at least one per dimension, "
-                "and two each under ## Strengths and ## Limitations)"
-                if subject.brief
-                else f'give it a brief (brief = "sources/{subject.id}.md" in the catalogue)'
-            )
-            raise SourceError(f"{why}: {fix}, or use a capable model")
-        sides.append(_side(subject, pair.category.dimensions, quotable, leanings or {}))
-        used.update({p.id: p.text for p in quotable})
-    return Plan(pair, sides[0], sides[1], tuple(sorted(used.items())), tuple(alternatives))
+    own = [p for p in passages if p.subject_id == subject.id]
+    quotable = [p for p in own if p.label != "description" and ends_sentence(p.text)]
+    needed = len(category.dimensions) + RESERVE
+    if len(quotable) < needed:
+        why = (f"{subject.id} has {len(quotable)} quotable source sentences; the small model's selection mode "
+               f"needs at least {needed} (one per dimension and two pros and two cons)")  # fmt: skip
+        fix = (
+            f"add sentences to its brief config/{subject.brief} (complete sentences, at least one per dimension, "
+            "and two each under ## Strengths and ## Limitations)"
+            if subject.brief
+            else f'give it a brief (brief = "sources/{subject.id}.md" in the catalogue)'
+        )
+        raise SourceError(f"{why}: {fix}, or use a capable model")
+    side = _side(subject, category.dimensions, quotable, leanings or {})
+    return Plan(subject, category, side, tuple(sorted((p.id, p.text) for p in quotable)))
 
 
 def check(answer: dict[str, Any], the_plan: Plan) -> list[Problem]:
@@ -127,30 +126,31 @@ def check(answer: dict[str, Any], the_plan: Plan) -> list[Problem]:
 
 
 def compose(answer: dict[str, Any], the_plan: Plan) -> dict[str, Any]:
-    """The canonical comparison data from a valid selection answer."""
-    pair = the_plan.pair
-    data: dict[str, Any] = {}
-    for key, side in (("a", the_plan.a), ("b", the_plan.b)):
-        chosen = answer[key]
-        dims = {}
-        for slot in side.slots:
-            pick = chosen["dimensions"][slot.dimension.name]
-            value = pick["value"]
-            dims[slot.dimension.name] = {
-                "value": list(value) if isinstance(value, list) else value,
-                "rating": int(pick["rating"]),
-                "rationale": the_plan.text(pick["source"]),
-                "sources": [pick["source"]],
-            }
-        data[key] = {
-            "subject": side.subject.name,
-            "dimensions": dims,
-            "pros": [{"text": the_plan.text(p), "sources": [p]} for p in chosen["pros"]],
-            "cons": [{"text": the_plan.text(p), "sources": [p]} for p in chosen["cons"]],
+    """The subject's profile data from a valid selection answer: each rationale, pro and con is the
+    chosen passage, quoted."""
+    dims = {}
+    for slot in the_plan.side.slots:
+        pick = answer["dimensions"][slot.dimension.name]
+        value = pick["value"]
+        dims[slot.dimension.name] = {
+            "value": list(value) if isinstance(value, list) else value,
+            **({"rating": int(pick["rating"])} if slot.dimension.rated else {}),
+            "rationale": the_plan.text(pick["source"]),
+            "sources": [pick["source"]],
         }
-    data = with_verdict(data, pair, faq=True)
-    data["alternatives"] = list(the_plan.alternatives[:5])
-    return data
+    return {
+        "subject": the_plan.subject.name,
+        "dimensions": dims,
+        "pros": [{"text": the_plan.text(p), "sources": [p]} for p in answer["pros"]],
+        "cons": [{"text": the_plan.text(p), "sources": [p]} for p in answer["cons"]],
+    }
+
+
+def compose_texts(page: dict[str, Any], pair: Pair, alternatives: Sequence[str]) -> dict[str, Any]:
+    """A pair's texts written by code from its page (two profiles): the verdict and FAQ from the
+    computed scores, the market alternatives given (the briefs', else the category's other subjects)."""
+    texts = with_verdict(page, pair, faq=True)
+    return {"verdict": texts["verdict"], "faq": texts["faq"], "alternatives": list(alternatives[:5])}
 
 
 def with_verdict(data: dict[str, Any], pair: Pair, *, faq: bool) -> dict[str, Any]:
@@ -324,8 +324,10 @@ def _side_schema(side: Side) -> dict[str, Any]:
     )
 
 
-def _choice(value: dict[str, Any], ratings: Sequence[int], sources: Sequence[str]) -> dict[str, Any]:
-    return _object({"value": value, "rating": _enum(ratings, "integer"), "source": _enum(sources)})
+def _choice(value: dict[str, Any], ratings: Sequence[int] | None, sources: Sequence[str]) -> dict[str, Any]:
+    """One consistent choice; `ratings` None for a dimension that is not rated (no rating asked)."""
+    rating = {} if ratings is None else {"rating": _enum(ratings, "integer")}
+    return _object({"value": value, **rating, "source": _enum(sources)})
 
 
 def _slot_schema(slot: Slot) -> dict[str, Any]:
@@ -344,9 +346,10 @@ def _slot_schema(slot: Slot) -> dict[str, Any]:
             pairs = [(v, pid) for v in range(0, 101, 10) for pid in cands[:1]]
         branches = [_choice(_enum([v], "integer"), _band(v), [pid]) for v, pid in pairs]
     elif dim.kind == "list":
-        branches = [_choice(_two_of(values, item=True), range(1, 11), [pid]) for pid, values in slot.options]
+        ratings = range(1, 11) if dim.rated else None
+        branches = [_choice(_two_of(values, item=True), ratings, [pid]) for pid, values in slot.options]
     else:
-        branches = [_choice(_enum(list(values)), range(1, 11), [pid]) for pid, values in slot.options]
+        branches = [_choice(_enum(list(values)), None, [pid]) for pid, values in slot.options]
     return branches[0] if len(branches) == 1 else {"anyOf": branches}
 
 

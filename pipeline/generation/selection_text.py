@@ -15,7 +15,7 @@ def _leads(data: dict[str, Any], pair: Pair, side: str) -> list[Dimension]:
     def score(s: str, d: Dimension) -> int:
         return dimension_score(int(data[s]["dimensions"][d.name]["rating"]), d)
 
-    gaps = [(score(side, d) - score(other, d), d) for d in pair.category.dimensions]
+    gaps = [(score(side, d) - score(other, d), d) for d in pair.category.rated]
     return [d for gap, d in sorted(gaps, key=lambda g: -g[0]) if gap > 0]
 
 
@@ -51,7 +51,7 @@ def faq_entries(data: dict[str, Any], pair: Pair, won: str, sa: float, sb: float
         win, lose, ws, ls = (a, b, sa, sb) if won == "a" else (b, a, sb, sa)
         overall = (f"{win.name} scores {ws:.2f} against {ls:.2f} for {lose.name}, the weighted mean of the feature "
                    "scores out of 10.")  # fmt: skip
-    dims = pair.category.dimensions
+    dims = pair.category.rated
 
     def gap(d: Dimension) -> int:
         ra, rb = (int(data[s]["dimensions"][d.name]["rating"]) for s in ("a", "b"))

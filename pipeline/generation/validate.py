@@ -15,8 +15,8 @@ from typing import Any
 
 from pipeline.generation import gates
 from pipeline.generation.gates import caps_of
-from pipeline.generation.schema import canonical_json, specialise
-from pipeline.models import Pair, Problem
+from pipeline.generation.schema import canonical_json, specialise, specialise_pair, specialise_profile
+from pipeline.models import Category, Pair, Problem, Subject
 from pipeline.untrusted import TooLarge, clean_tree
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*|\s*```\s*$")
@@ -68,6 +68,40 @@ def semantic_problems(
 ) -> list[Problem]:
     """The content gates (pipeline.generation.gates) for data that is valid against the pair's schema."""
     return gates.check(data, pair, (frozenset(scopes[0]), frozenset(scopes[1])) if scopes else None, caps)
+
+
+def validate_profile(
+    data: dict[str, Any], subject: Subject, category: Category, canonical: dict[str, Any], scope: tuple[str, ...] | None
+) -> list[Problem]:
+    """A profile's schema problems (generic shape first, then the subject's names and ids), else its gates'."""
+    canonical_text = canonical_json(canonical)
+    problems = _problems(_profile_validator(canonical_text, subject, category, scope), data)
+    if problems:
+        return _problems(_validator(canonical_text), data) or problems
+    return gates.check_profile(data, category, frozenset(scope) if scope is not None else None, caps_of(canonical_text))
+
+
+def validate_texts(texts: dict[str, Any], page: dict[str, Any], pair: Pair, canonical: dict[str, Any]) -> list[Problem]:
+    """A pair's texts: their schema problems, else the gates they must pass on the page they complete."""
+    canonical_text = canonical_json(canonical)
+    problems = _problems(_texts_validator(canonical_text, pair), texts)
+    if problems:
+        return _problems(_validator(canonical_text), texts) or problems
+    return gates.check_texts(texts, page, pair, caps_of(canonical_text))
+
+
+@lru_cache(maxsize=64)
+def _profile_validator(canonical_text: str, subject: Subject, category: Category, scope: tuple[str, ...] | None) -> Any:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(specialise_profile(json.loads(canonical_text), subject, category, scope))
+
+
+@lru_cache(maxsize=64)
+def _texts_validator(canonical_text: str, pair: Pair) -> Any:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(specialise_pair(json.loads(canonical_text), pair))
 
 
 @lru_cache(maxsize=64)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipeline.store.connection import Connection, dicts, insert_rows
+from pipeline.store.connection import Connection, dicts, insert_rows, scalar
 from pipeline.store.ledger import Ledger
 from pipeline.store.records import LedgerEntry
 from pipeline.text import utc_now
@@ -116,6 +116,21 @@ class ApiRuns(Connection):
     def mark_cancelling(self, run_id: str) -> None:
         with self.session() as con:
             con.execute("UPDATE runs SET status = 'cancelling' WHERE id = ? AND status = 'submitted'", [run_id])
+
+    def waiting_requests(self, run_id: str) -> int:
+        """Requests of a run still waiting for an answer or a re-ask."""
+        with self.session() as con:
+            return int(scalar(con, "SELECT count(*) FROM api_requests WHERE run_id = ? AND status IN "
+                                   "('submitted', 'reask')", [run_id]))  # fmt: skip
+
+    def run_item_statuses(self, run_id: str) -> dict[str, str]:
+        with self.session() as con:
+            return dict(con.execute("SELECT pair_key, status FROM run_items WHERE run_id = ?", [run_id]).fetchall())
+
+    def record_items(self, run_id: str, entries: Sequence[LedgerEntry]) -> None:
+        """Ledger entries of a run's items settled outside its batches (a pair's texts asked directly)."""
+        with self.session() as con:
+            Ledger.record_in(con, run_id, entries)
 
     def finish_if_answered(self, run_id: str, status: str) -> bool:
         """Finish the run unless requests still wait for an answer or a re-ask; whether it finished."""

@@ -18,14 +18,14 @@ if TYPE_CHECKING:
 _COLUMNS = (
     "id, pair_key, category, cache_key, provider, model, params, prompt_sha256, schema_sha256, "
     "sources, data, attempts, prompt_tokens, completion_tokens, generated_at, cached_tokens, reasoning_tokens, "
-    "template_sha256, answered_by"
+    "template_sha256, answered_by, kind"
 )
 SELECT_GENERATION = f"SELECT {_COLUMNS} FROM generations"
 # Inserts name their columns: a store with more columns (a newer release's) is not written out of place.
 _GENERATION_COLUMNS = (
     "generations (id, pair_key, category, cache_key, provider, model, params, prompt_sha256, schema_sha256, "
     "sources, request, raw_response, data, attempts, prompt_tokens, completion_tokens, latency_ms, generated_at, "
-    "cached_tokens, reasoning_tokens, template_sha256, answered_by)"
+    "cached_tokens, reasoning_tokens, template_sha256, answered_by, kind)"
 )
 _ATTEMPT_COLUMNS = (
     "attempts (invocation_id, generation_id, pair_key, cache_key, number, outcome, finish_reason, raw_response, "
@@ -115,13 +115,21 @@ class Generations(Connection):
             with self.session() as con:
                 write_generations(con, [], [failed])
 
+    def by_ids(self, ids: Sequence[str]) -> dict[str, Comparison]:
+        """Generations by id (one query)."""
+        if not ids:
+            return {}
+        with self.session() as con:
+            rows = con.execute(f"SELECT {_COLUMNS} FROM generations WHERE id IN (SELECT unnest(?))", [list(ids)])
+            return {c.generation_id: c for c in map(comparison_of, rows.fetchall())}
+
     def checked_rows(self) -> tuple[set[str], dict[str, str], list[tuple[Any, ...]]]:
         """For `pipeline doctor`: applied migrations, stored schemas, and every generation's checked fields."""
         with self.session() as con:
             applied = {row[0] for row in con.execute("SELECT name FROM _migrations").fetchall()}
             schemas = dict(con.execute("SELECT sha256, body FROM schemas").fetchall())
             rows = con.execute(
-                "SELECT id, pair_key, schema_sha256, data, params, sources FROM generations ORDER BY pair_key, id"
+                "SELECT id, pair_key, schema_sha256, data, params, sources, kind FROM generations ORDER BY pair_key, id"
             ).fetchall()
         return applied, schemas, rows
 
@@ -155,7 +163,7 @@ def _generation_row(g: NewGeneration) -> list[Any]:
         c.generation_id, c.pair_key, c.category, c.cache_key, c.provider, c.model, dumps(c.params),
         c.prompt_sha256, c.schema_sha256, dumps([s.to_json() for s in c.sources]), dumps(request), raw_response,
         dumps(c.data), c.attempts, c.usage.prompt_tokens, c.usage.completion_tokens, latency_ms, c.generated_at,
-        c.usage.cached_tokens, c.usage.reasoning_tokens, c.template_sha256, c.answered_by,
+        c.usage.cached_tokens, c.usage.reasoning_tokens, c.template_sha256, c.answered_by, c.kind,
     ]  # fmt: skip
 
 
@@ -194,6 +202,7 @@ def comparison_of(row: Sequence[Any]) -> Comparison:
         reasoning,
         template_sha,
         answered_by,
+        kind,
     ) = row
     return Comparison(
         generation_id=gid,
@@ -212,4 +221,5 @@ def comparison_of(row: Sequence[Any]) -> Comparison:
         params=json.loads(params),
         template_sha256=template_sha,
         answered_by=answered_by,
+        kind=kind,
     )

@@ -293,6 +293,22 @@ register(
 )
 
 
+# Profiles (a subject in its category) and a pair's own texts are generations too (pipeline.generation.job):
+# `kind` tells them apart, and `pair_key` holds the unit ("databases/postgresql", or "a,b" as before).
+# Rows of earlier releases are whole pairs ("comparison"), kept readable and diffable as they were.
+register(
+    "011_generation_kinds",
+    """
+        DROP INDEX generations_cache;
+        DROP INDEX generations_pair;
+        ALTER TABLE generations ADD COLUMN kind VARCHAR NOT NULL DEFAULT 'comparison';
+        CREATE INDEX generations_cache ON generations (cache_key);
+        CREATE INDEX generations_pair ON generations (pair_key);
+        """,
+    {},
+)
+
+
 def tables() -> dict[str, Table]:
     """Every table the migrations create, in the order they were created."""
     return {name: table for m in MIGRATIONS for name, table in m.tables.items()}
