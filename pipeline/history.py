@@ -11,13 +11,21 @@ from pipeline.errors import ConfigError, StoreError
 from pipeline.models import Comparison, SourceRecord
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}Z)?$")
-_NOT_INPUTS = ("mode", "gates", "judge")  # what a generation records about itself, not what it was asked with
+# What a generation records about itself, not what it was asked with ("profiles": a pair's texts name the
+# profiles they were written for, whose own changes are described as such).
+_NOT_INPUTS = ("mode", "gates", "judge", "profiles")
 MAX_QUOTE = 60
 
 
-def input_changes(old: Comparison, new: Comparison) -> list[str]:
+def input_changes(old: Comparison, new: Comparison, parts: dict[str, Comparison] | None = None) -> list[str]:
     """What differs between the inputs of two generations, each in words a reviewer can act on:
-    "brief of PostgreSQL: 1 sentence added ('…')", "seed 7 → 8", "model gpt-4o-mini → gpt-4.1"."""
+    "brief of PostgreSQL: 1 sentence added ('…')", "seed 7 → 8", "model gpt-4o-mini → gpt-4.1".
+
+    Two pages (`kind == "page"`) differ by their parts: each profile that changed, with what changed
+    in its own inputs ("profile of postgresql: seed 7 → 8"), and the pair's texts; `parts` gives the
+    stored generations of their parts by id."""
+    if old.kind == "page" and new.kind == "page" and parts is not None:
+        return _page_changes(old, new, parts)
     changed = source_changes(old.sources, new.sources)
     if old.template_sha256 != new.template_sha256:
         changed.append("prompt templates changed")
@@ -34,6 +42,34 @@ def input_changes(old: Comparison, new: Comparison) -> list[str]:
     if not changed:
         changed.append("none (forced or expired regeneration)" if old.cache_key == new.cache_key else "other")
     return changed
+
+
+def _page_changes(old: Comparison, new: Comparison, parts: dict[str, Comparison]) -> list[str]:
+    before, after = {p.role: p for p in old.parts}, {p.role: p for p in new.parts}
+    changed = []
+    for role in ("a", "b", "pair"):
+        o, n = before.get(role), after.get(role)
+        if o is None or n is None or o.generation_id == n.generation_id:
+            continue
+        then, now = parts.get(o.generation_id), parts.get(n.generation_id)
+        what = (
+            "texts"
+            if role == "pair"
+            else f"profile of {(now or then).pair_key.split('/')[-1] if (now or then) else role}"
+        )
+        if then is None or now is None:
+            changed.append(f"{what}: regenerated")
+            continue
+        if (
+            role == "pair"
+            and then.cache_key != now.cache_key
+            and _asked(then.params) == _asked(now.params)
+            and (then.template_sha256, then.schema_sha256, then.model)
+            == (now.template_sha256, now.schema_sha256, now.model)
+        ):
+            continue  # written again for the new profiles, nothing else: what changed is theirs
+        changed += [f"{what}: {line}" for line in input_changes(then, now)]
+    return changed or ["none (forced or expired regeneration)"]
 
 
 def source_changes(old: Sequence[SourceRecord], new: Sequence[SourceRecord]) -> list[str]:
@@ -127,8 +163,8 @@ def pick(generations: Sequence[Comparison], ref: str, published: Sequence[str] =
     `published`: the generation ids the pair has shown, oldest first (the publication log)."""
     if not generations:
         raise StoreError("no stored generations for this pair; run it first")
-    by_id = {g.generation_id: g for g in generations}
-    shown = [gid for gid in published if gid in by_id] or [g.generation_id for g in generations]
+    by_id = {g.stored_id: g for g in generations}
+    shown = [gid for gid in published if gid in by_id] or [g.stored_id for g in generations]
     if ref == "latest":
         return generations[-1]
     if ref == "published":
@@ -144,7 +180,7 @@ def pick(generations: Sequence[Comparison], ref: str, published: Sequence[str] =
         if not before:
             raise StoreError(f"no generation on or before {ref}; the first is from {generations[0].generated_at}")
         return before[-1]
-    matches = [g for g in generations if g.generation_id.startswith(ref)]
+    matches = [g for g in generations if g.generation_id.startswith(ref) or g.stored_id.startswith(ref)]
     if len(matches) == 1:
         return matches[0]
     raise ConfigError(

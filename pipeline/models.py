@@ -367,6 +367,11 @@ class Comparison:
     def unit(self) -> str:
         return self.pair_key
 
+    @property
+    def stored_id(self) -> str:
+        """The stored generation this stands for: a composed page's texts generation, else itself."""
+        return next((p.generation_id for p in self.parts if p.role == "pair"), self.generation_id)
+
     def report_params(self) -> dict[str, Any]:
         """The parameters as the JSON report publishes them (its format keeps the two fields among them)."""
         extra = {"template_sha256": self.template_sha256, "answered_by": self.answered_by}

@@ -85,6 +85,14 @@ class Publisher:
         then = (written[0].data, written[1].data) if written[0] and written[1] else None
         return compose(pair, texts, a, b, then)
 
+    def history(self, pair_key: str) -> list[Comparison]:
+        """Every version of a pair's page, oldest first: each of its texts' generations on the profiles they
+        were written for (an earlier release's whole-pair generation as it was)."""
+        generations = self.store.history(pair_key)
+        pinned = self.store.by_ids([gid for g in generations for gid in _written_for(g)])
+        pages = [self._page(g, {}, pinned) for g in generations]
+        return [p for p in pages if p is not None]
+
     def pair(self, pair_key: str, also: Iterable[str] = ()) -> list[Path]:
         """After `run`: the pair's page, the pages in `also` (others showing a profile that changed), the
         pages that link to it ("people also compare"), the index."""

@@ -169,8 +169,8 @@ class FakeLLM:
         # `n` choices (OpenAI's); a scripted behaviour other than a valid answer gets one.
         for index in range(int(body.get("n") or 1) if not contents else 0):
             data = self.answer(body, index)
-            if kind == "schema_invalid":
-                data.pop("verdict", None)
+            if kind == "schema_invalid":  # a required property missing: a pair's verdict, or a profile's dimensions
+                data.pop("verdict" if "verdict" in data else "dimensions", None)
             if "patch" in b:
                 data = b["patch"](data)
             contents.append(json.dumps(data))

@@ -28,17 +28,20 @@ def generations(ws: Path) -> int:
 def test_run_writes_reports_then_second_run_is_a_cache_hit(run_cli, workspace: Path, fake: FakeLLM) -> None:
     first = run_cli("run", "--pair", PAIR)
     assert first.exit_code == 0, first.output
-    assert "model called, 1 attempt, 150 tokens" in first.stdout
+    # two profiles, then the pair's own texts from them: three calls, three generations
+    assert "image-classification (computer-vision): model called, 1 attempt, 150 tokens" in first.stdout
+    assert "image-segmentation (computer-vision): model called, 1 attempt, 150 tokens" in first.stdout
+    assert f"{PAIR} texts: model called, 1 attempt, 150 tokens" in first.stdout
     assert str(MD) in first.stdout and str(JS) in first.stdout
     md1, js1 = (workspace / MD).read_bytes(), (workspace / JS).read_bytes()
-    assert fake.calls == 1
+    assert fake.calls == 3
 
     second = run_cli("run", "--pair", "image-segmentation,image-classification")  # b,a is the same pair
     assert second.exit_code == 0, second.output
-    assert "cache hit, no model call" in second.stdout
-    assert fake.calls == 1
+    assert second.stdout.count("cache hit, no model call") == 3
+    assert fake.calls == 3
     assert (workspace / MD).read_bytes() == md1 and (workspace / JS).read_bytes() == js1
-    assert generations(workspace) == 1
+    assert generations(workspace) == 3
 
 
 def test_report_content_and_computed_fields(run_cli, workspace: Path) -> None:
@@ -47,7 +50,7 @@ def test_report_content_and_computed_fields(run_cli, workspace: Path) -> None:
     assert report["computed"]["winner"] == "tie"  # the fake server rates both 6 everywhere
     # rating 6 everywhere: (2*6 + (11-6) + 6 + 6 + (11-6) + 1.5*6) / 7.5 = 5.73 for both
     assert report["computed"]["overall"] == {"a": 5.73, "b": 5.73}
-    assert report["provenance"]["attempts"] == 1
+    assert report["provenance"]["attempts"] == 3  # a profile each, and the pair's texts
     sources = [(s["subject"], s["kind"], s["location"]) for s in report["provenance"]["sources"]]
     assert sources == [
         ("image-classification", "text", "catalogue"),
@@ -92,35 +95,37 @@ def test_changing_description_prompt_or_schema_makes_exactly_one_new_generation(
     run_cli, workspace: Path, fake: FakeLLM
 ) -> None:
     assert run_cli("run", "--pair", PAIR).exit_code == 0
+    assert generations(workspace) == 3  # two profiles and the pair's texts
+    # One subject's description: its profile, then the texts written for the new profile.
     cat = workspace / "config/catalogue/computer-vision.toml"
     cat.write_text(cat.read_text().replace("predefined set of categories", "fixed set of categories"))
     for _ in range(2):
         assert run_cli("run", "--pair", PAIR).exit_code == 0
-    assert generations(workspace) == 2
+    assert generations(workspace) == 5 and fake.calls == 5
 
-    prompt = workspace / "prompts/user.j2"
+    prompt = workspace / "prompts/profile_user.j2"  # every profile, then the texts
     prompt.write_text(prompt.read_text() + "\nBe precise.\n")
     for _ in range(2):
         assert run_cli("run", "--pair", PAIR).exit_code == 0
-    assert generations(workspace) == 3
+    assert generations(workspace) == 8
 
-    schema_path = workspace / "schemas/comparison.schema.json"
+    schema_path = workspace / "schemas/pair.schema.json"  # the texts only: the profiles stay
     schema = json.loads(schema_path.read_text())
     schema["description"] = "changed"
     schema_path.write_text(json.dumps(schema))
     for _ in range(2):
         assert run_cli("run", "--pair", PAIR).exit_code == 0
-    assert generations(workspace) == 4
-    assert fake.calls == 4
+    assert generations(workspace) == 9
+    assert fake.calls == 9
 
 
 def test_reask_on_invalid_output_then_success(run_cli, workspace: Path, fake: FakeLLM) -> None:
     fake.push({"kind": "invalid_json"}, {"kind": "schema_invalid"})
     result = run_cli("run", "--pair", PAIR)
     assert result.exit_code == 0, result.output
-    assert "3 attempts" in result.stdout
+    assert "image-classification (computer-vision): model called, 3 attempts" in result.stdout
     reask = fake.requests[2]["messages"]
-    assert reask[-1]["role"] == "user" and "verdict" in reask[-1]["content"]
+    assert reask[-1]["role"] == "user" and "dimensions" in reask[-1]["content"]
     assert len(fake.requests[0]["messages"]) == 2  # the caller's list was not appended to
 
 
@@ -128,7 +133,7 @@ def test_invalid_after_all_attempts_exits_1_and_keeps_attempts(run_cli, workspac
     fake.default = {"kind": "schema_invalid"}
     result = run_cli("run", "--pair", PAIR)
     assert result.exit_code == 1
-    assert "still invalid after 3 attempts" in result.stderr and "verdict" in result.stderr
+    assert "still invalid after 3 attempts" in result.stderr and "dimensions" in result.stderr
     assert not (workspace / MD).exists()
     shown = run_cli("show", PAIR, "--attempts")
     assert shown.stdout.count("invalid") == 3
@@ -138,9 +143,9 @@ def test_transport_retries_honour_retry_after_and_5xx(run_cli, workspace: Path, 
     fake.push({"kind": "status", "status": 429, "headers": {"retry-after": "1"}}, {"kind": "status", "status": 500})
     result = run_cli("run", "--pair", PAIR)
     assert result.exit_code == 0, result.output
-    assert fake.calls == 3
+    assert fake.calls == 5  # the first profile's call was tried three times; then one call each
     assert fake.times[1] - fake.times[0] >= 1.0  # waited the Retry-After
-    assert "1 attempt" in result.stdout  # transport retries are not re-asks
+    assert "image-classification (computer-vision): model called, 1 attempt" in result.stdout  # not re-asks
 
 
 def test_auth_error_is_not_retried_and_key_never_printed(run_cli, workspace: Path, fake: FakeLLM) -> None:

@@ -14,10 +14,13 @@ MD = Path("reports/computer-vision/image-classification-vs-image-segmentation.md
 
 
 def set_speed(rating: int, pro: str | None = None):
+    """Image Classification's profile with Speed rated `rating` (and its first pro reworded)."""
+
     def mutate(data: dict, _request: dict) -> dict:
-        data["a"]["dimensions"]["Speed"]["rating"] = rating
-        if pro:
-            data["a"]["pros"][0]["text"] = pro
+        if data.get("subject") == "Image Classification":
+            data["dimensions"]["Speed"]["rating"] = rating
+            if pro:
+                data["pros"][0]["text"] = pro
         return data
 
     return mutate
@@ -28,22 +31,27 @@ def test_history_names_the_inputs_that_changed(run_cli, workspace: Path) -> None
     cat = workspace / "config/catalogue/computer-vision.toml"
     cat.write_text(cat.read_text().replace("predefined set", "fixed set"))
     assert run_cli("run", "--pair", PAIR).exit_code == 0
-    (workspace / "prompts/user.j2").write_text((workspace / "prompts/user.j2").read_text() + "\nBe brief.\n")
+    prompt = workspace / "prompts/profile_user.j2"
+    prompt.write_text(prompt.read_text() + "\nBe brief.\n")
     assert run_cli("run", "--pair", PAIR).exit_code == 0
     out = run_cli("history", PAIR).stdout.splitlines()
     assert len(out) == 3
     assert out[0].endswith("inputs: first generation")
     assert out[1].endswith(
-        "inputs: description of image-classification: 1 sentence reworded ('…input image from a predefined set of "
-        "categories.' → '…input image from a fixed set of categories.')"
+        "inputs: profile of image-classification: description of image-classification: 1 sentence reworded ('…input "
+        "image from a predefined set of categories.' → '…input image from a fixed set of categories.')"
     ), out[1]
-    assert out[2].endswith("inputs: prompt templates changed") and "[published]" in out[2], out[2]
+    assert out[2].endswith(
+        "inputs: profile of image-classification: prompt templates changed; profile of image-segmentation: prompt "
+        "templates changed; texts: prompt templates changed"  # (one hash covers every template)
+    ), out[2]
+    assert "[published]" in out[2]
     assert "openai/fake-model  overall 5.73-5.73 (tie)" in out[0]
 
 
 def test_diff_formats_and_exit_codes(run_cli, workspace: Path, fake: FakeLLM) -> None:
     assert run_cli("run", "--pair", PAIR).exit_code == 0
-    fake.mutate = set_speed(7, "A pros 0 text text reworded.")
+    fake.mutate = set_speed(7, "Pros 0 text text reworded.")
     assert run_cli("run", "--pair", PAIR, "--force").exit_code == 0
 
     text = run_cli("diff", PAIR)
@@ -51,7 +59,7 @@ def test_diff_formats_and_exit_codes(run_cli, workspace: Path, fake: FakeLLM) ->
     assert "* rating   Speed / Image Classification: 6 → 7 (+1)" in text.stdout
     assert "overall  Image Classification: 5.73 → 5.87 (+0.14)" in text.stdout
     assert (
-        "item     Image Classification pros: A pros 0 text text. → A pros 0 text text reworded. (reworded)"
+        "item     Image Classification pros: Pros 0 text text. → Pros 0 text text reworded. (reworded)"
         in text.stdout
     )
 
@@ -76,7 +84,7 @@ def test_diff_of_two_report_files(run_cli, workspace: Path, fake: FakeLLM, tmp_p
     assert run_cli("run", "--pair", PAIR, "--force").exit_code == 0
     result = run_cli("diff", str(tmp_path / "old.json"), str(js))
     assert result.exit_code == 1
-    assert "removed A pros 0 text text." in result.stdout and "added Entirely different advantage." in result.stdout
+    assert "removed Pros 0 text text." in result.stdout and "added Entirely different advantage." in result.stdout
     (tmp_path / "junk.json").write_text("{}")
     assert run_cli("diff", str(tmp_path / "junk.json"), str(js)).exit_code == 2
 
@@ -111,6 +119,11 @@ def test_report_changes_section_and_clean_git_diff(run_cli, workspace: Path, fak
         "Compared with the generation of",
         "- Speed / Image Classification: rating 6 → 7 (+1)",
         "- Overall / Image Classification: 5.73 → 5.87 (+0.14)",
+        # the audit: the page is made of a new profile of Image Classification and texts written for it
+        "| Cache key |",
+        "| Prompt sha256 |",
+        "| Profile of Image ",  # (--force made both profiles again)
+        "| Pair texts | generation",
     )
     assert changed, diff
     unexpected = [line for line in changed if line.strip() and not line.startswith(allowed)]

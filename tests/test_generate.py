@@ -20,9 +20,11 @@ def ws(workspace: Path) -> Workspace:
     return Workspace(str(workspace))
 
 
-def _job(ws: Workspace):
-    provider = ws.provider(ws.profile(None, None)[0])
-    return ws.prepare(ws.pair(PAIR), provider), provider
+def _job(ws: Workspace, model: str | None = None):
+    """The profile job of the pair's first subject."""
+    provider = ws.provider(ws.profile(None, model)[0])
+    pair = ws.pair(PAIR)
+    return ws.units().profile(pair.a, pair.category, provider, ws.generation(provider)), provider
 
 
 def test_an_invalid_answer_is_re_asked_and_the_valid_one_committed(ws: Workspace, fake: FakeLLM) -> None:
@@ -38,7 +40,7 @@ def test_an_invalid_answer_is_re_asked_and_the_valid_one_committed(ws: Workspace
     result = commit(produced, ws.store)
     stored = ws.store.find_cached(job.cache_key)
     assert stored is not None and stored.generation_id == result.comparison.generation_id
-    assert [a["outcome"] for a in ws.store.attempts(PAIR)] == ["invalid", "accepted"]
+    assert [a["outcome"] for a in ws.store.attempts("computer-vision/image-classification")] == ["invalid", "accepted"]
 
 
 def test_output_that_stays_invalid_keeps_its_attempts_and_raises(ws: Workspace, fake: FakeLLM) -> None:
@@ -50,12 +52,11 @@ def test_output_that_stays_invalid_keeps_its_attempts_and_raises(ws: Workspace, 
     with pytest.raises(OutputInvalidError):
         commit(produced, ws.store)
     assert ws.store.find_cached(job.cache_key) is None
-    assert len(ws.store.attempts(PAIR)) == ws.settings.generation.max_attempts
+    assert len(ws.store.attempts("computer-vision/image-classification")) == ws.settings.generation.max_attempts
 
 
 def test_the_cache_key_changes_with_the_inputs_and_only_with_them(ws: Workspace) -> None:
     job, _ = _job(ws)
     again, _ = _job(Workspace(str(ws.root)))
     assert job.cache_key == again.cache_key
-    other = ws.provider(ws.profile(None, "another-model")[0])
-    assert ws.prepare(ws.pair(PAIR), other).cache_key != job.cache_key
+    assert _job(ws, "another-model")[0].cache_key != job.cache_key

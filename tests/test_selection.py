@@ -15,11 +15,10 @@ from pipeline.errors import SourceError
 from pipeline.gather import gather
 from pipeline.generation import selection
 from pipeline.generation.gates import level_band
-from pipeline.generation.validate import validate
 from pipeline.grounding import passages
 from pipeline.text import md_escape
 from pipeline.workspace import Workspace
-from tests.conftest import REPO, TEST_KEY, make_workspace
+from tests.conftest import FIXTURE, TEST_KEY, make_workspace
 from tests.fakeserver import FakeLLM, synthesise
 
 PAIR = "image-classification,image-segmentation"
@@ -38,70 +37,84 @@ def small(tmp_path: Path, fake: FakeLLM, monkeypatch: pytest.MonkeyPatch) -> Pat
     return ws
 
 
-def plan_for(ws: Path, pair_ref: str = PAIR) -> selection.Plan:
+def plan_for(ws: Path, subject: str = "image-classification") -> selection.Plan:
+    return job_for(ws, subject).plan  # type: ignore[return-value]
+
+
+def job_for(ws: Path, subject: str = "image-classification"):
     w = Workspace(str(ws))
-    job = w.prepare(w.pair(pair_ref), w.provider(w.profile(None, None)[0]))
+    found = w.catalogue.subjects[subject]
+    provider = w.provider(w.profile(None, None)[0])
+    job = w.units().profile(found, w.catalogue.categories[found.category], provider, w.generation(provider))
     assert job.plan is not None
-    return job.plan
+    return job
 
 
 def test_the_plan_offers_each_dimension_its_own_passages(small: Path) -> None:
-    plan = plan_for(small)
-    texts = dict(plan.texts)
-    for side in (plan.a, plan.b):
+    for subject in ("image-classification", "image-segmentation"):
+        plan = plan_for(small, subject)
+        side = plan.side
         used = [pid for slot in side.slots for pid in slot.candidates] + list(side.strengths + side.limitations)
         assert len(used) == len(set(used))  # no passage serves twice: no quotation can repeat
         assert len(side.strengths) >= 2 and len(side.limitations) >= 2
-    speed = {s.dimension.name: s for s in plan.b.slots}["Speed"]
+    plan = plan_for(small, "image-segmentation")
+    speed = {s.dimension.name: s for s in plan.side.slots}["Speed"]
     assert speed.options[0][1] == ("Slow",)  # "Inference is slower than classification ..." states Slow
-    accuracy = {s.dimension.name: s for s in plan.a.slots}["Accuracy"]
+    plan = plan_for(small)
+    texts = dict(plan.texts)
+    accuracy = {s.dimension.name: s for s in plan.side.slots}["Accuracy"]
     assert accuracy.options[0][1] == (76, 84, 89, 91)  # the figures the passage states
     assert "ImageNet" in texts[accuracy.candidates[0]]
-    assert all(texts[p].startswith(("A classifier", "Accuracy drops", "A single label")) for p in plan.a.limitations)
+    assert all(texts[p].startswith(("A classifier", "Accuracy drops", "A single label")) for p in plan.side.limitations)
 
 
 def test_the_choice_schema_keeps_every_choice_consistent(small: Path) -> None:
-    plan = plan_for(small)
+    plan = plan_for(small, "image-segmentation")
     schema = plan.schema()
     answer = synthesise(schema)
     validator = Draft202012Validator(schema)
     assert not list(validator.iter_errors(answer))
     bad = copy.deepcopy(answer)
-    bad["b"]["dimensions"]["Speed"] = {
-        "value": "Slow",
-        "rating": 9,
-        "source": bad["b"]["dimensions"]["Speed"]["source"],
-    }
+    bad["dimensions"]["Speed"] = {"value": "Slow", "rating": 9, "source": bad["dimensions"]["Speed"]["source"]}
     assert list(validator.iter_errors(bad))  # Slow is rated 1-5
     bad = copy.deepcopy(answer)
-    bad["a"]["dimensions"]["Complexity"]["source"] = plan.b.slots[1].candidates[0]  # the other subject's passage
+    bad["dimensions"]["Complexity"]["source"] = "P99"  # a passage the plan does not offer
     assert list(validator.iter_errors(bad))
     bad = copy.deepcopy(answer)
-    bad["a"]["pros"] = [plan.a.strengths[0], plan.a.strengths[0]]  # the same passage twice
+    bad["pros"] = [plan.side.strengths[0], plan.side.strengths[0]]  # the same passage twice
     assert list(validator.iter_errors(bad))
+    plan = plan_for(small)
+    schema, answer = plan.schema(), synthesise(plan.schema())
+    validator = Draft202012Validator(schema)
     for i, level in enumerate(("Low", "Moderate", "High")):
         for rating in range(1, 11):
             trial = copy.deepcopy(answer)
-            trial["a"]["dimensions"]["Real-world Impact"]["value"] = level
-            trial["a"]["dimensions"]["Real-world Impact"]["rating"] = rating
+            trial["dimensions"]["Real-world Impact"]["value"] = level
+            trial["dimensions"]["Real-world Impact"]["rating"] = rating
             ok = not list(validator.iter_errors(trial))
             low, high = level_band(i, 3)
             assert ok == (level == "High" and low <= rating <= high)  # its passage states "high"
 
 
+def test_a_dimension_that_is_not_rated_asks_for_no_rating(small: Path) -> None:
+    plan = plan_for(small, "postgresql")
+    answer = synthesise(plan.schema())
+    assert all("rating" not in answer["dimensions"][d] for d in ("Data Model", "Typical Use Cases"))
+    assert "rating" in answer["dimensions"]["Scalability"]
+    data = selection.compose(answer, plan)
+    assert "rating" not in data["dimensions"]["Data Model"]
+
+
 def test_composed_data_is_quoted_and_passes_validation(small: Path) -> None:
-    plan = plan_for(small)
-    w = Workspace(str(small))
+    job = job_for(small)
+    plan = job.plan
     data = selection.compose(synthesise(plan.schema()), plan)
     texts = dict(plan.texts)
-    for side in ("a", "b"):
-        for entry in data[side]["dimensions"].values():
-            assert entry["rationale"] == texts[entry["sources"][0]]
-        for point in data[side]["pros"] + data[side]["cons"]:
-            assert point["text"] == texts[point["sources"][0]]
-    assert data["alternatives"][:3] == ["Amazon Rekognition", "Azure AI Vision", "Clarifai"]
-    job = w.prepare(w.pair(PAIR), w.provider(w.profile(None, None)[0]))
-    assert validate(data, job.pair, w.canonical[0], job.scopes) == []
+    for entry in data["dimensions"].values():
+        assert entry["rationale"] == texts[entry["sources"][0]]
+    for point in data["pros"] + data["cons"]:
+        assert point["text"] == texts[point["sources"][0]]
+    assert job.check(data) == []
 
 
 def test_selection_mode_over_http_renders_quotations_with_their_passage_ids(small: Path, fake: FakeLLM) -> None:
@@ -153,27 +166,25 @@ def test_items_and_phrases_come_from_the_passage() -> None:
     assert selection._values("CNNs exceed 99.7% accuracy, and ViT reaches 88.55%.", percent) == (99, 89)
 
 
-def test_every_catalogue_pair_can_be_planned() -> None:
-    w = Workspace(str(REPO))
-    for category in w.catalogue.categories:
-        for pair in w.catalogue.pairs_in_category(category):
-            found = passages(tuple(gather(s, w.root, 6000) for s in (pair.a, pair.b)))
-            plan = selection.plan(pair, found, ["Something Else"])
-            assert not list(Draft202012Validator(plan.schema()).iter_errors(synthesise(plan.schema())))
+def test_every_catalogue_subject_can_be_planned() -> None:
+    w = Workspace(str(FIXTURE))
+    for subject in w.catalogue.subjects.values():
+        category = w.catalogue.categories[subject.category]
+        plan = selection.plan(subject, category, passages([gather(subject, w.root, 6000)]))
+        assert not list(Draft202012Validator(plan.schema()).iter_errors(synthesise(plan.schema())))
+    pair = w.pair(PAIR)
     with pytest.raises(SourceError, match="quotable source sentences"):
-        selection.plan(w.pair(PAIR), [], [])
+        selection.plan(pair.a, pair.category, [])
 
 
 def test_the_selection_prompt_names_the_values_and_is_the_same_every_time(small: Path) -> None:
     """The prompt once printed "value: <built-in method values of dict object at 0x...>" (a
     template key named like a dict method): the model never saw the levels, and the address in
     the prompt changed the cache key on every run, so the bundled model's cache never hit."""
-    w = Workspace(str(small))
-    provider = w.provider(w.profile(None, None)[0])
-    first, again = (w.prepare(w.pair(PAIR), provider).messages for _ in range(2))
+    first, again = (job_for(small).messages for _ in range(2))
     assert first.sha256 == again.sha256
     user = first.messages[1]["content"]
     assert " at 0x" not in user and "built-in method" not in user
-    levels = {s.dimension.name: s.dimension for s in plan_for(small).b.slots}["Speed"].levels
-    assert f"value: {', '.join(levels)}" in user
+    levels = {s.dimension.name: s.dimension for s in plan_for(small).side.slots}["Speed"].levels
+    assert f"value: {', '.join(levels)}; rating: 1 = seconds per image on a GPU" in user
     assert "value: a percentage stated in the passage" in user

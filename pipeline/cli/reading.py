@@ -68,18 +68,19 @@ def history(obj: Context, pair_ref: str) -> None:
 
     ws = obj.open(f"pipeline history {pair_ref}")
     pair = ws.pair(pair_ref, cross_category=True)
-    generations = ws.store.history(pair.key)
+    generations = ws.publisher.history(pair.key)
     if not generations:
         raise StoreError(f"no stored comparison for {pair.key}; run `pipeline run --pair {pair.key}` first")
     from pipeline.scoring import winner, winner_name
 
     shown = ws.store.publication_order(pair.key)
+    parts = ws.store.by_ids([p.generation_id for c in generations for p in c.parts])
     previous = None
     for c in generations:
         won, sa, sb = winner(c.data, pair.category)
-        changed = "; ".join(input_changes(previous, c)) if previous else "first generation"
+        changed = "; ".join(input_changes(previous, c, parts)) if previous else "first generation"
         name = winner_name(pair, won)
-        mark = "  [published]" if shown and c.generation_id == shown[-1] else ""
+        mark = "  [published]" if shown and c.stored_id == shown[-1] else ""
         click.echo(
             f"{c.generated_at}  {c.generation_id}  {c.provider}/{c.model}  overall {sa:.2f}-{sb:.2f} "
             f"({name}){mark}  inputs: {changed}"
@@ -120,7 +121,7 @@ def diff(obj: Context, targets: tuple[str, ...], from_ref: str, to_ref: str, fmt
 
         ws = obj.open(f"pipeline diff {targets[0]}")
         pair = ws.pair(targets[0], cross_category=True)
-        generations = ws.store.history(pair.key)
+        generations = ws.publisher.history(pair.key)
         shown = ws.store.publication_order(pair.key)
         try:
             first, second = pick(generations, from_ref, shown), pick(generations, to_ref, shown)

@@ -93,7 +93,10 @@ def check(
     out += value_order(data, pair)
     out += complete_text(sides, data, caps or {})
     out += faq_questions(data, pair) + alternative_names(data, pair)
-    out += no_copies(sides, data) + verdict(data, pair)
+    # Copies within one subject's profile, and of any text in the pair's own texts; two profiles are rated
+    # apart and may state the same fact in the same words (neither is asked again for the other).
+    out += [p for prefix, side in sides.items() for p in no_copies({prefix: side}, None)]
+    out += [p for p in no_copies(sides, data) if _own(p.path)] + verdict(data, pair)
     if scopes:
         for (prefix, side), own, other in zip(sides.items(), scopes, reversed(scopes), strict=True):
             subject, rival = (pair.a, pair.b) if prefix == "a." else (pair.b, pair.a)
@@ -118,11 +121,15 @@ def check_texts(
 ) -> list[Problem]:
     """The gates a pair's own texts must pass, on the page they complete (`page`: the two profiles with
     these texts): only what the texts can change counts, so a re-ask never asks for another rating."""
-    own = ("verdict", "faq", "alternatives")
     found = [*_duplicates([f["question"] for f in texts["faq"]], "faq"), *_degenerate(texts)]
     found += complete_text({}, texts, caps or {}) + faq_questions(texts, pair) + alternative_names(texts, pair)
     found += no_copies({"a.": page["a"], "b.": page["b"]}, texts) + verdict(page, pair)
-    return [p for p in found if p.path.split(".")[0].split("[")[0] in own]
+    return [p for p in found if _own(p.path)]
+
+
+def _own(path: str) -> bool:
+    """Whether a problem's path is in a pair's own texts (not in a profile)."""
+    return path.split(".")[0].split("[")[0] in ("verdict", "faq", "alternatives")
 
 
 def page_consistency(data: dict[str, Any], pair: Pair) -> list[Problem]:

@@ -246,14 +246,17 @@ def prepare_pair(
     page = {"a": profiles[0].data, "b": profiles[1].data}
     code = provider.small if code is None else code
     identity = {"kind": "code", "model": CODE_TEXTS} if code else provider.identity()
+    # The texts name the profile generations they are written for (in their key too): a page is a
+    # version of its own whenever a profile is, so its history and "previous version" are exact.
+    ids = (profiles[0].generation_id, profiles[1].generation_id)
     if code:
         messages = Messages((), "", "")
-        key = sha256_of({"format": CODE_TEXTS, "pair": pair.key, "page": page, "alternatives": list(alternatives)})
+        key = sha256_of({"format": CODE_TEXTS, "pair": pair.key, "profiles": list(ids), "page": page,
+                         "alternatives": list(alternatives)})  # fmt: skip
     else:
         schema = specialise_pair(canonical, pair) if provider.dialect in ("json_object", "prompt") else None
         messages = builder.pair(pair, page, alternatives, schema)
-        key = _key(identity, params, messages, schema_sha256, [], None)
-    ids = (profiles[0].generation_id, profiles[1].generation_id)
+        key = _key(identity, params, messages, schema_sha256, list(ids), None)
     return PairJob(pair.key, pair.category, messages, canonical, schema_sha256, params, identity, key, pair=pair,
                    page=page, profiles=ids, alternatives=tuple(alternatives), code=code)  # fmt: skip
 

@@ -71,8 +71,17 @@ class Connection:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+        except RuntimeError as exc:
+            self._release()
+            # DuckDB answers Ctrl-C (SIGINT) during a query itself, as "Query interrupted": the same stop as a
+            # KeyboardInterrupt anywhere else (the transaction was rolled back), not a crash.
+            if "interrupted" in str(exc).lower():
+                raise KeyboardInterrupt from exc
+            raise
         except duckdb.Error as exc:
             self._release()
+            if isinstance(exc, duckdb.InterruptException):
+                raise KeyboardInterrupt from exc
             if self.read_only():
                 raise StoreError(f"the store {self.path} is read-only here ({first_line(exc)})") from exc
             raise StoreError(f"store {self.path}: {first_line(exc)}") from exc
