@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.errors import CatalogueError
 from pipeline.exitcodes import Verdict
 from pipeline.models import SourceRecord
+from pipeline.overrides import check_overrides
 
 if TYPE_CHECKING:
     from pipeline.workspace import Workspace
@@ -59,7 +60,9 @@ def check(ws: Workspace) -> Report:
     for name in migrations.names():
         if name not in applied:
             add(Finding("store", f"migration {name} is not applied"))
-    for gid, pair_key, schema_sha, raw, params_raw, sources_raw in rows:
+    for problem in check_overrides(ws.settings.config_dir, ws.catalogue):
+        add(Finding("overrides", problem))
+    for gid, pair_key, schema_sha, raw, params_raw, sources_raw, kind in rows:
         report.checked_generations += 1
         where = f"generation {gid} ({pair_key})"
         try:
@@ -74,6 +77,13 @@ def check(ws: Workspace) -> Report:
         if errors:
             add(Finding(where, f"does not validate against its schema: {errors[0].message[:200]}"))
             continue
+        if kind == "profile":
+            problems = _profile_problems(ws, pair_key, data, json.loads(sources_raw), schemas[schema_sha])
+            if problems:
+                add(Finding(where, f"breaks a semantic rule: {problems[0]}"))
+            continue
+        if kind == "pair":
+            continue  # a pair's texts are checked on their page (`pipeline quality`), with the profiles they complete
         try:
             pair = ws.pair(pair_key, cross_category=True)
         except CatalogueError as exc:
@@ -90,6 +100,19 @@ def check(ws: Workspace) -> Report:
     return report
 
 
+def _profile_problems(ws: Workspace, unit: str, data: dict[str, Any], stored: list[Any], schema: str) -> list[Any]:
+    from pipeline.generation import gates
+
+    category_id, _, subject_id = unit.partition("/")
+    category = ws.catalogue.categories.get(category_id)
+    if category is None or subject_id not in ws.catalogue.subjects:
+        return [f"{unit} is no longer in the catalogue"]
+    scope = frozenset(
+        p.id for s in (SourceRecord.from_json(x) for x in stored if isinstance(x, dict)) for p in s.passages
+    )
+    return gates.check_profile(data, category, scope or None, gates.caps_of(schema))
+
+
 def _scopes(pair_key: str, stored: list[dict[str, Any]]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
     a, b = pair_key.split(",", 1)
     sources = [SourceRecord.from_json(s) for s in stored if isinstance(s, dict)]
@@ -98,7 +121,7 @@ def _scopes(pair_key: str, stored: list[dict[str, Any]]) -> tuple[tuple[str, ...
 
 
 def _check_files(ws: Workspace, report: Report) -> None:
-    pairs = ws.store.published_with_previous()
+    pairs = ws.publisher.pages()
     existing = frozenset(c.pair_key for c, _ in pairs)
     _check_unheld(ws, report, existing)
     for comparison, previous in pairs:

@@ -52,14 +52,10 @@ def _page_changes(old: Comparison, new: Comparison, parts: dict[str, Comparison]
         if o is None or n is None or o.generation_id == n.generation_id:
             continue
         then, now = parts.get(o.generation_id), parts.get(n.generation_id)
-        what = (
-            "texts"
-            if role == "pair"
-            else f"profile of {(now or then).pair_key.split('/')[-1] if (now or then) else role}"
-        )
         if then is None or now is None:
-            changed.append(f"{what}: regenerated")
+            changed.append(f"{'texts' if role == 'pair' else 'profile of side ' + role}: regenerated")
             continue
+        what = "texts" if role == "pair" else f"profile of {now.pair_key.split('/')[-1]}"
         if (
             role == "pair"
             and then.cache_key != now.cache_key

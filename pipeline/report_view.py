@@ -68,6 +68,24 @@ def report_json(view: dict[str, Any]) -> dict[str, Any]:
                 "cached_tokens": c.usage.cached_tokens,
                 "reasoning_tokens": c.usage.reasoning_tokens,
             },
+            **(
+                {
+                    "parts": [
+                        {
+                            "role": p.role,
+                            "generation_id": p.generation_id,
+                            "generated_at": p.generated_at,
+                            "provider": p.provider,
+                            "model": p.model,
+                            "attempts": p.attempts,
+                            "mode": str(p.params.get("mode", "write")),
+                        }
+                        for p in c.parts
+                    ]
+                }
+                if c.parts
+                else {}
+            ),
         },
     }
 

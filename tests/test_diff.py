@@ -59,8 +59,7 @@ def test_diff_formats_and_exit_codes(run_cli, workspace: Path, fake: FakeLLM) ->
     assert "* rating   Speed / Image Classification: 6 → 7 (+1)" in text.stdout
     assert "overall  Image Classification: 5.73 → 5.87 (+0.14)" in text.stdout
     assert (
-        "item     Image Classification pros: Pros 0 text text. → Pros 0 text text reworded. (reworded)"
-        in text.stdout
+        "item     Image Classification pros: Pros 0 text text. → Pros 0 text text reworded. (reworded)" in text.stdout
     )
 
     md = run_cli("diff", PAIR, "--format", "markdown")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 
@@ -189,7 +188,8 @@ def test_an_answer_still_breaking_a_gate_fails_with_its_attempts(run_cli, fake: 
 
 # Each gate broken once, in the unit it belongs to: a profile's (its cells, pros and cons) or a pair's texts.
 MUTATIONS = {
-    "value-rating": ("profile", lambda d: d["dimensions"]["Complexity"].update(rating=10), "dimensions.Complexity.rating"),
+    "value-rating": ("profile", lambda d: d["dimensions"]["Complexity"].update(rating=10),
+                     "dimensions.Complexity.rating"),
     "complete-text": ("profile", lambda d: d["cons"][0].update(text="It needs a lot of compute and"), "cons[0]"),
     "faq-questions": ("texts", lambda d: d["faq"][0].update(question="Tell me about the weather"), "faq[0].question"),
     "alternative-names": ("texts", lambda d: d["alternatives"].__setitem__(0, "Image Segmentation"), "alternatives[0]"),

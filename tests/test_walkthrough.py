@@ -58,7 +58,8 @@ def test_a_reverted_brief_publishes_the_generation_of_those_inputs_again(workspa
 def test_a_pinned_rating_changes_header_verdict_index_and_feed_together(workspace: Path) -> None:
     (workspace / "config/overrides").mkdir()
     (workspace / "config/overrides/review.toml").write_text(
-        f'[[override]]\npair = "{KEY}"\npath = "b.dimensions.Complexity.rating"\nset = 8\nreason = "reviewed"\n'
+        '[[override]]\nsubject = "image-segmentation"\npath = "dimensions.Complexity.rating"\nset = 8\n'
+        'reason = "reviewed"\n'
     )
     assert cli(workspace, "run", "--pair", KEY).returncode == 0  # the test server's answer is a tie
     report = json.loads((workspace / REPORT).read_text())
@@ -122,8 +123,11 @@ def test_render_after_a_batch_changes_no_file_and_doctor_agrees(workspace: Path,
 
 
 def _speed(rating: int):
+    """Image Classification's profile with Speed rated `rating`."""
+
     def mutate(data: dict, _request: dict) -> dict:
-        data["a"]["dimensions"]["Speed"]["rating"] = rating
+        if data.get("subject") == "Image Classification":
+            data["dimensions"]["Speed"]["rating"] = rating
         return data
 
     return mutate
@@ -219,10 +223,9 @@ def test_a_short_brief_gets_advice_to_add_sentences_not_to_write_one() -> None:
     from pipeline.generation.selection import plan
     from pipeline.grounding import Passage
 
-    passages = [Passage(f"P{i}", s.id, "brief", f"A fact about {s.name} number {i}.")
-                for i, s in enumerate((PAIR.a, PAIR.a, PAIR.b), 1)]  # fmt: skip
+    passages = [Passage(f"P{i}", PAIR.a.id, "brief", f"A fact about {PAIR.a.name} number {i}.") for i in (1, 2)]
     with pytest.raises(SourceError, match=r"add sentences to its brief config/sources/image-classification\.md"):
-        plan(PAIR, passages, ["X"])
+        plan(PAIR.a, PAIR.category, passages)
 
 
 # -- 9. the diff says why ----------------------------------------------------------------------------
@@ -234,7 +237,10 @@ def test_history_and_diff_name_parameters_and_brief_sentences(workspace: Path) -
     assert first.returncode == 0 and "only one generation" in first.stdout
     assert cli(workspace, "run", "--pair", KEY, "--seed", "8").returncode == 0
     history = cli(workspace, "history", KEY).stdout.splitlines()
-    assert history[1].endswith("inputs: seed 7 → 8"), history
+    assert history[1].endswith(
+        "inputs: profile of image-classification: seed 7 → 8; profile of image-segmentation: seed 7 → 8; "
+        "texts: seed 7 → 8"
+    ), history
     brief = workspace / "config/sources/image-segmentation.md"
     brief.write_text(brief.read_text().replace("\n## Strengths", "\nSegmentation masks can be exported.\n\n"
                                                                  "## Strengths", 1))  # fmt: skip
@@ -259,7 +265,7 @@ def test_diff_of_generations_does_not_apply_todays_overrides(workspace: Path, fa
     assert cli(workspace, "run", "--pair", KEY, "--force").returncode == 0
     (workspace / "config/overrides").mkdir()
     (workspace / "config/overrides/review.toml").write_text(
-        f'[[override]]\npair = "{KEY}"\npath = "a.dimensions.Speed.rating"\nset = 6\n'
+        '[[override]]\nsubject = "image-classification"\npath = "dimensions.Speed.rating"\nset = 6\n'
     )
     out = cli(workspace, "diff", KEY).stdout
     assert "rating   Speed / Image Classification: 6 → 7 (+1)" in out  # the model's change, not hidden
