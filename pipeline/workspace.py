@@ -198,7 +198,8 @@ class Workspace:
         policy = self.settings.batch_api.with_reask(reask)
         todo = [i.job.messages for i in items if i.job is not None and i.action == "generate" and not i.job.by_code]
         waiting = 0 if backend.small else sum(1 for i in items if i.action == "later")
-        est = estimate(todo, len(items) - len(todo), params.max_tokens, price,
+        fresh_count = sum(1 for i in items if i.action == "fresh")
+        est = estimate(todo, fresh_count, params.max_tokens, price,
                        discount=policy.discount if via == "openai-batch" else 1.0, samples=params.samples,
                        one_prompt=sends_choices(backend), later=waiting)  # fmt: skip
         chose = "" if (provider or spec.provider) or self.settings.default_provider != "auto" else why

@@ -24,18 +24,19 @@ def pair_of(request: dict) -> str:
 
 
 def test_batch_of_55_with_faults_ends_with_exactly_the_right_statuses(workspace: Path, fake: FakeLLM) -> None:
-    add_category(workspace)
+    add_category(workspace)  # 11 subjects: 11 profiles, then the 55 pairs' texts
     rng = random.Random(1234)
     lock = threading.Lock()
     streak: dict[str, int] = {}
 
     def chooser(request: dict) -> dict | None:
-        if "Widget 03" in request["messages"][1]["content"] and "Widget 07" in request["messages"][1]["content"]:
-            return {"kind": "schema_invalid"}  # one pair that never gets a valid answer
-        key = request["messages"][1]["content"][:80]  # names the pair
+        user = request["messages"][1]["content"]
+        if user.startswith("Rate Widget 03 "):
+            return {"kind": "schema_invalid"}  # one profile that never gets a valid answer
+        key = user[:80]  # names the unit
         with lock:
             roll = rng.random()
-            # at most 2 faults in a row per pair (fewer than the 3 transport retries): a pair that fails
+            # at most 2 faults in a row per unit (fewer than the 3 transport retries): a unit that fails
             # anyway shows a bug, not bad luck
             streak[key] = streak.get(key, 0) + 1 if roll < 0.20 else 0
             if streak[key] > 2:
@@ -53,23 +54,26 @@ def test_batch_of_55_with_faults_ends_with_exactly_the_right_statuses(workspace:
     assert result.returncode == 1, result.stderr
     summary = json.loads(result.stdout[result.stdout.index("{") :])
     failures = [(i["pair_key"], i["error"]) for i in summary["items"] if i["status"] != "generated"]
-    assert summary["counts"] == {"generated": 54, "fresh": 0, "failed": 1, "skipped": 0, "pending": 0}, failures
-    failed = [i for i in summary["items"] if i["status"] == "failed"]
-    assert failed[0]["pair_key"] == "widget-03,widget-07" and "still invalid after 3 attempts" in failed[0]["error"]
-    assert failed[0]["attempts"] == 3
-    # the store: one generation per generated pair, none for the failed one, the ledger agrees
-    assert db(workspace, "SELECT count(*), count(DISTINCT pair_key) FROM generations") == [(54, 54)]
+    # 10 profiles and the 45 pairs of subjects with one are generated; the broken profile and its 10 pairs fail
+    assert summary["counts"] == {"generated": 55, "fresh": 0, "failed": 11, "skipped": 0, "pending": 0}, failures
+    failed = {i["pair_key"]: i for i in summary["items"] if i["status"] == "failed"}
+    broken = failed.pop("widgets/widget-03")
+    assert "still invalid after 3 attempts" in broken["error"] and broken["attempts"] == 3
+    assert all("widget-03" in key and "its profile widgets/widget-03 failed" in i["error"] for key, i in failed.items())
+    assert len(failed) == 10
+    # the store: one generation per generated unit, none for the failed ones, the ledger agrees
+    assert db(workspace, "SELECT count(*), count(DISTINCT pair_key) FROM generations") == [(55, 55)]
     assert db(workspace, "SELECT status, count(*) FROM run_items GROUP BY status ORDER BY status") == [
-        ("failed", 1), ("generated", 54)
+        ("failed", 11), ("generated", 55)
     ]  # fmt: skip
-    assert len(list((workspace / "reports/widgets").glob("*-vs-*.md"))) == 54
-    assert "[1/55]" not in result.stdout and "widget" in result.stderr  # per-item lines go to stderr
+    assert len(list((workspace / "reports/widgets").glob("*-vs-*.md"))) == 45
+    assert "[1/66]" not in result.stdout and "widget" in result.stderr  # per-item lines go to stderr
 
     calls = fake.calls
     again = cli(workspace, "batch", "--category", "widgets", "--resume")
-    assert again.returncode == 1  # the broken pair is still broken...
-    assert fake.calls - calls == 3  # ...and it is the only item called again (3 attempts)
-    assert "54 fresh, 1 failed" in again.stdout
+    assert again.returncode == 1  # the broken profile is still broken...
+    assert fake.calls - calls == 3  # ...and it is the only unit called again (3 attempts)
+    assert "55 fresh, 11 failed" in again.stdout
 
 
 def test_identical_rerun_makes_zero_calls_and_max_age_regenerates(workspace: Path, fake: FakeLLM) -> None:
@@ -77,15 +81,17 @@ def test_identical_rerun_makes_zero_calls_and_max_age_regenerates(workspace: Pat
     batch.write_text('name = "cv"\n[[select]]\ncategory = "computer-vision"\n[freshness]\nmax_age = "1s"\n')
     first = cli(workspace, "batch", str(batch))
     assert first.returncode == 0, first.stderr
-    assert fake.calls == 6
+    assert fake.calls == 10  # 4 profiles, then 6 pairs' texts
     batch.write_text('name = "cv"\n[[select]]\ncategory = "computer-vision"\n[freshness]\nmax_age = "7d"\n')
     second = cli(workspace, "batch", str(batch))
-    assert second.returncode == 0 and "0 generated, 6 fresh" in second.stdout
-    assert fake.calls == 6
+    assert second.returncode == 0 and "0 generated, 10 fresh" in second.stdout
+    assert fake.calls == 10
     time.sleep(2.1)
     batch.write_text('name = "cv"\n[[select]]\ncategory = "computer-vision"\n[freshness]\nmax_age = "2s"\n')
     third = cli(workspace, "batch", str(batch), "--dry-run")
-    assert "6 to generate, 0 fresh" in third.stdout and fake.calls == 6
+    # the 4 profiles are too old; the 6 pairs' texts are written once the profiles are new
+    assert "10 to generate, 6 fresh" not in third.stdout and "10 to generate, 0 fresh" in third.stdout, third.stdout
+    assert fake.calls == 10
     runs = cli(workspace, "runs")
     assert runs.returncode == 0 and runs.stdout.count(" cv ") == 2
 
@@ -97,7 +103,8 @@ def test_budget_skips_the_rest(workspace: Path, fake: FakeLLM) -> None:
     result = cli(workspace, "batch", "--category", "computer-vision", "--concurrency", "1", "--max-cost", "0.2")
     assert result.returncode == 1
     assert "budget of $0.2 was reached" in result.stderr
-    assert "2 generated, 0 fresh, 0 failed, 4 skipped" in result.stdout  # 150 tokens = $0.15 per call
+    # 150 tokens = $0.15 per call: two profiles, then the budget; the pairs that needed a skipped profile wait too
+    assert "2 generated, 0 fresh, 0 failed, 8 skipped" in result.stdout, result.stdout
     assert fake.calls == 2
 
 
@@ -112,7 +119,8 @@ def test_batch_and_on_demand_run_at_once_both_succeed(workspace: Path, fake: Fak
     assert single.returncode == 0, single.stderr
     assert batch.returncode == 0, err
     assert "Traceback" not in err + single.stderr
-    assert db(workspace, "SELECT count(*) FROM generations") == [(11,)]
+    # databases: 5 profiles and 10 pairs' texts; django,flask: 2 profiles and its texts
+    assert db(workspace, "SELECT count(*) FROM generations") == [(18,)]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -136,9 +144,9 @@ def test_ctrl_c_keeps_what_arrived_and_resume_finishes(workspace: Path, fake: Fa
     fake.default = {"kind": "valid"}
     resumed = cli(workspace, "batch", "--category", "widgets", "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert db(workspace, "SELECT count(*), count(DISTINCT pair_key) FROM generations") == [(55, 55)]
-    # repeated calls: at most the two that were in flight when Ctrl-C came
-    assert fake.calls - calls_before <= 55 - stored + 2
+    assert db(workspace, "SELECT count(*), count(DISTINCT pair_key) FROM generations") == [(66, 66)]
+    # repeated calls: at most the two that were in flight when Ctrl-C came (11 profiles, 55 pairs' texts)
+    assert fake.calls - calls_before <= 66 - stored + 2
     assert calls_before <= stored + 2 + 1
     md = list((workspace / "reports/widgets").glob("*-vs-*.md"))
     assert len(md) == 55 and not list((workspace / "reports/widgets").glob(".*.tmp"))

@@ -88,17 +88,22 @@ class Collector:
         from pipeline.batch.plan import Freshness, plan_pairs
         from pipeline.units import units_of
 
-        pending = {k for k, status in self.store.run_item_statuses(self.run_id).items() if status == "pending"}
-        pairs = [self.ctx.catalogue.pair(k, allow_cross_category=True) for k in sorted(pending) if "," in k]
+        items_now = self.store.run_item_statuses(self.run_id)
+        pending = sorted(k for k, (status, _) in items_now.items() if status == "pending" and "," in k)
+        pairs = [self.ctx.catalogue.pair(k, allow_cross_category=True) for k in pending]
         if not pairs:
             return
-        profiles = {u: found[0] for p in pairs for u in units_of(p) if (found := self.store.published(u))}
+        failed = {k: error or status for k, (status, error) in items_now.items() if status == "failed"}
+        profiles = {
+            u: found[0] for p in pairs for u in units_of(p) if u not in failed and (found := self.store.published(u))
+        }
         params = self.params()
 
         def texts_of(pair: Pair, both: tuple[Comparison, Comparison]) -> Job:
             return self.ctx.units.pair(pair, both, self.provider, params)
 
-        items = plan_pairs(self.store, texts_of, pairs, Freshness(None, False, frozenset()), profiles, later=False)
+        fresh = Freshness(None, False, frozenset())
+        items = plan_pairs(self.store, texts_of, pairs, fresh, profiles, failed, later=False)
         for item in items:
             if item.action == "fresh" and item.cached is not None:
                 entry = settled(item.unit, "fresh", generation_id=item.cached.generation_id)

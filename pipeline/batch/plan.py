@@ -104,8 +104,10 @@ def plan_pairs(store: Store, texts_of: TextsOf, pairs: Iterable[Pair], fresh: Fr
         ua, ub = units_of(pair)
         broken = next((u for u in (ua, ub) if u in failed), None)
         if broken is not None:
-            items.append(PlanItem(pair.key, None, "failed", f"its profile {broken} failed: {failed[broken]}"[:500],
-                                  pair=pair))  # fmt: skip
+            why = failed[broken]
+            skipped = why.startswith("skipped: ")  # a profile the budget stopped: the pair waits for it too
+            action, what = ("skipped", why.removeprefix("skipped: ")) if skipped else ("failed", f"failed: {why}")
+            items.append(PlanItem(pair.key, None, action, f"its profile {broken} {what}"[:500], pair=pair))
             continue
         if ua not in profiles or ub not in profiles:
             missing = ua if ua not in profiles else ub

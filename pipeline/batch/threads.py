@@ -155,7 +155,8 @@ def run_batch(
             stage(items)
             waiting = [i for i in items if i.action == "later"]
             if waiting and stage_two is not None:
-                failed = {k: i.error or i.status for k, i in writer.items.items() if i.status not in DONE}
+                failed = {k: f"skipped: {i.error}" if i.status == "skipped" else (i.error or i.status)
+                          for k, i in writer.items.items() if i.status not in DONE}  # fmt: skip
                 stage(stage_two(waiting, writer.profiles(), failed))
         except KeyboardInterrupt:
             interrupted = True
@@ -180,7 +181,8 @@ def _already_settled(item: PlanItem) -> Arrived:
     if item.action == "fresh":
         assert item.cached is not None
         return settled(item.unit, "fresh", generation_id=item.cached.generation_id), item.cached
-    return settled(item.unit, "deferred" if item.action == "deferred" else "failed", error=item.reason), None
+    status = item.action if item.action in ("deferred", "skipped") else "failed"
+    return settled(item.unit, status, error=item.reason), None
 
 
 @contextlib.contextmanager

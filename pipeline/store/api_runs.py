@@ -123,9 +123,11 @@ class ApiRuns(Connection):
             return int(scalar(con, "SELECT count(*) FROM api_requests WHERE run_id = ? AND status IN "
                                    "('submitted', 'reask')", [run_id]))  # fmt: skip
 
-    def run_item_statuses(self, run_id: str) -> dict[str, str]:
+    def run_item_statuses(self, run_id: str) -> dict[str, tuple[str, str]]:
+        """Each item of a run: its status and error."""
         with self.session() as con:
-            return dict(con.execute("SELECT pair_key, status FROM run_items WHERE run_id = ?", [run_id]).fetchall())
+            rows = con.execute("SELECT pair_key, status, error FROM run_items WHERE run_id = ?", [run_id]).fetchall()
+        return {key: (status, error) for key, status, error in rows}
 
     def record_items(self, run_id: str, entries: Sequence[LedgerEntry]) -> None:
         """Ledger entries of a run's items settled outside its batches (a pair's texts asked directly)."""
