@@ -63,12 +63,15 @@ class Freshness:
 
 
 def plan(store: Store, profile_of: ProfileOf, texts_of: TextsOf, pairs: list[Pair], fresh: Freshness,
-         profile_subjects: frozenset[str] | None = None) -> list[PlanItem]:  # fmt: skip
-    """The profiles the pairs need (those of `profile_subjects` only, for a shard), then the pairs.
+         profile_subjects: frozenset[str] | None = None, profile_pairs: list[Pair] | None = None
+         ) -> list[PlanItem]:  # fmt: skip
+    """The profiles the pairs need (for a shard: those of `profile_subjects` that any of `profile_pairs`,
+    the whole batch's, needs), then the pairs.
 
     A pair whose two profiles are fresh is planned now (fresh or generate, by its texts' cache key);
     a pair waiting for a profile of this batch is `later`."""
-    wanted = [(u, s, c) for u, s, c in profile_units(pairs) if profile_subjects is None or s.id in profile_subjects]
+    pool = profile_units(pairs if profile_pairs is None else profile_pairs)
+    wanted = [(u, s, c) for u, s, c in pool if profile_subjects is None or s.id in profile_subjects]
     jobs: dict[str, Job | PipelineError] = {}
     for unit, subject, category in wanted:
         try:
@@ -144,7 +147,7 @@ def prepare_batch(
 
     With a shard (`--shard i/n`) the profiles are split by subject and the pairs by pair; a pair
     whose profiles were made by other shards is written when the merged store runs the batch again."""
-    pairs = resolve_pairs(spec, catalogue)
+    everything = pairs = resolve_pairs(spec, catalogue)
     subjects = None
     if shard is not None:
         index, count = shard
@@ -159,7 +162,7 @@ def prepare_batch(
         resumed_from, statuses = last
         done_before = {key for key, status in statuses.items() if status in DONE}
     fresh = Freshness(spec.max_age_s, force, frozenset(done_before))
-    items = plan(store, profile_of, texts_of, pairs, fresh, subjects)
+    items = plan(store, profile_of, texts_of, pairs, fresh, subjects, everything)
     if subjects is not None:  # profiles made by other shards: what this store publishes, if anything
         here = {i.unit for i in items if not i.is_pair}
         items = [_elsewhere(store, texts_of, i, fresh) if i.action == "later" and not _all_here(i, here) else i

@@ -78,7 +78,8 @@ class RunSummary:
     def verdict(self) -> Verdict:
         if self.interrupted:
             return Verdict.INTERRUPTED
-        return Verdict.DONE if all(i.status in DONE for i in self.items) else Verdict.FAILED
+        # A shard's pair deferred to the merged store is not a failure of this shard.
+        return Verdict.DONE if all(i.status in (*DONE, "deferred") for i in self.items) else Verdict.FAILED
 
     def as_dict(self) -> dict[str, Any]:
         u = self.usage
@@ -86,7 +87,8 @@ class RunSummary:
             "run_id": self.run_id, "name": self.name, "provider": self.provider, "model": self.model,
             "wall_s": round(self.wall_s, 2), "interrupted": self.interrupted,
             "stopped_by_budget": self.stopped_by_budget,
-            "counts": {s: self.count(s) for s in ("generated", "fresh", "failed", "skipped", "pending")},
+            "counts": {s: self.count(s) for s in ("generated", "fresh", "failed", "skipped", "pending")}
+            | ({"deferred": self.count("deferred")} if self.count("deferred") else {}),
             "tokens": {"prompt": u.prompt_tokens, "completion": u.completion_tokens},
             "cost": round(self.cost, 6), "exit_code": int(exit_code(self.verdict)),
             "items": [i.row() for i in self.items],
