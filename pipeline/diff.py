@@ -98,6 +98,8 @@ def diff_reports(old: dict[str, Any], new: dict[str, Any], threshold: float = 1.
                     o["value"], n["value"], _values(old_spread, side, dim), _values(new_spread, side, dim)
                 )
                 add(Change("value", f"{dim} / {names[side]}", _show(o["value"]), _show(n["value"]), not noise, noise))
+            if "rating" not in o or "rating" not in n:
+                continue  # a dimension shown as a value, not rated (or rated on one side only: the value says it)
             delta = n["rating"] - o["rating"]
             if delta:
                 ranges = (_range(old_spread, "ratings", side, dim), _range(new_spread, "ratings", side, dim))

@@ -43,7 +43,7 @@ def subject_pair(request: dict) -> str:
 
 
 def test_200_pairs_under_injected_faults(workspace: Path, fake: FakeLLM) -> None:
-    add_category(workspace, 21)  # 210 pairs
+    add_category(workspace, 21)  # 21 profiles, 210 pairs
     cfg = workspace / "config/pipeline.toml"
     cfg.write_text(
         cfg.read_text().replace("timeout_s = 5", "timeout_s = 1").replace("deadline_s = 20", "deadline_s = 4")
@@ -77,7 +77,7 @@ def test_200_pairs_under_injected_faults(workspace: Path, fake: FakeLLM) -> None
     assert result.returncode in (0, 1), result.stderr
     summary = json.loads(result.stdout[result.stdout.index("{") :])
     items = summary["items"]
-    assert len(items) == 210 and {i["status"] for i in items} <= {"generated", "failed"}  # zero lost
+    assert len(items) == 231 and {i["status"] for i in items} <= {"generated", "failed"}  # zero lost
     assert all(i["error"] for i in items if i["status"] == "failed")  # every failure has a reason
     generated = sum(1 for i in items if i["status"] == "generated")
     assert db(workspace, "SELECT count(*), count(DISTINCT pair_key) FROM generations") == [(generated, generated)]
@@ -105,7 +105,7 @@ def test_no_retry_after_permanent_errors(workspace: Path, fake: FakeLLM) -> None
 
 
 def test_sigkill_at_random_points_then_resume(workspace: Path, fake: FakeLLM) -> None:
-    add_category(workspace, 8)  # 28 pairs
+    add_category(workspace, 8)  # 8 profiles, 28 pairs
     fake.default = {"kind": "valid", "delay": 0.05}
     rng = random.Random(7)
     for _ in range(10):
@@ -136,10 +136,10 @@ def test_sigkill_at_random_points_then_resume(workspace: Path, fake: FakeLLM) ->
     stored_before = db(workspace, "SELECT count(*) FROM generations")[0][0]
     final = cli(workspace, "batch", "--category", "widgets")
     assert final.returncode == 0, final.stderr
-    assert db(workspace, "SELECT count(*), count(DISTINCT pair_key) FROM generations") == [(28, 28)]
-    assert fake.calls - calls_before == 28 - stored_before  # the resume repeats nothing that was stored
-    # over all kills, calls beyond one per pair are at most what was in flight (4) at each kill
-    assert fake.calls <= 28 + 10 * 4
+    assert db(workspace, "SELECT count(*), count(DISTINCT pair_key) FROM generations") == [(36, 36)]
+    assert fake.calls - calls_before == 36 - stored_before  # the resume repeats nothing that was stored
+    # over all kills, calls beyond one per unit are at most what was in flight (4) at each kill
+    assert fake.calls <= 36 + 10 * 4
     doctor = cli(workspace, "doctor")
     assert doctor.returncode == 0, doctor.stdout
 
@@ -147,15 +147,17 @@ def test_sigkill_at_random_points_then_resume(workspace: Path, fake: FakeLLM) ->
 def test_batch_and_five_runs_started_together(workspace: Path, fake: FakeLLM) -> None:
     """Six processes race for one store; each either finishes its work or says the store was busy.
 
-    Every process that exits 0 must have stored exactly its generations (a batch: one per pair of
-    the category; a run: one), and at least one process per round must get through.
+    Every process that exits 0 must have stored exactly its generations (a batch: one per profile and
+    one per pair of the category; a run: its two profiles and its texts), and at least one process per
+    round must get through.
     """
     cfg = workspace / "config/pipeline.toml"
     cfg.write_text(cfg.read_text() + "\n[store]\nlock_timeout_s = 60\n")
     fake.default = {"kind": "valid", "delay": 0.02}
     singles = ["django,flask", "django,fastapi", "express,flask", "fastapi,flask", "django,express"]
-    brokers = len(list(itertools.combinations(load_catalogue(workspace / "config").members("message-brokers"), 2)))
-    assert brokers >= 3
+    members = load_catalogue(workspace / "config").members("message-brokers")
+    brokers = len(members) + len(list(itertools.combinations(members, 2)))  # profiles, then pairs
+    assert brokers >= 6
     base = [sys.executable, "-m", "pipeline", "--workspace", str(workspace)]
     for round_ in range(ROUNDS):
         before = db(workspace, "SELECT count(*) FROM generations")[0][0] if round_ else 0
@@ -172,7 +174,7 @@ def test_batch_and_five_runs_started_together(workspace: Path, fake: FakeLLM) ->
             if proc.returncode == 75:
                 assert "is busy (held by pid" in err
         assert 0 in codes, f"round {round_}: every process found the store busy ({codes})"
-        expected = (brokers if codes[0] == 0 else 0) + sum(1 for c in codes[1:] if c == 0)
+        expected = (brokers if codes[0] == 0 else 0) + sum(3 for c in codes[1:] if c == 0)
         assert db(workspace, "SELECT count(*) FROM generations")[0][0] - before == expected, (round_, codes)
     assert db(workspace, "SELECT count(*) - count(DISTINCT id) FROM generations") == [(0,)]
     assert cli(workspace, "doctor").returncode == 0

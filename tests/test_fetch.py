@@ -210,16 +210,18 @@ def test_report_cites_passages_of_a_url_source(workspace: Path, fake: FakeLLM, p
 
     def cite_the_page(data: dict, request: dict) -> dict:
         user = request["messages"][1]["content"]
+        if 'label="docs"' not in user:
+            return data  # the other subject's profile, or the pair's texts
         page = user[user.index('label="docs"') :].split("</source>")[0]
         ids = [line[1 : line.index("]")] for line in page.splitlines() if line.startswith("[P")]
         plugin = next(line[1 : line.index("]")] for line in page.splitlines() if "plugin system" in line)
         url_ids[:] = ids
-        # The page is a source of django (subject a): only a's claims may cite it.
-        for name, entry in data["a"]["dimensions"].items():
+        # The page is a source of django (subject a) and its profile cites it.
+        for name, entry in data["dimensions"].items():
             entry["sources"] = [ids[0]]
             entry["rationale"] = f"{name}: it renders dashboards quickly."
-        data["a"]["pros"][0] = {"text": "Plugin system for dashboards.", "sources": [plugin]}
-        data["a"]["cons"][0] = {"text": "Unrelated claim about pricing.", "sources": [ids[0]]}
+        data["pros"][0] = {"text": "Plugin system for dashboards.", "sources": [plugin]}
+        data["cons"][0] = {"text": "Unrelated claim about pricing.", "sources": [ids[0]]}
         return data
 
     fake.mutate = cite_the_page
@@ -247,15 +249,15 @@ def test_report_cites_passages_of_a_url_source(workspace: Path, fake: FakeLLM, p
 def test_invalid_passage_ids_are_re_asked(workspace: Path, fake: FakeLLM) -> None:
     def bad_id_once(data: dict, _request: dict) -> dict:
         if fake.calls == 1:
-            data["a"]["pros"][0]["sources"] = ["P99"]
+            data["pros"][0]["sources"] = ["P99"]
         return data
 
     fake.mutate = bad_id_once
     result = cli(workspace, "run", "--pair", "django,flask")
     assert result.returncode == 0, result.stderr
-    assert fake.calls == 2
+    assert fake.calls == 4  # django's profile twice, flask's, the texts
     reask = fake.requests[1]["messages"][-1]["content"]
-    assert "P99" in reask and "a.pros[0].sources[0]" in reask
+    assert "P99" in reask and "pros[0].sources[0]" in reask
 
 
 def test_a_url_that_never_worked_fails_its_item_clearly(workspace: Path, fake: FakeLLM, pages: Pages) -> None:

@@ -104,8 +104,10 @@ def test_four_shards_run_apart_and_merge_into_one_store_without_duplicates(
     con = duckdb.connect(str(merged), read_only=True)
     try:
         assert con.execute("SELECT status FROM runs WHERE name LIKE '%shard 2/4%'").fetchall() == [("finished",)]
-        assert {s for (s,) in con.execute("SELECT DISTINCT status FROM run_items").fetchall()} <= {"generated",
-                                                                                                   "deferred"}
+        assert {s for (s,) in con.execute("SELECT DISTINCT status FROM run_items").fetchall()} <= {
+            "generated",
+            "deferred",
+        }
         assert {t: con.execute(f"SELECT count(*) FROM {t}").fetchone() for t in before} == before
     finally:
         con.close()

@@ -18,7 +18,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from pipeline.generation import gates, selection
+from pipeline.generation import selection
 from pipeline.models import Comparison, Pair, Part, PassageText
 
 _ID = re.compile(r"^P(\d+)$")
@@ -58,7 +58,7 @@ def compose(
     params = {
         "mode": a.params.get("mode", "write"),
         "texts": texts.params.get("mode", "write"),
-        "gates": min(int(g.params.get("gates", gates.VERSION)) for g in (a, b, texts)),
+        "gates": min(int(g.params.get("gates") or 0) for g in (a, b, texts)),
         **({"stale_texts": True} if stale else {}),
         "sides": {"a": a.params.get("samples"), "b": b.params.get("samples")},
         **_judged(a, b, offset),
@@ -89,14 +89,19 @@ def _judged(a: Comparison, b: Comparison, offset: int) -> dict[str, Any]:
     """The grounding judge's verdicts of both profiles, on the page's paths ("a.dimensions.Speed")."""
     merged: dict[str, str] = {}
     who: dict[str, Any] = {}
+    errors = []
     for side, g in (("a", a), ("b", b)):
         judged = g.params.get("judge")
         if isinstance(judged, dict):
-            who = {k: v for k, v in judged.items() if k in ("provider", "model", "error")} or who
+            who = {k: judged[k] for k in ("provider", "model") if k in judged} or who
+            if judged.get("error"):
+                errors.append(f"{side}: {judged['error']}")
             merged.update({f"{side}.{path}": v for path, v in (judged.get("verdicts") or {}).items()})
     if not who and not merged:
         return {}
-    return {"judge": {**who, **({"verdicts": merged} if merged else {})}}
+    return {
+        "judge": {**who, **({"verdicts": merged} if merged else {}), **({"error": "; ".join(errors)} if errors else {})}
+    }
 
 
 def _number(pid: str) -> int:
