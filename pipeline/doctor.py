@@ -122,6 +122,8 @@ def _scopes(pair_key: str, stored: list[dict[str, Any]]) -> tuple[tuple[str, ...
 
 def _check_files(ws: Workspace, report: Report) -> None:
     pairs = ws.publisher.pages()
+    for pair_key, problem in ws.publisher.unrenderable:
+        report.findings.append(Finding(f"page {pair_key}", f"cannot be rendered: {problem}"))
     existing = frozenset(c.pair_key for c, _ in pairs)
     _check_unheld(ws, report, existing)
     for comparison, previous in pairs:

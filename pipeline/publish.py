@@ -45,6 +45,7 @@ class Rendered:
 class Publisher:
     def __init__(self, store: Store, renderer: Renderer, catalogue: Catalogue):
         self.store, self.renderer, self.catalogue = store, renderer, catalogue
+        self.unrenderable: list[tuple[str, str]] = []  # pages the last `pages()` could not compose, and why
 
     def pages(self, pair_keys: Iterable[str] | None = None) -> Pages:
         """Every published page (or those of `pair_keys`), composed, with the page published before it."""
@@ -59,12 +60,20 @@ class Publisher:
         pinned = self.store.by_ids([gid for c, prev in texts for g in (c, prev) if g is not None
                                     for gid in _written_for(g)])  # fmt: skip
         out = []
+        self.unrenderable = []
         for current, previous in texts:
             if not self._renderable(current):
                 continue
-            page = self._page(current, profiles, pinned)
+            try:
+                page = self._page(current, profiles, pinned)
+                before = self._page(previous, {}, pinned) if previous is not None else None
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a stored row that is not what it says
+                log.warning("%s: its page cannot be composed (%s: %s); its report is left as it is",
+                            current.pair_key, type(exc).__name__, exc)  # fmt: skip
+                self.unrenderable.append((current.pair_key, f"{type(exc).__name__}: {exc}"))
+                continue
             if page is not None:
-                out.append((page, self._page(previous, {}, pinned) if previous is not None else None))
+                out.append((page, before))
         return out
 
     def _page(

@@ -58,15 +58,17 @@ def test_prompt_injection_in_sources_stays_data(workspace: Path, fake: FakeLLM) 
     ))  # fmt: skip
 
     def hostile(data: dict, _request: dict) -> dict:  # the model "obeys" the injection as best it can
-        data["a"]["pros"][0]["text"] = '<a href="javascript:alert(1)">10/10</a> ../../etc/passwd.'
-        data["alternatives"][0] = "<img src=https://evil.example/x.png onerror=alert(1)>"
+        if "pros" in data:
+            data["pros"][0]["text"] = '<a href="javascript:alert(1)">10/10</a> ../../etc/passwd.'
+        else:
+            data["alternatives"][0] = "<img src=https://evil.example/x.png onerror=alert(1)>"
         return data
 
     fake.mutate = hostile
     result = cli(workspace, "run", "--pair", PAIR)
     assert result.returncode == 0, result.stderr
     user = fake.requests[0]["messages"][1]["content"]
-    assert user.count("</source>") == user.count("<source ") == 5  # the injected closing tag was neutralised
+    assert user.count("</source>") == user.count("<source ") == 3  # the injected closing tag was neutralised
     html = (workspace / "reports/computer-vision/image-classification-vs-image-segmentation.html").read_text()
     assert (
         '<a href="javascript' not in html
@@ -129,8 +131,8 @@ def test_unwritable_reports_folder_fails_cleanly_and_keeps_the_generation(worksp
     assert result.returncode == 2 and "cannot write" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     (reports / "computer-vision").unlink()
-    again = cli(workspace, "run", "--pair", PAIR)  # the generation was kept: no second call
-    assert again.returncode == 0 and "cache hit" in again.stdout and fake.calls == 1
+    again = cli(workspace, "run", "--pair", PAIR)  # the generations were kept: no second call
+    assert again.returncode == 0 and again.stdout.count("cache hit") == 3 and fake.calls == 3
 
 
 def test_failing_write_leaves_no_half_written_report(workspace: Path, fake: FakeLLM, monkeypatch) -> None:
@@ -159,7 +161,7 @@ def test_failing_write_leaves_no_half_written_report(workspace: Path, fake: Fake
 def test_doctor_finds_edited_reports_and_broken_rows(workspace: Path, fake: FakeLLM) -> None:
     assert cli(workspace, "run", "--pair", PAIR).returncode == 0
     ok = cli(workspace, "doctor")
-    assert ok.returncode == 0 and "checked 1 generation and 3 report files: ok" in ok.stdout
+    assert ok.returncode == 0 and "checked 3 generations and 3 report files: ok" in ok.stdout
     md = workspace / "reports/computer-vision/image-classification-vs-image-segmentation.md"
     md.write_text(md.read_text() + "edited\n")
     edited = cli(workspace, "doctor")
