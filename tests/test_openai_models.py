@@ -44,7 +44,8 @@ def test_reasoning_models_get_max_completion_tokens_and_no_sampling(run_cli, fak
     body = fake.requests[0]
     assert body["model"] == model and body["max_completion_tokens"] == 1400 + 8192
     assert not {"max_tokens", "temperature", "top_p", "presence_penalty"} & set(body)
-    assert fake.calls == 1  # the fake rejects max_tokens and temperature for these models, as OpenAI does
+    # the fake rejects max_tokens and temperature for these models, as OpenAI does: no call was refused
+    assert fake.calls == 3
 
 
 def test_reasoning_effort_and_overrides(run_cli, fake: FakeLLM, workspace: Path) -> None:
@@ -92,26 +93,27 @@ def test_a_profile_may_allow_re_asking_a_refusal(run_cli, fake: FakeLLM, workspa
     profile_extra(workspace, "reask_refusals = 1")
     fake.push({"kind": "refusal"})
     result = run_cli("run", "--pair", PAIR)
-    assert result.exit_code == 0 and fake.calls == 2 and "2 attempts" in result.stdout
+    assert result.exit_code == 0 and fake.calls == 4 and "2 attempts" in result.stdout
 
 
 def test_a_refusal_in_a_batch_fails_that_item_with_the_reason(run_cli, fake: FakeLLM) -> None:
-    fake.chooser = lambda body: {"kind": "refusal", "reason": "Not this one."} if "Object Detection" in json.dumps(
-        body["messages"]) else None  # fmt: skip
+    fake.chooser = lambda body: {"kind": "refusal", "reason": "Not this one."} if body["messages"][1][
+        "content"].startswith("Rate Object Detection ") else None  # fmt: skip
     result = run_cli("batch", "--category", "computer-vision")
     assert result.exit_code == 1
     assert result.stdout.count("failed") >= 1 and "refused: Not this one." in result.stdout
     run_id = result.stdout.split()[1]
     items = run_cli("runs", "--items", run_id).stdout
-    assert "refused: Not this one." in items and items.count(" generated ") == 3
+    # object detection's profile is refused, and its three pairs wait for it; 3 profiles and 3 pairs are made
+    assert "refused: Not this one." in items and items.count(" generated ") == 6
 
 
 def test_the_content_filter_is_re_asked_once_then_fails_clearly(run_cli, fake: FakeLLM) -> None:
     fake.push({"kind": "content_filter"})
-    assert run_cli("run", "--pair", PAIR).exit_code == 0 and fake.calls == 2
+    assert run_cli("run", "--pair", PAIR).exit_code == 0 and fake.calls == 4  # the first profile asked twice
     fake.push({"kind": "content_filter"}, {"kind": "content_filter"})
     result = run_cli("run", "--pair", PAIR, "--force")
-    assert result.exit_code == 1 and fake.calls == 4
+    assert result.exit_code == 1 and fake.calls == 6
     assert "content filter stopped the answer twice" in result.stderr
     assert run_cli("show", PAIR, "--attempts").stdout.count(" content_filter ") == 3
 
@@ -134,7 +136,7 @@ def test_an_unparseable_retry_after_falls_back_to_backoff_over_http(run_cli, fak
     fake.push({"kind": "status", "status": 429, "headers": {"retry-after": "soon"}})
     fake.push({"kind": "status", "status": 429, "headers": {"x-ratelimit-reset-tokens": "300ms"}})
     result = run_cli("run", "--pair", PAIR)
-    assert result.exit_code == 0 and fake.calls == 3
+    assert result.exit_code == 0 and fake.calls == 5  # the first profile's call tried three times, then two more
     assert fake.times[2] - fake.times[1] >= 0.3  # the reset header set the wait (capped at 2 s here)
 
 
@@ -219,11 +221,12 @@ def test_cached_and_reasoning_tokens_are_read_priced_and_shown(run_cli, fake: Fa
     result = run_cli("run", "--pair", PAIR, "--model", "o4-mini")
     assert result.exit_code == 0
     assert "1000 prompt (400 cached) + 600 completion (350 reasoning)" in result.stdout
-    assert "1000 prompt (400 cached) + 600 completion (350 reasoning) = 1600" in (workspace / MD).read_text()
+    # the page sums its three generations (two profiles and the texts)
+    assert "3000 prompt (1200 cached) + 1800 completion (1050 reasoning) = 4800" in (workspace / MD).read_text()
     batch = run_cli("batch", "--category", "computer-vision", "--model", "o4-mini", "--force", "--json", "-")
     summary = json.loads(batch.stdout[batch.stdout.index("{") :])
-    # 6 items of 600 uncached + 400 cached prompt tokens and 600 completion tokens:
-    assert summary["cost"] == pytest.approx(6 * (600 * 1.0 + 400 * 0.25 + 600 * 4.0) / 1e6)
+    # 10 items (4 profiles, 6 pairs) of 600 uncached + 400 cached prompt tokens and 600 completion tokens:
+    assert summary["cost"] == pytest.approx(10 * (600 * 1.0 + 400 * 0.25 + 600 * 4.0) / 1e6)
     items = run_cli("runs", "--items", summary["run_id"]).stdout
     assert "(cached 400, reasoning 350)" in items
     from pipeline.pricing import Price
