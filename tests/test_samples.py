@@ -32,6 +32,11 @@ def with_ratings(ratings: dict[str, list[int]]) -> dict:
     return data
 
 
+def profile_with(ratings: list[int]) -> dict:
+    """Subject a's profile (of REFERENCE_DATA) with these ratings, in dimension order."""
+    return with_ratings({"a": ratings})["a"]
+
+
 def no_problems(_data: dict) -> list[Problem]:
     return []
 
@@ -41,46 +46,42 @@ def no_problems(_data: dict) -> list[Problem]:
 
 def test_consensus_takes_the_median_cell_of_a_real_sample_and_texts_of_the_closest() -> None:
     base = [int(REFERENCE_DATA["a"]["dimensions"][d]["rating"]) for d in DIMS]
-    other = [int(REFERENCE_DATA["b"]["dimensions"][d]["rating"]) for d in DIMS]
     low = [max(1, r - 2) for r in base]
     high = [min(10, r + 1) for r in base]
-    samples = [with_ratings({"a": low, "b": other}), with_ratings({"a": base, "b": other}),
-               with_ratings({"a": high, "b": other})]  # fmt: skip
-    samples[1]["a"]["pros"][0]["text"] = "The closest sample's own pro."
-    made = consensus.build(samples, PAIR, 3, no_problems, lambda d: d, by_code=False)
+    samples = [profile_with(low), profile_with(base), profile_with(high)]
+    samples[1]["pros"][0]["text"] = "The closest sample's own pro."
+    made = consensus.build(samples, PAIR.category, 3, no_problems)
     for i, dim in enumerate(DIMS):
-        cell = made.data["a"]["dimensions"][dim]
+        cell = made.data["dimensions"][dim]
         assert cell["rating"] == base[i]
         # the rationale comes with the rating from the same sample: text and number agree
         assert cell["rationale"] == f"a {dim} rated {base[i]} in this sample."
-    assert made.base == 1 and made.data["a"]["pros"][0]["text"] == "The closest sample's own pro."
+    assert made.base == 1 and made.data["pros"][0]["text"] == "The closest sample's own pro."
     assert made.meta["method"] == "median" and made.meta["k"] == 3 and made.meta["valid"] == 3
-    assert made.meta["ratings"]["a"][DIMS[0]] == [low[0], base[0], high[0]]
+    assert made.meta["ratings"][DIMS[0]] == [low[0], base[0], high[0]]
 
 
 def test_consensus_value_is_the_most_frequent_among_cells_with_the_median_rating() -> None:
-    samples = [with_ratings({"a": [5] * len(DIMS)}) for _ in range(3)]
+    samples = [profile_with([5] * len(DIMS)) for _ in range(3)]
     dim = DIMS[0]
     for sample, value in zip(samples, ["first", "second", "second"], strict=True):
-        sample["a"]["dimensions"][dim]["value"] = value
-    made = consensus.build(samples, PAIR, 3, no_problems, lambda d: d, by_code=False)
-    assert made.data["a"]["dimensions"][dim]["value"] == "second"
+        sample["dimensions"][dim]["value"] = value
+    made = consensus.build(samples, PAIR.category, 3, no_problems)
+    assert made.data["dimensions"][dim]["value"] == "second"
 
 
-def test_consensus_falls_back_to_a_composed_verdict_then_to_the_closest_sample() -> None:
-    samples = [with_ratings({"a": [4] * len(DIMS)}), with_ratings({"a": [6] * len(DIMS)})]
+def test_consensus_falls_back_to_the_next_closest_then_to_the_closest_sample_whole() -> None:
+    samples = [profile_with([4] * len(DIMS)), profile_with([6] * len(DIMS)), profile_with([5] * len(DIMS))]
+    samples[2]["pros"][0]["text"] = "A pro the check refuses."
     seen: list[str] = []
 
-    def verdict_must_be_composed(data: dict) -> list[Problem]:
-        seen.append(data["verdict"]["reasoning"])
-        return [] if data["verdict"]["reasoning"] == "composed" else [Problem("verdict", "wrong", "verdict")]
+    def refuses_that_pro(data: dict) -> list[Problem]:
+        seen.append(data["pros"][0]["text"])
+        return [Problem("pros[0]", "no", "consistency")] if data["pros"][0]["text"] == "A pro the check refuses." else []
 
-    def compose(data: dict) -> dict:
-        return {**data, "verdict": {"winner": "tie", "reasoning": "composed"}}
-
-    made = consensus.build(samples, PAIR, 2, verdict_must_be_composed, compose, by_code=False)
-    assert made.meta["method"] == "median, verdict by code" and len(seen) == 3
-    nothing_passes = consensus.build(samples, PAIR, 2, lambda d: [Problem("x", "no")], compose, by_code=False)
+    made = consensus.build(samples, PAIR.category, 3, refuses_that_pro)
+    assert made.meta["method"] == "median" and made.base != 2 and len(seen) == 2  # the closest, then the next
+    nothing_passes = consensus.build(samples, PAIR.category, 3, lambda d: [Problem("x", "no")])
     assert nothing_passes.meta["method"] == "closest sample"
     assert nothing_passes.data == samples[nothing_passes.base]
 
@@ -117,17 +118,20 @@ def test_samples_without_n_are_calls_with_their_own_seeds(workspace: Path, fake:
     noisy(fake, workspace)
     result = cli(workspace, "run", "--pair", PAIR.key, "--samples", "3")
     assert result.returncode == 0, result.stderr
-    assert [r.get("seed") for r in fake.requests] == [7, 1007, 2007]
+    # three samples of each profile (samples cost k per subject), then the pair's texts once
+    assert [r.get("seed") for r in fake.requests] == [7, 1007, 2007, 7, 1007, 2007, 7]
     assert all("n" not in r for r in fake.requests)  # 127.0.0.1 is not a server known to take `n`
-    rows = db(workspace, "SELECT sample, outcome FROM attempts ORDER BY number")
+    rows = db(workspace, "SELECT sample, outcome FROM attempts WHERE pair_key = 'computer-vision/image-classification' "
+                         "ORDER BY number")  # fmt: skip
     assert rows == [(1, "accepted"), (2, "accepted"), (3, "accepted")]
     shown = cli(workspace, "show", PAIR.key, "--attempts").stdout.splitlines()
-    assert [line.split()[1:4] for line in shown] == [["#1", "(sample", "1)"], ["#2", "(sample", "2)"],
-                                                     ["#3", "(sample", "3)"]]  # fmt: skip
-    (params, prompt_tokens), = db(workspace, "SELECT params, prompt_tokens FROM generations")  # fmt: skip
+    assert [line.split()[2:5] for line in shown[:3]] == [["#1", "(sample", "1)"], ["#2", "(sample", "2)"],
+                                                         ["#3", "(sample", "3)"]]  # fmt: skip
+    (params, prompt_tokens), = db(workspace, "SELECT params, prompt_tokens FROM generations WHERE pair_key = "
+                                             "'computer-vision/image-classification'")  # fmt: skip
     assert prompt_tokens == 300  # every sample's usage counts (100 prompt tokens each)
     meta = json.loads(params)["samples"]
-    assert meta["k"] == 3 and meta["valid"] == 3 and set(meta["ratings"]) == {"a", "b"}
+    assert meta["k"] == 3 and meta["valid"] == 3 and set(meta["ratings"]) == {d.name for d in PAIR.category.rated}
     doc = json.loads(
         (workspace / "reports/computer-vision/image-classification-vs-image-segmentation.json").read_text()
     )
@@ -154,33 +158,37 @@ def test_samples_come_from_one_request_with_n_where_the_server_takes_it(
     config.write_text(config.read_text().replace('dialect = "json_schema"', 'dialect = "json_schema"\nchoices = true'))
     noisy(fake, ws)
     assert cli(ws, "run", "--pair", PAIR.key, "--samples", "3").returncode == 0
-    assert fake.calls == 1 and fake.requests[0]["n"] == 3
-    assert db(ws, "SELECT sample, prompt_tokens FROM attempts ORDER BY number") == [(1, 100), (2, 0), (3, 0)]
-    assert db(ws, "SELECT prompt_tokens FROM generations") == [(100,)]  # the prompt is billed once
+    assert fake.calls == 3 and fake.requests[0]["n"] == 3 and "n" not in fake.requests[2]  # the texts: one answer
+    unit = "computer-vision/image-classification"
+    assert db(ws, f"SELECT sample, prompt_tokens FROM attempts WHERE pair_key = '{unit}' ORDER BY number") == [
+        (1, 100), (2, 0), (3, 0)]  # fmt: skip
+    assert db(ws, f"SELECT prompt_tokens FROM generations WHERE pair_key = '{unit}'") == [(100,)]  # billed once
 
 
 def test_the_cache_key_includes_samples(workspace: Path, fake: FakeLLM) -> None:
     assert cli(workspace, "run", "--pair", PAIR.key).returncode == 0
     assert cli(workspace, "run", "--pair", PAIR.key, "--samples", "2").returncode == 0
-    assert fake.calls == 3  # one, then two fresh samples: a single sample is not the consensus of two
+    # one sample each, then two fresh samples of each profile and new texts: a single sample is not a consensus
+    assert fake.calls == 3 + 5
     again = cli(workspace, "run", "--pair", PAIR.key, "--samples", "2")
-    assert "cache hit" in again.stdout and fake.calls == 3
-    keys = {row[0] for row in db(workspace, "SELECT cache_key FROM generations")}
-    assert len(keys) == 2
+    assert again.stdout.count("cache hit") == 3 and fake.calls == 8
+    keys = {row[0] for row in db(workspace, "SELECT cache_key FROM generations WHERE kind = 'profile'")}
+    assert len(keys) == 4
 
 
 def test_a_majority_of_valid_samples_is_enough_and_a_minority_fails(workspace: Path, fake: FakeLLM) -> None:
     config = workspace / "config/pipeline.toml"
     config.write_text(config.read_text() + "\n[generation]\nmax_attempts = 1\nsamples = 3\n")
+    unit = "computer-vision/image-classification"
     fake.push({"kind": "schema_invalid"})
     assert cli(workspace, "run", "--pair", PAIR.key).returncode == 0
-    (params,), = db(workspace, "SELECT params FROM generations")  # fmt: skip
+    (params,), = db(workspace, f"SELECT params FROM generations WHERE pair_key = '{unit}'")  # fmt: skip
     assert json.loads(params)["samples"]["valid"] == 2
     fake.push({"kind": "schema_invalid"}, {"kind": "schema_invalid"})
     failed = cli(workspace, "run", "--pair", PAIR.key, "--force")
     assert failed.returncode != 0
     assert "in too many of 3 samples (1 valid, a majority needed)" in failed.stderr
-    assert db(workspace, "SELECT count(*) FROM generations") == [(1,)]
+    assert db(workspace, f"SELECT count(*) FROM generations WHERE pair_key = '{unit}'") == [(1,)]
 
 
 def test_samples_settings_are_checked(tmp_path: Path) -> None:
@@ -206,9 +214,9 @@ def test_a_batch_file_sets_samples_and_the_flag_wins(workspace: Path, fake: Fake
     batch = workspace / "b.toml"
     batch.write_text(f'pairs = ["{PAIR.key}"]\n[generation]\nsamples = 2\n')
     assert cli(workspace, "batch", str(batch)).returncode == 0
-    assert fake.calls == 2
+    assert fake.calls == 5  # two samples of each profile, the texts once
     assert cli(workspace, "batch", str(batch), "--force", "--samples", "3").returncode == 0
-    assert fake.calls == 5
+    assert fake.calls == 5 + 7
     refused = cli(workspace, "batch", str(batch), "--via", "openai-batch")
     assert refused.returncode == 2 and "not supported with --via openai-batch" in refused.stderr
 
@@ -300,7 +308,11 @@ def test_the_estimate_counts_every_sample(workspace: Path, fake: FakeLLM) -> Non
     one = cli(workspace, "batch", str(batch), "--dry-run").stdout
     three = cli(workspace, "batch", str(batch), "--dry-run", "--samples", "3").stdout
     tokens = [[int(w) for w in line.split("estimated ")[1].split() if w.isdigit()] for line in (one, three)]
-    assert tokens[1] == [3 * t for t in tokens[0]] and fake.calls == 0
+    # three samples of each profile; the pair's texts (counted at a fixed size) are written once
+    later = 1500, 700  # LATER_PROMPT_TOKENS and half of max_tokens
+    assert [t - x for t, x in zip(tokens[1], later, strict=True)] == [3 * (t - x) for t, x in zip(tokens[0], later,
+                                                                                                    strict=True)]
+    assert fake.calls == 0
 
 
 def test_a_report_shows_the_spread_and_a_leaning_winner(tmp_path: Path) -> None:
@@ -372,7 +384,7 @@ def test_regenerations_differ_by_noise_only_until_the_inputs_change(workspace: P
         moves += len(ratings)
     assert moves  # the noise did move ratings: there was something to tell apart
     assert isinstance(fake.noise, NoisyAnswers)
-    fake.noise.displaced = {(PAIR.key, "a", DIMS[0])}
+    fake.noise.displaced = {(PAIR.a.id, DIMS[0])}
     regenerate(10)
     code, changes = diff()
     material = [c["where"] for c in changes if c["material"] and c["kind"] == "rating"]
