@@ -77,7 +77,8 @@ def test_consensus_falls_back_to_the_next_closest_then_to_the_closest_sample_who
 
     def refuses_that_pro(data: dict) -> list[Problem]:
         seen.append(data["pros"][0]["text"])
-        return [Problem("pros[0]", "no", "consistency")] if data["pros"][0]["text"] == "A pro the check refuses." else []
+        refused = data["pros"][0]["text"] == "A pro the check refuses."
+        return [Problem("pros[0]", "no", "consistency")] if refused else []
 
     made = consensus.build(samples, PAIR.category, 3, refuses_that_pro)
     assert made.meta["method"] == "median" and made.base != 2 and len(seen) == 2  # the closest, then the next
@@ -310,8 +311,9 @@ def test_the_estimate_counts_every_sample(workspace: Path, fake: FakeLLM) -> Non
     tokens = [[int(w) for w in line.split("estimated ")[1].split() if w.isdigit()] for line in (one, three)]
     # three samples of each profile; the pair's texts (counted at a fixed size) are written once
     later = 1500, 700  # LATER_PROMPT_TOKENS and half of max_tokens
-    assert [t - x for t, x in zip(tokens[1], later, strict=True)] == [3 * (t - x) for t, x in zip(tokens[0], later,
-                                                                                                    strict=True)]
+    assert [t - x for t, x in zip(tokens[1], later, strict=True)] == [
+        3 * (t - x) for t, x in zip(tokens[0], later, strict=True)
+    ]
     assert fake.calls == 0
 
 

@@ -38,12 +38,19 @@ def cli(ctx: click.Context, workspace: str | None, store: str | None, verbose: b
 @click.pass_obj
 @handles_errors
 def list_cmd(obj: Context) -> None:
-    """List the catalogue's categories, their dimensions and subjects (and which have a brief)."""
+    """List the catalogue's categories, their dimensions with their rubrics, and subjects (and which have a brief)."""
     ws = obj.open("pipeline list")
     cat = ws.catalogue
     for category in sorted(cat.categories.values(), key=lambda c: c.id):
         dims = ", ".join(d.name for d in category.dimensions)
         click.echo(f"{category.id}  {category.name}  [{dims}]")
+        for d in category.dimensions:
+            if not d.rated:
+                click.echo(f"    {d.name}: shown as a value, not rated")
+            else:
+                rubric = d.rubric_text() or "no rubric (1 = very little, 10 = the most)"
+                direction = "" if d.higher_is_better else ", less is better"
+                click.echo(f"    {d.name} (weight {d.weight:g}{direction}): {rubric}")
         for s in sorted((s for s in cat.subjects.values() if s.category == category.id), key=lambda s: s.id):
             aliases = f"  (aliases: {', '.join(s.aliases)})" if s.aliases else ""
             if not s.brief:

@@ -56,6 +56,8 @@ def compose(
     )
     ids = "|".join(p.generation_id for p in parts)
     params = {
+        # what the profiles were asked with (dialect, sampling); the texts' own are in their part
+        **{k: v for k, v in a.params.items() if k not in ("samples", "judge", "profiles", "gates")},
         "mode": a.params.get("mode", "write"),
         "texts": texts.params.get("mode", "write"),
         "gates": min(int(g.params.get("gates") or 0) for g in (a, b, texts)),

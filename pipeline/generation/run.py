@@ -378,9 +378,14 @@ def generate(
     invocation = uuid.uuid4().hex
     done: list[Produced] = []
 
+    failed: list[BaseException] = []
+
     def work() -> None:
-        done.append(produce(job, provider, builder, transport, progress=progress, judge=judge,
-                            invocation=invocation, into=records))  # fmt: skip
+        try:
+            done.append(produce(job, provider, builder, transport, progress=progress, judge=judge,
+                                invocation=invocation, into=records))  # fmt: skip
+        except BaseException as exc:  # handed to the calling thread, raised there
+            failed.append(exc)
 
     # daemon: an abandoned call must not keep the process alive
     worker = threading.Thread(target=work, name="generate", daemon=True)
@@ -406,8 +411,8 @@ def generate(
             )
             + "; run the same command again to continue"
         ) from None
-    if not done:
-        raise PipelineError(f"{job.what}: the model call ended without a result (see the log)")
+    if failed:
+        raise failed[0]
     return commit(done[0], store)
 
 
