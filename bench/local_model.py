@@ -54,8 +54,9 @@ def main() -> int:
                 try:
                     outcome = ws.run_pair(pair, provider, force=True)
                     ok += 1
-                    attempts.append(outcome.result.attempts)
-                    status = f"ok in {outcome.result.attempts}"
+                    made = sum(r.attempts for _, r in outcome.steps)  # both profiles (the texts are code's)
+                    attempts.append(made)
+                    status = f"ok in {made}"
                 except PipelineError as exc:
                     attempts.append(base.max_attempts)
                     status = f"FAILED: {str(exc)[:160]}"

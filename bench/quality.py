@@ -47,21 +47,21 @@ def measure(ws: Workspace, key: str, seed: int) -> dict[str, Any]:
         return {"pair": key, "seed": seed, "valid": False, "error": str(exc)[:300],
                 "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
     seconds = time.monotonic() - started
-    c = outcome.result.comparison
+    c, _ = ws.published(pair)  # the page: two profiles and the pair's texts
     quality = assess(c, pair, c.data, ws.renderer.caps)
     found = quality.problems
     _texts, scopes = passage_texts(c)
     assert scopes is not None
     cross = 0
     for side, own in zip(("a", "b"), scopes, strict=True):
-        for _path, cited in gates._citations(c.data[side], side):
+        for _path, cited in gates._citations(c.data[side], f"{side}."):
             cross += sum(1 for pid in cited if pid not in own)
-    sentences = sum(1 for _ in gates.sentence_fields(c.data))
+    sentences = sum(1 for _ in gates.sentence_fields({"a.": c.data["a"], "b.": c.data["b"]}, c.data))
     return {
         "pair": key,
         "seed": seed,
         "valid": True,
-        "attempts": outcome.result.attempts,
+        "attempts": sum(r.attempts for _, r in outcome.steps),
         "seconds": round(seconds, 1),
         "sentences": sentences,
         "cut_texts": len(found["complete-text"]),

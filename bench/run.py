@@ -122,7 +122,7 @@ def jinja_floor(ws: Path) -> float:
 
     w = Workspace(str(ws))
     r = w.renderer
-    pairs = w.store.latest_with_previous()
+    pairs = w.publisher.pages()  # composed from profiles and texts (that work is not Jinja2's: done before timing)
     existing = frozenset(c.pair_key for c, _ in pairs)
     views = []
     for c, _prev in pairs:
@@ -165,13 +165,20 @@ def prompt_tokens() -> dict[str, float]:
 
     ws = Workspace(str(ROOT))
     profile, _ = ws.profile("local", None)
-    job = ws.prepare(ws.pair(REFERENCE), ws.provider(profile))
+    provider = ws.provider(profile)
+    pair = ws.pair(REFERENCE)
     tok = Llama(model_path=str(bundled_model_path()), vocab_only=True, verbose=False)
-    system, user = job.messages.messages
-    n_system = len(tok.tokenize(system["content"].encode()))
-    n_user = len(tok.tokenize(user["content"].encode()))
-    shared_user = user["content"].split("Compare ")[0]
-    return {"system": n_system, "user": n_user, "total": n_system + n_user, "shared": n_system + len(shared_user) // 4}
+    out = {"system": 0, "user": 0, "total": 0, "shared": 0}
+    for subject in (pair.a, pair.b):  # the reference page's two profile prompts (its texts are code's)
+        job = ws.units().profile(subject, pair.category, provider, ws.generation(provider))
+        system, user = job.messages.messages
+        n_system = len(tok.tokenize(system["content"].encode()))
+        n_user = len(tok.tokenize(user["content"].encode()))
+        out["system"] += n_system
+        out["user"] += n_user
+        out["total"] += n_system + n_user
+        out["shared"] += n_system
+    return out
 
 
 def local_overhead(seeds: int) -> dict[str, Any] | None:

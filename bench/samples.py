@@ -67,18 +67,18 @@ def regenerate(ws: Workspace, profile: str, key: str, k: int, seed: int) -> tupl
     started = time.monotonic()
     outcome = ws.run_pair(pair, provider, force=True, samples=k)
     seconds = time.monotonic() - started
-    c = outcome.result.comparison
-    doc = json.loads(ws.renderer.render(c, frozenset(), None).files["json"])
-    return doc, seconds, outcome.result.attempts
+    page, _ = ws.published(pair)  # composed from the two profiles and the pair's texts
+    doc = json.loads(ws.renderer.render(page, frozenset(), None).files["json"])
+    return doc, seconds, sum(r.attempts for _, r in outcome.steps)
 
 
 def displace(ws: Workspace, noise: NoisyAnswers, key: str, k: int, i: int, previous: dict[str, Any]) -> dict[str, int]:
     """A generation beside the i-th with a real change (two cells' true ratings moved, tests/noise.py):
     how many of the moved ratings the diff calls material, and how many other ratings it does."""
     pair = ws.pair(key)
-    dims = pair.category.dimensions
+    dims = pair.category.rated
     moved = {("a", dims[i % len(dims)].name), ("b", dims[(i + 1) % len(dims)].name)}
-    noise.displaced = {(pair.key, side, dim) for side, dim in moved}
+    noise.displaced = {(pair.a.id if side == "a" else pair.b.id, dim) for side, dim in moved}
     try:
         doc, _, _ = regenerate(ws, "fake", key, k, FIRST_SEED + 500 + i)
     finally:

@@ -149,7 +149,7 @@ class Renderer:
         pair = self.catalogue.pair(comparison.pair_key, allow_cross_category=True)
         overrides = for_page(self.overrides, pair)
         for o in apply_overrides(comparison.data, overrides, pair)[2]:
-            log.warning("override in %s for %s not applied, its target no longer exists: %s",
+            log.warning("override in %s for %s not applied, nothing on the page matches it: %s",
                         o.source, pair.key, o.describe())  # fmt: skip
         folder = self.reports_dir / pair.category.id
         paths = [folder / f"{pair.slug}.{ext}" for ext in ("html", "json", "md")]
@@ -232,6 +232,8 @@ class Renderer:
         paths.append(self._write_feed(entries, previous or {}))
         if self.base_url:
             paths.append(self._write_sitemap(entries, categories))
+        else:  # no absolute URLs, no sitemap: one left from when a base_url was set would list stale URLs
+            (self.reports_dir / "sitemap.xml").unlink(missing_ok=True)
         if self._manifest_cache is not None:
             # Another process may write it too; losing its entries only costs a re-render later.
             atomic_write(self.reports_dir / MANIFEST, json.dumps(self._manifest_cache, indent=0, sort_keys=True))

@@ -18,6 +18,7 @@ from pipeline.configfile import read_toml
 from pipeline.errors import ConfigError
 
 PACKAGE_WORKSPACE = Path(__file__).parent / "_workspace"
+SOURCE_TREE = Path(__file__).resolve().parent.parent  # prompts/ and schemas/ of a source checkout
 
 BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
     "openai": {
@@ -195,9 +196,14 @@ class Settings:
         return self.workspace / "config"
 
     def data_dir(self, name: str) -> Path:
-        """`prompts` or `schemas`: the workspace's own copy, else the one shipped in the package."""
+        """`prompts` or `schemas`: the workspace's own copy, else the one shipped in the package (a built
+        wheel carries them in `pipeline/_workspace/`; a source checkout, `pip install -e`, has them beside
+        the package)."""
         own = self.workspace / name
-        return own if own.is_dir() else PACKAGE_WORKSPACE / name
+        if own.is_dir():
+            return own
+        shipped = PACKAGE_WORKSPACE / name
+        return shipped if shipped.is_dir() else SOURCE_TREE / name
 
 
 def resolve_workspace(flag: str | None) -> Path:

@@ -39,14 +39,17 @@ item = "No such alternative"
     for args in (("run", "--pair", PAIR), ("run", "--pair", PAIR, "--force")):
         result = run_cli(*args)
         assert result.exit_code == 0, result.output
-        assert "not applied, its target no longer exists" in caplog.text  # the struck alternative, on stderr
+        assert "not applied, nothing on the page matches it" in caplog.text  # the struck alternative, on stderr
         caplog.clear()
         md = (workspace / BASE.with_suffix(".md")).read_text()
         assert "| Accuracy | 2 | higher | 6/10 | 9/10 \\* |" in md
         a_section = md.split("## Image Classification Analysis")[1].split("## Image Segmentation Analysis")[0]
         assert "- Pros 0 text text." not in a_section and "- Pros 1 text text." in a_section
         assert "- applied: image-segmentation: dimensions.Accuracy.rating pinned to 9 (vendor benchmark)" in md
-        assert f"- NOT applied, target no longer exists: struck 'No such alternative' from {PAIR}: alternatives" in md
+        assert (
+            f"- NOT applied, nothing on the page matches it: struck 'No such alternative' from {PAIR}: alternatives"
+            in md
+        )
         report = json.loads((workspace / BASE.with_suffix(".json")).read_text())
         # the overall score uses the pinned rating: b gains (9 - 6) * 2 / 7.5 = 0.8
         assert report["computed"]["overall"]["b"] == 6.53

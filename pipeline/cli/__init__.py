@@ -23,7 +23,11 @@ from pipeline.settings import MAX_SAMPLES
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--workspace", envvar="PIPELINE_WORKSPACE", help="Workspace folder (default: current folder).")
+@click.option(
+    "--workspace",
+    envvar="PIPELINE_WORKSPACE",
+    help="Workspace folder (default: the current folder, or the nearest one above it with config/).",
+)
 @click.option("--store", help="DuckDB store file (default: .pipeline/store.duckdb in the workspace).")
 @click.option("-v", "--verbose", is_flag=True, help="Log what each stage does.")
 @click.version_option(package_name="comparison-pipeline")

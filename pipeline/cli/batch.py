@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from pipeline.cli.common import Context, details, handles_errors, log, stop_on_signals, write_json
+from pipeline.errors import StoreError
 from pipeline.exitcodes import Verdict, exit_code
 from pipeline.settings import MAX_SAMPLES
 
@@ -141,7 +142,7 @@ def _collect_or_cancel(
     ctx = ws.batch_context()
     runs = api.open_runs(ws.store, run_id)
     if not runs:
-        click.echo("no Batch API run is waiting to be collected")
+        click.echo(f"no Batch API run is waiting to be {'cancelled' if cancel else 'collected'}")
         return
     if cancel:
         for run in runs:
@@ -194,7 +195,10 @@ def runs(obj: Context, limit: int, run_id: str | None) -> None:
 
     ledger = Ledger(obj.open("pipeline runs").store)
     if run_id:
-        for it in ledger.items(run_id):
+        found = ledger.items(run_id)
+        if not found:
+            raise StoreError(f"no run {run_id!r} in the store (give the whole run id that `pipeline runs` shows)")
+        for it in found:
             tokens = it["prompt_tokens"] + it["completion_tokens"]
             click.echo(
                 f"{it['pair_key']:<60} {it['status']:<9} attempts={it['attempts']} tokens={tokens}{details(it)} "

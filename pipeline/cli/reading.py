@@ -15,7 +15,8 @@ from pipeline.exitcodes import Verdict, exit_code
 
 @click.command()
 @click.argument("pair_ref")
-@click.option("--format", "fmt", type=click.Choice(["md", "html", "json"]), default="md", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["md", "markdown", "html", "json"]), default="md", show_default=True,
+              help="md (or markdown), html or json.")  # fmt: skip
 @click.option("--attempts", is_flag=True, help="List every recorded attempt instead, failed ones included.")
 @click.pass_obj
 @handles_errors
@@ -38,7 +39,7 @@ def show(obj: Context, pair_ref: str, fmt: str, attempts: bool) -> None:
         return
     current, previous = ws.published(pair)
     rendered = ws.renderer.render(current, frozenset(k for k in ws.store.published_keys() if "," in k), previous)
-    click.echo(rendered.files[fmt], nl=False)
+    click.echo(rendered.files["md" if fmt == "markdown" else fmt], nl=False)
 
 
 def problems_text(stored: str) -> str:
@@ -96,7 +97,8 @@ def history(obj: Context, pair_ref: str) -> None:
          "(YYYY-MM-DD: the one in effect then) or an id prefix.",
 )  # fmt: skip
 @click.option("--to", "to_ref", default="published", show_default=True, help="Generation, as for --from.")
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "md", "json"]), default="text",
+              show_default=True, help="text, markdown (or md) or json.")  # fmt: skip
 @click.option("--threshold", type=float, default=1.0, show_default=True,
               help="Rating moves smaller than this are listed but not material.")  # fmt: skip
 @click.pass_obj
@@ -131,11 +133,11 @@ def diff(obj: Context, targets: tuple[str, ...], from_ref: str, to_ref: str, fmt
         # Generations are compared as the model made them: today's overrides belong to neither.
         old, new = (report_json(ws.renderer.view(pair, g, overrides=False)) for g in (first, second))
     else:
-        raise click.UsageError("give a pair (a,b) or two report .json files")
+        raise click.UsageError("give a pair (a,b), or two report .json files of the same pair (old, then new)")
     result = d.diff_reports(old, new, threshold)
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True, ensure_ascii=False))
-    elif fmt == "markdown":
+    elif fmt in ("markdown", "md"):
         click.echo(d.render_markdown(result), nl=False)
     else:
         click.echo(d.render_text(result, color=sys.stdout.isatty()), nl=False)

@@ -39,9 +39,10 @@ class BatchClient:
         if not isinstance(provider, OpenAICompatProvider):
             profile = getattr(provider, "profile", None)
             name, kind = getattr(profile, "name", "?"), getattr(provider, "kind", "?")
+            what = "the in-process model" if kind == "local" else f"of kind {kind!r}"
             raise ConfigError(
-                f"--via openai-batch needs an OpenAI-compatible provider; {name!r} is "
-                f'{kind!r}: pass --provider openai (or a profile of kind "openai")'
+                f"--via openai-batch needs an OpenAI-compatible provider; the profile {name!r} is {what}: "
+                'pass --provider openai (or a profile of kind "openai")'
             )
         return cls(provider)
 
