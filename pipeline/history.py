@@ -13,7 +13,7 @@ from pipeline.models import Comparison, SourceRecord
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}Z)?$")
 # What a generation records about itself, not what it was asked with ("profiles": a pair's texts name the
 # profiles they were written for, whose own changes are described as such).
-_NOT_INPUTS = ("mode", "gates", "judge", "profiles")
+_NOT_INPUTS = ("mode", "gates", "judge", "profiles", "grid")
 MAX_QUOTE = 60
 
 

@@ -41,6 +41,7 @@ _CHOICES = {
     "max_tokens_param": ("", "max_tokens", "max_completion_tokens"),
     "reasoning_effort": ("", "minimal", "low", "medium", "high"),
     "server": ("", "openai", "azure", "llamacpp", "vllm", "ollama", "other"),
+    "profiles": ("subject", "grid"),
 }
 
 
@@ -78,6 +79,10 @@ class ProviderProfile:
     samples: int | None = None
     # Whether the endpoint returns several choices for one request (`n`): None = by server family.
     choices: bool | None = None
+    # How profiles are asked for: "subject" (one call per subject, the default) or "grid" (the subjects of
+    # a category together, in calls of at most `grid_chars` characters of sources, rated side by side).
+    profiles: str = "subject"
+    grid_chars: int = 24_000
 
 
 @dataclass(frozen=True)
@@ -361,7 +366,7 @@ def _profiles(raw: dict[str, Any], where: Path) -> dict[str, ProviderProfile]:
                     'and api_version (e.g. "2024-10-21")'
                 )
         for key, allowed in _CHOICES.items():
-            if body.get(key, "") not in allowed:
+            if body.get(key, allowed[0]) not in allowed:
                 raise ConfigError(
                     f"{where}: providers.{name}.{key} must be one of {', '.join(a for a in allowed if a)}"
                 )
@@ -386,6 +391,11 @@ def _profiles(raw: dict[str, Any], where: Path) -> dict[str, ProviderProfile]:
             _check_type(value, hints[key], f"{where}: providers.{name}.{key}")
         if body.get("samples") is not None:
             check_samples(body["samples"], f"{where}: providers.{name}.samples")
+        if body.get("profiles") == "grid" and body.get("small"):
+            raise ConfigError(f"{where}: providers.{name}: a small model chooses per subject (selection mode); "
+                              'grid mode is for capable models: remove profiles = "grid" or small = true')  # fmt: skip
+        if not 2_000 <= int(body.get("grid_chars", 24_000)) <= 1_000_000:
+            raise ConfigError(f"{where}: providers.{name}.grid_chars must be from 2,000 to 1,000,000 characters")
         out[name] = ProviderProfile(name=name, **body)
     return out
 

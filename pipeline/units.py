@@ -9,15 +9,17 @@ profile and knows both canonical schemas; everything it returns is a `Job` of
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.catalogue import Catalogue
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError, SourceError
 from pipeline.gather import gather
-from pipeline.generation.job import PairJob, ProfileJob, prepare_pair, prepare_profile
+from pipeline.generation.grid import chunks
+from pipeline.generation.job import PairJob, ProfileJob, prepare_grid, prepare_pair, prepare_profile
 from pipeline.generation.prompt import PromptBuilder
+from pipeline.generation.schema import sha256_of
 from pipeline.generation.selection import alternatives_for
 from pipeline.models import Category, Comparison, Pair, Subject, profile_key
 from pipeline.providers.base import Provider
@@ -40,12 +42,59 @@ class Units:
     profile_schema: Schema
     pair_schema: Schema
     judge: Provider | None = None
+    # grid mode: each (category, provider, parameters)'s member jobs, made once and shared by the run
+    grids: dict[str, dict[str, ProfileJob]] = field(default_factory=dict, compare=False, repr=False)
 
     def profile(self, subject: Subject, category: Category, provider: Provider, params: GenerationParams) -> ProfileJob:
-        """The job of a subject's profile in `category` (its sources gathered now)."""
+        """The job of a subject's profile in `category` (its sources gathered now). In grid mode (a capable
+        model whose profile says `profiles = "grid"`) it is a member of its category's grid; a subject rated
+        outside its own category, or whose sources cannot be gathered, is asked for alone."""
+        if provider.profile.profiles == "grid" and not provider.small:
+            members = self.grid_members(category, provider, params)
+            if subject.id in members:
+                return members[subject.id]
         bundle = gather(subject, self.root, self.max_chars, self.fetcher)
         canonical, sha = self.profile_schema
         return prepare_profile(subject, category, bundle, self.prompts, canonical, sha, provider, params, self.judge)
+
+    def grid_members(self, category: Category, provider: Provider, params: GenerationParams) -> dict[str, ProfileJob]:
+        """Every subject of the category as a grid member (by subject id), chunked to the profile's
+        `grid_chars`: the chunks depend on the category only, so every run shares them."""
+        if params.samples > 1:
+            raise ConfigError(f"samples = {params.samples} is not supported in grid mode yet; use profiles = "
+                              '"subject" in this provider profile, or --samples 1')  # fmt: skip
+        memo = sha256_of({"category": category.id, "provider": provider.identity(), "params": params.for_cache()})
+        if memo not in self.grids:
+            gathered = []
+            for subject in self.catalogue.members(category.id):
+                try:
+                    gathered.append((subject, gather(subject, self.root, self.max_chars, self.fetcher)))
+                except SourceError:
+                    continue  # asked for alone, where its own error is reported
+            canonical, sha = self.profile_schema
+            jobs: dict[str, ProfileJob] = {}
+            for chunk in chunks(gathered, provider.profile.grid_chars):
+                for job in prepare_grid(category, chunk, self.prompts, canonical, sha, provider, params, self.judge):
+                    jobs[job.subject.id] = job
+            self.grids[memo] = jobs
+        return self.grids[memo]
+
+    def answered_with(self, jobs: Sequence[ProfileJob]) -> list[ProfileJob]:
+        """The other members of these jobs' grids whose grid call has been answered in this run (their
+        profiles are stored without another call)."""
+        asked = {j.subject.id for j in jobs}
+        out: dict[str, ProfileJob] = {}
+        for grid_jobs in self.grids.values():
+            for job in grid_jobs.values():
+                grid = job.grid
+                if (
+                    grid is not None
+                    and grid.answer is not None
+                    and job.subject.id not in asked
+                    and any(j.grid is grid for j in jobs)
+                ):
+                    out[job.unit] = job
+        return [out[k] for k in sorted(out)]
 
     def pair(
         self, pair: Pair, profiles: tuple[Comparison, Comparison], provider: Provider, params: GenerationParams,

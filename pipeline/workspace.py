@@ -177,6 +177,11 @@ class Workspace:
                     f"samples = {params.samples} is not supported with --via openai-batch yet; use --via threads, "
                     "or --samples 1 for this run"
                 )
+            if profile.profiles == "grid":
+                raise ConfigError(
+                    f"providers.{profile.name} rates profiles in grid mode, which --via openai-batch does not support "
+                    'yet; use --via threads, or profiles = "subject" in that provider profile'
+                )
         units = self.units()
         texts_params = replace(params, samples=1)  # a pair's texts are written once; samples are the profiles'
 
@@ -247,6 +252,8 @@ class Workspace:
         for job in jobs:
             steps.append((job.what, generate(job, provider, self.store, self.prompts, self.settings.transport,
                                              force=force, progress=progress, judge=self.judge)))  # fmt: skip
+        for sibling in units.answered_with(jobs):  # grid mode: the other subjects rated in the same call
+            generate(sibling, provider, self.store, self.prompts, self.settings.transport)
         profiles = (steps[0][1].comparison, steps[1][1].comparison)
         before = {u: found[0].generation_id for u in (j.unit for j in jobs) if (found := self.store.published(u))}
         self.store.publish([(job.unit, r.comparison.generation_id) for job, (_, r) in zip(jobs, steps, strict=True)])

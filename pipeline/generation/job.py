@@ -18,6 +18,7 @@ from functools import cached_property
 from typing import Any
 
 from pipeline.generation import gates, selection
+from pipeline.generation.grid import Grid, grid_schema
 from pipeline.generation.prompt import PromptBuilder
 from pipeline.generation.schema import canonical_json, sha256_of, specialise_pair, specialise_profile
 from pipeline.generation.selection import Plan
@@ -107,6 +108,7 @@ class ProfileJob(Job):
     bundle: SourceBundle
     passage_groups: tuple[tuple[Passage, ...], ...]  # each source's passages, as the prompt numbered them
     plan: Plan | None = None  # selection mode (small models): what the model may choose from
+    grid: Grid | None = None  # grid mode: the call that rates it with other subjects of its category
 
     kind = "profile"
 
@@ -125,7 +127,12 @@ class ProfileJob(Job):
 
     @property
     def mode(self) -> str:
-        return "select" if self.plan else "write"
+        return "select" if self.plan else "grid" if self.grid else "write"
+
+    def extra_params(self) -> dict[str, Any]:
+        if self.grid is None:
+            return {}
+        return {"grid": {"call": self.grid.cache_key[:16], "subjects": list(self.grid.ids)}}
 
     def schema(self) -> dict[str, Any]:
         """The schema the model follows: the subject's profile, or the plan's choices in selection mode.
@@ -228,6 +235,36 @@ def prepare_profile(
     key = _key(identity, params, messages, schema_sha256, [s.sha256 for s in bundle.sources], judge)
     return ProfileJob(profile_key(category.id, subject.id), category, messages, canonical, schema_sha256, params,
                       identity, key, subject=subject, bundle=bundle, passage_groups=groups, plan=the_plan)  # fmt: skip
+
+
+def prepare_grid(
+    category: Category,
+    members: Sequence[tuple[Subject, SourceBundle]],
+    builder: PromptBuilder,
+    canonical: dict[str, Any],
+    schema_sha256: str,
+    provider: Provider,
+    params: GenerationParams,
+    judge: Provider | None = None,
+) -> list[ProfileJob]:
+    """The profile jobs of subjects rated together in one call (grid mode, a capable model): each its
+    own job, answered by their shared `Grid`. Their keys cover every member's sources."""
+    groups = {s.id: tuple(tuple(g) for g in passages_by_source([bundle])) for s, bundle in members}
+    found = {sid: tuple(p for g in gs for p in g) for sid, gs in groups.items()}
+    scopes = {sid: tuple(p.id for p in ps) for sid, ps in found.items()}
+    subjects = tuple(s for s, _ in members)
+    schema = None
+    if provider.dialect in ("json_object", "prompt"):
+        schema = grid_schema(canonical, category, subjects, scopes)
+    messages = builder.grid(category, [(s, found[s.id]) for s in subjects], schema)
+    identity = provider.identity()
+    sources = [src.sha256 for _, bundle in members for src in bundle.sources]
+    key = _key(identity, params, messages, schema_sha256, sources, judge)
+    unit = f"{category.id}/grid:{'+'.join(s.id for s in subjects)}"
+    grid = Grid(unit, category, subjects, scopes, messages, canonical, key)
+    return [ProfileJob(profile_key(category.id, s.id), category, messages, canonical, schema_sha256, params, identity,
+                       grid.member_key(s.id), subject=s, bundle=bundle, passage_groups=groups[s.id], grid=grid)
+            for s, bundle in members]  # fmt: skip
 
 
 def prepare_pair(

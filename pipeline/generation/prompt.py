@@ -25,6 +25,8 @@ _FENCE_TAG = re.compile(r"<(/?)(source)", re.IGNORECASE)
 TEMPLATES = (
     "profile_system.j2",
     "profile_user.j2",
+    "grid_system.j2",
+    "grid_user.j2",
     "pair_system.j2",
     "pair_user.j2",
     "reask.j2",
@@ -65,13 +67,19 @@ class PromptBuilder:
 
         Instructions first and the subject last, so the long shared prefix is the same for every
         subject of every category (provider prompt caching applies)."""
-        groups: list[dict[str, Any]] = []
-        for p in passages:
-            if not groups or groups[-1]["label"] != p.label:
-                groups.append({"label": p.label, "passages": []})
-            groups[-1]["passages"].append(p)
         system = self.env.get_template("profile_system.j2").render(schema=_dumped(schema))
-        user = self.env.get_template("profile_user.j2").render(subject=subject, category=category, sources=groups)
+        user = self.env.get_template("profile_user.j2").render(subject=subject, category=category,
+                                                               sources=_grouped(passages))  # fmt: skip
+        return self._messages(system, user)
+
+    def grid(
+        self, category: Category, members: Sequence[tuple[Subject, Sequence[Passage]]], schema: dict[str, Any] | None
+    ) -> Messages:
+        """Several subjects' profiles in one call (grid mode): the dimensions and rubric once, then each
+        subject's sources, its passages numbered apart."""
+        subjects = [{"subject": subject, "sources": _grouped(passages)} for subject, passages in members]
+        system = self.env.get_template("grid_system.j2").render(schema=_dumped(schema))
+        user = self.env.get_template("grid_user.j2").render(category=category, subjects=subjects)
         return self._messages(system, user)
 
     def select(self, plan: Plan, schema: dict[str, Any] | None) -> Messages:
@@ -168,6 +176,16 @@ class PromptBuilder:
             {"role": "assistant", "content": previous},
             {"role": "user", "content": text.strip()},
         ]
+
+
+def _grouped(passages: Sequence[Passage]) -> list[dict[str, Any]]:
+    """Passages grouped by the source they come from, in order."""
+    groups: list[dict[str, Any]] = []
+    for p in passages:
+        if not groups or groups[-1]["label"] != p.label:
+            groups.append({"label": p.label, "passages": []})
+        groups[-1]["passages"].append(p)
+    return groups
 
 
 def _dumped(schema: dict[str, Any] | None) -> str:

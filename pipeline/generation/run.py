@@ -9,6 +9,7 @@ final error carries all of them.
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import threading
 import uuid
@@ -255,6 +256,8 @@ def produce(
         made = generation_from(job, data, utc_now(), [], "")
         return Produced(job, invocation, (), made, {**request, "written_by": "code"}, "", None)
     samples_meta: dict[str, Any] | None = None
+    if isinstance(job, ProfileJob) and job.grid is not None:
+        return _from_grid(job, asker, request, invocation, builder, transport, judge, gate, progress)
     try:
         if job.params.samples > 1 and first is None and isinstance(job, ProfileJob):
             data, completion, answered_at, samples_meta = _sampled(job, asker, messages)
@@ -282,6 +285,38 @@ def produce(
         verdicts = ask_judge(job, data, judge, builder, transport, asker.records, gate=gate, progress=progress)
     made = generation_from(job, data, answered_at, asker.records, completion.model, verdicts, samples_meta)
     return Produced(job, invocation, tuple(asker.records), made, request, completion.text, None)
+
+
+def _from_grid(job: ProfileJob, asker: _Asker, request: dict[str, Any], invocation: str, builder: PromptBuilder,
+               transport: TransportPolicy, judge: Provider | None, gate: RateGate | None,
+               progress: ProgressFn | None) -> Produced:  # fmt: skip
+    """A grid member's profile: its part of its grid's answer, which the first member to need it asks for
+    (and whose generation carries the call's attempts); the others are answered without a call."""
+    assert job.grid is not None
+    grid = job.grid
+    answer, first = grid.asked(lambda messages, schema, accept: asker.ask(messages, schema, accept))
+    records = tuple(asker.records)
+    if answer.error is not None:
+        exc = answer.error
+        if isinstance(exc, ProviderError):
+            return Produced(job, invocation, records, None, request, "", exc)
+        if not isinstance(exc, _StageFailed):
+            raise exc
+        shown = "; ".join(str(p) for p in exc.problems[:3])
+        where = "its attempts are kept in the store" if first else f"the call was made for {grid.ids[0]}"
+        error = OutputInvalidError(
+            f"{job.what}: the grid {grid.unit}'s output was still invalid after {job.params.max_attempts} attempts: "
+            f"{shown}; {where} (`pipeline show {grid.ids[0] if not first else job.subject.id} --attempts`)",
+            problems=exc.problems, attempts=list(records), last_raw=exc.last_raw,
+        )  # fmt: skip
+        return Produced(job, invocation, records, None, request, exc.last_raw, error)
+    data = answer.profiles[job.subject.id]
+    verdicts = None
+    if judge is not None:
+        verdicts = ask_judge(job, data, judge, builder, transport, asker.records, gate=gate, progress=progress)
+    made = generation_from(job, data, answer.answered_at, asker.records, answer.model, verdicts)
+    raw = answer.raw if first else json.dumps(data, ensure_ascii=False)
+    return Produced(job, invocation, tuple(asker.records), made, request, raw, None)
 
 
 def _shown_ref(job: Job) -> str:
