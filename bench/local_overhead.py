@@ -8,7 +8,13 @@ For each seed, in one process:
    pipeline hands to the model is recorded (messages, schema, sampling).
 2. raw llama-cpp-python replaying exactly those requests (same grammar, same seed, so the same
    tokens), timed: the floor for generating that many tokens with that grammar.
-3. the same messages without a grammar, capped at the same number of tokens: the grammar's cost.
+3. the same replay with each prompt evaluated whole (`llm.reset()` before each call), as the
+   pipeline does so that a prompt and seed give one answer whatever ran before: the cost of not
+   reusing the previous call's prompt prefix.
+4. only the prompts, evaluated whole (one token generated): the prompts' share of the time.
+5. the same messages without a grammar, capped at the same number of tokens: the grammar's cost.
+Time inside the provider's calls is also measured during step 1: the rest of step 1's time is the
+pipeline's own work (gather, validation, the store, rendering).
 
 The model is loaded before any timing (loading is counted once, separately). Tokens per second =
 completion tokens / wall seconds. The three runs of a seed alternate, so noise hits all of them.
@@ -41,21 +47,30 @@ class Recording:
         self.inner = provider
         self.requests: list[tuple[list[dict[str, str]], dict[str, Any], Any]] = []
         self.tokens: list[int] = []
+        self.prompt_tokens: list[int] = []
+        self.seconds = 0.0  # inside the provider's calls
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     def complete(self, messages: Any, schema: Any, params: Any, progress: Any = None) -> Any:
         self.requests.append((messages, schema, params))
+        started = time.monotonic()
         completion = self.inner.complete(messages, schema, params, progress)
+        self.seconds += time.monotonic() - started
         self.tokens.append(completion.usage.completion_tokens)
+        self.prompt_tokens.append(completion.usage.prompt_tokens)
         return completion
 
 
-def raw_generate(llm: Any, profile: Any, requests: list[Any], grammar: bool, caps: list[int] | None) -> int:
-    """Replays the requests on llama-cpp-python directly; returns the completion tokens produced."""
+def raw_generate(llm: Any, profile: Any, requests: list[Any], grammar: bool, caps: list[int] | None,
+                 reset: bool = False) -> int:  # fmt: skip
+    """Replays the requests on llama-cpp-python directly; returns the completion tokens produced.
+    `reset`: evaluate each prompt whole, as the pipeline does (no reuse of the previous call's prefix)."""
     produced = 0
     for i, (messages, schema, params) in enumerate(requests):
+        if reset:
+            llm.reset()
         kwargs: dict[str, Any] = {
             "messages": messages, "temperature": params.temperature, "top_p": params.top_p,
             "max_tokens": caps[i] if caps else params.max_tokens, "repeat_penalty": params.repeat_penalty,
@@ -69,6 +84,14 @@ def raw_generate(llm: Any, profile: Any, requests: list[Any], grammar: bool, cap
             if chunk["choices"][0]["delta"].get("content"):
                 produced += 1
     return produced
+
+
+def prompts_only(llm: Any, requests: list[Any]) -> None:
+    """Each request's prompt evaluated whole, nothing generated: the prompt's share of a call."""
+    for messages, schema, params in requests:
+        llm.reset()
+        llm.create_chat_completion(messages=messages, max_tokens=1, seed=params.seed,
+                                   response_format={"type": "json_object", "schema": schema})  # fmt: skip
 
 
 def _end_tokens(llm: Any) -> set[int]:
@@ -112,21 +135,34 @@ def main() -> int:
             started = time.monotonic()
             raw_tokens = on_model_thread(raw_generate, llm, profile, recording.requests, True, None)
             raw_s = time.monotonic() - started
+            started = time.monotonic()
+            whole_tokens = on_model_thread(raw_generate, llm, profile, recording.requests, True, None, True)
+            whole_s = time.monotonic() - started
+            started = time.monotonic()
+            on_model_thread(prompts_only, llm, recording.requests)
+            prompt_s = time.monotonic() - started
             per_call = recording.tokens
             started = time.monotonic()
             free_tokens = on_model_thread(raw_generate, llm, profile, recording.requests, False, per_call)
             free_s = time.monotonic() - started
             row = {
                 "seed": seed, "calls": len(recording.requests), "pipeline_tokens": tokens, "pipeline_s": pipeline_s,
-                "raw_tokens": raw_tokens, "raw_s": raw_s, "free_tokens": free_tokens, "free_s": free_s,
+                "model_s": recording.seconds, "prompt_tokens": sum(recording.prompt_tokens),
+                "raw_tokens": raw_tokens, "raw_s": raw_s, "whole_tokens": whole_tokens, "whole_s": whole_s,
+                "prompt_eval_s": prompt_s, "free_tokens": free_tokens, "free_s": free_s,
             }  # fmt: skip
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     pipe_tps = [r["pipeline_tokens"] / r["pipeline_s"] for r in rows]
     raw_tps = [r["raw_tokens"] / r["raw_s"] for r in rows]
     free_tps = [r["free_tokens"] / r["free_s"] for r in rows]
+    whole_tps = [r["whole_tokens"] / r["whole_s"] for r in rows]
     summary = {
         "load_s": load_s,
+        "whole_tps": statistics.median(whole_tps),
+        "pipeline_vs_whole": statistics.median(p / w for p, w in zip(pipe_tps, whole_tps, strict=True)),
+        "outside_model_share": statistics.median(1 - r["model_s"] / r["pipeline_s"] for r in rows),
+        "prompt_eval_share_of_whole": statistics.median(r["prompt_eval_s"] / r["whole_s"] for r in rows),
         "pipeline_tps": statistics.median(pipe_tps),
         "raw_tps": statistics.median(raw_tps),
         "free_tps": statistics.median(free_tps),

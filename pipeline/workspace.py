@@ -106,10 +106,10 @@ class Workspace:
     def profile(self, provider: str | None, model: str | None) -> tuple[ProviderProfile, str]:
         return choose_profile(self.settings, provider, model)
 
-    def provider(self, profile: ProviderProfile) -> Provider:
+    def provider(self, profile: ProviderProfile, *, need_key: bool = True) -> Provider:
         from pipeline.providers import make_provider
 
-        return make_provider(profile, self.settings.transport)
+        return make_provider(profile, self.settings.transport, need_key=need_key)
 
     @cached_property
     def fetcher(self) -> Fetcher:
@@ -156,7 +156,7 @@ class Workspace:
 
     def plan_batch(
         self, spec: BatchSpec, provider: str | None, model: str | None, *, via: str, force: bool, resume: bool,
-        shard: tuple[int, int] | None, reask: str | None,
+        shard: tuple[int, int] | None, reask: str | None, dry_run: bool = False,
     ) -> BatchPlan:  # fmt: skip
         """Everything a batch needs before its first call: provider, the plan of its profiles and pairs,
         price and estimate, and how the pairs waiting for a profile are planned once it is settled."""
@@ -168,7 +168,7 @@ class Workspace:
         from pipeline.providers import sends_choices
 
         profile, why = self.profile(provider or spec.provider, model or spec.model)
-        backend = self.provider(profile)
+        backend = self.provider(profile, need_key=not dry_run)  # a dry run calls nothing
         params = self.generation(backend, spec.samples, spec.seed)
         if via == "openai-batch":
             require_batchable(backend)

@@ -308,3 +308,13 @@ def test_first_render_of_a_fresh_clone_keeps_the_committed_reports(tmp_path: Pat
     assert "1 comparison." in index and "Image Classification vs Image Segmentation" in index
     doctor = cli(ws, "doctor")
     assert doctor.returncode == 1 and "the store holds no generation for this report" in doctor.stdout
+
+
+def test_a_dry_run_needs_no_api_key_but_a_real_run_does(workspace: Path, fake: FakeLLM, monkeypatch) -> None:
+    monkeypatch.delenv("PIPELINE_TEST_KEY")
+    dry = cli(workspace, "batch", "--category", "computer-vision", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "dry run:" in dry.stdout and "generate" in dry.stdout
+    real = cli(workspace, "batch", "--category", "computer-vision")
+    assert real.returncode != 0 and "PIPELINE_TEST_KEY is not set" in real.stderr
+    assert fake.calls == 0

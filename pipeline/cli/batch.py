@@ -82,7 +82,8 @@ def batch(
     spec = (b.load_batch(batch_file) if batch_file else b.BatchSpec(name=f"category-{category}")).with_flags(
         category=category, concurrency=concurrency, shard=shard_of, samples=samples, seed=seed
     )
-    plan = ws.plan_batch(spec, provider, model, via=via, force=force, resume=resume, shard=shard_of, reask=reask)
+    plan = ws.plan_batch(spec, provider, model, via=via, force=force, resume=resume, shard=shard_of, reask=reask,
+                         dry_run=dry_run)  # fmt: skip
     items, backend, est = plan.items, plan.provider, plan.estimate
     if plan.chosen_because:
         click.echo(f"provider: {plan.profile.name} ({plan.chosen_because})", err=True)

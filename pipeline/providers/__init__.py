@@ -12,8 +12,9 @@ from pipeline.providers.base import ProgressFn, Provider
 from pipeline.settings import ProviderProfile, TransportPolicy
 
 
-def make_provider(profile: ProviderProfile, transport: TransportPolicy) -> Provider:
-    """Build the provider for a profile; heavy imports happen here, not at import time."""
+def make_provider(profile: ProviderProfile, transport: TransportPolicy, *, need_key: bool = True) -> Provider:
+    """Build the provider for a profile; heavy imports happen here, not at import time. `need_key=False`:
+    it will not be called (a dry run), so a missing API key is not an error yet."""
     if profile.kind == "local":
         from pipeline.providers.local import LocalProvider
 
@@ -21,8 +22,8 @@ def make_provider(profile: ProviderProfile, transport: TransportPolicy) -> Provi
     from pipeline.providers.openai_compat import AzureProvider, OpenAICompatProvider
 
     if profile.kind == "azure":
-        return AzureProvider(profile, transport)
-    return OpenAICompatProvider(profile, transport)
+        return AzureProvider(profile, transport, need_key=need_key)
+    return OpenAICompatProvider(profile, transport, need_key=need_key)
 
 
 def sends_choices(provider: Provider) -> bool:

@@ -52,7 +52,10 @@ class OpenAICompatProvider:
         profile: ProviderProfile,
         transport: TransportPolicy,
         http_client: Any = None,
+        *,
+        need_key: bool = True,
     ):
+        """`need_key=False`: a provider that will not be called (a dry run's estimate) may lack its key."""
         self.profile = profile
         self.small = profile.small
         self.model = profile.model
@@ -60,7 +63,7 @@ class OpenAICompatProvider:
         self.caps = detect(profile)
         self.last_size: strict.Size | None = None  # of the last strict schema sent, for limit errors
         key = os.environ.get(profile.api_key_env, "") if profile.api_key_env else ""
-        if profile.api_key_env and not key:
+        if profile.api_key_env and not key and need_key:
             raise AuthenticationError(
                 f"{profile.api_key_env} is not set: export it for provider {profile.name!r}, "
                 "or use --provider local for the bundled offline model"
