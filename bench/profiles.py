@@ -1,13 +1,15 @@
 """Profiles against pair-by-pair generation, on the whole catalogue with the bundled model (issue #29).
 
-    .venv/bin/python bench/profiles.py --baseline <commit>   # about 15 minutes on 2 cores
+    .venv/bin/python bench/profiles.py --baseline <commit>   # about 20 minutes on 2 cores
+    .venv/bin/python bench/profiles.py --baseline none       # HEAD alone (about 5 minutes)
 
 Both the baseline commit (pair by pair) and this checkout's HEAD (profiles) are checked out with
 `git worktree` and run from an empty store on every pair of their own catalogue, one after the
 other on the same machine. Measured for each: model calls (attempts that reached the model),
 tokens, wall time, and how many (subject, dimension) shown on two or more pages show different
-values or ratings. Then, on HEAD only, one brief gains a sentence and the batch runs again: the
-model calls it makes and the pages it rewrites. Prints a Markdown section for bench/RESULTS.md.
+values or ratings; `pipeline quality` on HEAD's pages. Then, on HEAD only, one brief gains a
+sentence and the batch runs again: the model calls it makes and the pages it rewrites. Prints a
+Markdown section for bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -102,6 +104,15 @@ def measure(commit: str, name: str) -> dict[str, object]:
             "tree": tree, "store": store}  # fmt: skip
 
 
+def quality(result: dict[str, object]) -> tuple[int, str]:
+    """`pipeline quality` over every published page: its exit code and summary line."""
+    tree, store = Path(str(result["tree"])), Path(str(result["store"]))
+    done = subprocess.run([sys.executable, "-m", "pipeline", "--workspace", str(tree), "--store", str(store),
+                           "quality"], cwd=tree, capture_output=True, text=True, check=False)  # fmt: skip
+    lines = done.stdout.strip().splitlines()
+    return done.returncode, lines[-1] if lines else done.stderr.strip()[-300:]
+
+
 def one_brief(result: dict[str, object], subject: str = "postgresql") -> dict[str, object]:
     tree, store = Path(str(result["tree"])), Path(str(result["store"]))
     before_calls, _ = usage(store)
@@ -118,12 +129,13 @@ def one_brief(result: dict[str, object], subject: str = "postgresql") -> dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline", required=True, help="the commit to compare with (pair-by-pair generation)")
+    parser.add_argument("--baseline", required=True, help='the pair-by-pair commit to compare with, or "none"')
     parser.add_argument("--head", default="HEAD")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    old = measure(args.baseline, "baseline")
-    new = measure(args.head, "profiles")
+    new = measure(args.head, "profiles")  # HEAD first: a baseline of "none" measures HEAD alone
+    old = measure(args.baseline, "baseline") if args.baseline != "none" else {k: "—" for k in new}
+    checked = quality(new)
     after = one_brief(new)
     rows = [("model calls", "calls"), ("tokens", "tokens"), ("wall time (s)", "wall_s"), ("pages", "pages"),
             ("subject-dimensions on 2+ pages", "repeated"), ("... shown differently", "differ"),
@@ -134,13 +146,14 @@ def main() -> None:
         a, b = old[key], new[key]
         ratio = f"{b / a:.2f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else "—"
         print(f"| {label} | {a} | {b} | {ratio} |")
+    print(f"\n`pipeline quality` on the profiles' pages: exit {checked[0]}; {checked[1]}")
     print(
         f"\nAfter one brief changed ({after['subject']}): {after['calls']} model call(s), "
         f"{after['rewritten']} page(s) rewritten, {after['wall_s']} s."
     )
     print(json.dumps({"baseline": {k: v for k, v in old.items() if k not in ("tree", "store")},
                       "profiles": {k: v for k, v in new.items() if k not in ("tree", "store")},
-                      "one_brief": after}, default=str))  # fmt: skip
+                      "quality": checked, "one_brief": after}, default=str))  # fmt: skip
 
 
 if __name__ == "__main__":

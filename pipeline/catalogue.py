@@ -228,6 +228,8 @@ def _category(raw: Any, path: Path) -> Category:
         levels = tuple(clean(lv) for lv in levels_raw)
         if kind == "level" and len(levels) < 2:
             raise CatalogueError(f"{where}: a level dimension needs `levels`, lowest first")
+        if len(levels) > 10:
+            raise CatalogueError(f"{where}: at most 10 `levels` (each level has its own ratings on the 1-10 scale)")
         weight = _typed(d, "weight", (int, float), where, 1.0)
         if weight <= 0:
             raise CatalogueError(f"{where}: weight must be a positive number")

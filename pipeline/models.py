@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,6 +30,26 @@ class Dimension:
     def rubric_text(self) -> str:
         """ "1 = one process on one machine; 5 = ...; 10 = ..." ("" without a rubric)."""
         return "; ".join(f"{point} = {meaning}" for point, meaning in self.rubric)
+
+    def levels_text(self) -> str:
+        """ "Low (rated 1-3), Moderate (4-6), High (7-10)": each level with its ratings."""
+        bands = [level_band(i, len(self.levels)) for i in range(len(self.levels))]
+        return ", ".join(f"{lv} ({'rated ' if i == 0 else ''}{lo}-{hi})" for i, (lv, (lo, hi))
+                         in enumerate(zip(self.levels, bands, strict=True)))  # fmt: skip
+
+
+def level_band(index: int, count: int) -> tuple[int, int]:
+    """The ratings (lowest, highest) of the level at `index` of `count` (at most 10): the levels split
+    1-10 into runs of their own, lowest level lowest (three levels: 1-3, 4-6, 7-10). No two levels share
+    a rating, so a subject at a higher level is rated above one at a lower level on every page of the
+    site, though each subject is rated on its own."""
+    return 1 + 10 * index // count, 10 * (index + 1) // count
+
+
+def percent_rating(value: float) -> int:
+    """A percentage's rating: its tenth, rounded half up, from 1 to 10 (91% is 9, 95% is 10). One rating
+    per value keeps every page's order of percentages and ratings the same."""
+    return max(1, min(10, math.floor(value / 10 + 0.5)))
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def synthesise(schema: dict[str, Any], path: str = "", subject: str = "") -> Any
     """A valid instance of a (specialised, ref-free) schema that passes the content gates.
 
     Texts are distinct per path and end like sentences, questions name subject a, names stay
-    names; levels take the middle one and ratings the middle rating (6), which agree; both
+    names; levels take the middle one, percentages 60 and ratings the middle rating (6), which agree; both
     subjects get the same ratings, so the answer is a tie and its reasoning says so.
     """
     if not path:
@@ -57,7 +57,7 @@ def synthesise(schema: dict[str, Any], path: str = "", subject: str = "") -> Any
         n = max(1, schema.get("minItems", 1))
         return [synthesise(schema["items"], f"{path}[{i}]", subject) for i in range(n)]
     if kind == "integer":
-        return max(schema.get("minimum", 0), min(schema.get("maximum", 100), 50))
+        return max(schema.get("minimum", 0), min(schema.get("maximum", 100), 60))  # a percentage rated 6
     if kind == "string" and schema.get("pattern", "").startswith("^P"):
         return "P1"  # a passage id (citations without the pair's enum of ids)
     if kind == "string":

@@ -8,8 +8,9 @@ passes the content gates. A pair's texts name the winner the prompt gives and a 
 prompt marks as a lead, so they agree with the profiles. Nothing else varies: with unchanged
 inputs, two generations differ only by this sampling noise.
 
-`displaced` stands for a real change: a cell in it has its true rating moved to the far end of
-its band (2 or 3 ratings away), so a diff that calls everything noise is caught out.
+`displaced` stands for a real change: a cell in it has its value moved (a level to the far level,
+a percentage 30 points; a rated list's true rating to the far end of 1-10), so its rating moves
+by 2 or more and a diff that calls everything noise is caught out.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import random
 import re
 from typing import Any
 
-from pipeline.generation.gates import level_band, percent_band
-from pipeline.models import Category, Dimension, Pair, Subject
+from pipeline.generation.gates import percent_band
+from pipeline.models import Category, Dimension, Pair, Subject, level_band
 
 _WINNER = re.compile(r"Winner: (.+)\.$", re.MULTILINE)
 _LEAD = re.compile(r"^([^:\n]+): [^\n]*\(rated \d+/10, leads\)", re.MULTILINE)
@@ -44,11 +45,14 @@ class NoisyAnswers:
         rng = random.Random(f"{request.get('seed')}|{choice}|{subject.id}")
         for dim in category.rated:
             cell = data["dimensions"][dim.name]
+            displaced = (subject.id, dim.name) in self.displaced
+            if displaced and dim.kind in ("level", "percent"):
+                cell["value"] = _moved(cell["value"], dim)
             low, high = _band(cell["value"], dim)
             draw = rng.random()
             step = -1 if draw < self.p / 2 else 1 if draw < self.p else 0
             true = true_rating(subject, dim, low, high)
-            if (subject.id, dim.name) in self.displaced:
+            if displaced and dim.kind == "list":
                 true = high if true <= (low + high) // 2 else low
             cell["rating"] = min(high, max(low, true + step))
         return data
@@ -72,6 +76,16 @@ def true_rating(subject: Subject, dim: Dimension, low: int, high: int) -> int:
     digest = hashlib.sha256(f"{subject.id}|{dim.name}".encode()).digest()
     middle = (low + high) // 2
     return min(high - 1, max(low + 1, middle - 1 + digest[0] % 3))
+
+
+def _moved(value: Any, dim: Dimension) -> Any:
+    """A real change of a level's or a percentage's value: to the far level, or 30 points away."""
+    if dim.kind == "level" and value in dim.levels:
+        index = dim.levels.index(value)
+        return dim.levels[-1] if index < len(dim.levels) - 1 else dim.levels[0]
+    if dim.kind == "percent" and isinstance(value, int):
+        return value + 30 if value <= 60 else value - 30
+    return value
 
 
 def _band(value: Any, dim: Dimension) -> tuple[int, int]:

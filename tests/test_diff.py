@@ -51,23 +51,23 @@ def test_history_names_the_inputs_that_changed(run_cli, workspace: Path) -> None
 
 def test_diff_formats_and_exit_codes(run_cli, workspace: Path, fake: FakeLLM) -> None:
     assert run_cli("run", "--pair", PAIR).exit_code == 0
-    fake.mutate = set_speed(7, "Pros 0 text text reworded.")
+    fake.mutate = set_speed(5, "Pros 0 text text reworded.")
     assert run_cli("run", "--pair", PAIR, "--force").exit_code == 0
 
     text = run_cli("diff", PAIR)
     assert text.exit_code == 1  # a rating moved by 1 = the default threshold: material
-    assert "* rating   Speed / Image Classification: 6 → 7 (+1)" in text.stdout
-    assert "overall  Image Classification: 5.73 → 5.87 (+0.14)" in text.stdout
+    assert "* rating   Speed / Image Classification: 6 → 5 (-1)" in text.stdout
+    assert "overall  Image Classification: 5.73 → 5.6 (-0.13)" in text.stdout
     assert (
         "item     Image Classification pros: Pros 0 text text. → Pros 0 text text reworded. (reworded)" in text.stdout
     )
 
     md = run_cli("diff", PAIR, "--format", "markdown")
-    assert md.exit_code == 1 and "| **!** | rating | Speed / Image Classification | 6 → 7 (+1) |" in md.stdout
+    assert md.exit_code == 1 and "| **!** | rating | Speed / Image Classification | 6 → 5 (-1) |" in md.stdout
     js = json.loads(run_cli("diff", PAIR, "--format", "json").stdout)
     assert js["material"] is True
-    assert {"kind": "rating", "where": "Speed / Image Classification", "old": 6, "new": 7, "material": True,
-            "note": "+1"} in js["changes"]  # fmt: skip
+    assert {"kind": "rating", "where": "Speed / Image Classification", "old": 6, "new": 5, "material": True,
+            "note": "-1"} in js["changes"]  # fmt: skip
 
     assert run_cli("diff", PAIR, "--threshold", "2").exit_code == 0  # below the threshold: not material
     assert run_cli("diff", PAIR, "--from", "latest", "--to", "latest").stdout.count("no changes") == 1
@@ -98,7 +98,7 @@ def test_report_changes_section_and_clean_git_diff(run_cli, workspace: Path, fak
     subprocess.run([*git, "add", "reports"], check=True)
     subprocess.run([*git, "commit", "-qm", "first"], check=True)
 
-    fake.mutate = set_speed(7)
+    fake.mutate = set_speed(5)
     assert run_cli("run", "--pair", PAIR, "--force").exit_code == 0
     diff = subprocess.run([*git, "diff", "-U0", "--", str(MD)], capture_output=True, text=True, check=True).stdout
     changed = [line[1:] for line in diff.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))]
@@ -116,8 +116,8 @@ def test_report_changes_section_and_clean_git_diff(run_cli, workspace: Path, fak
         "| Previous generation |",
         "## Changes since the previous generation",  # the changes section
         "Compared with the generation of",
-        "- Speed / Image Classification: rating 6 → 7 (+1)",
-        "- Overall / Image Classification: 5.73 → 5.87 (+0.14)",
+        "- Speed / Image Classification: rating 6 → 5 (-1)",
+        "- Overall / Image Classification: 5.73 → 5.6 (-0.13)",
         # the audit: the page is made of a new profile of Image Classification and texts written for it
         "| Cache key |",
         "| Prompt sha256 |",
@@ -127,4 +127,4 @@ def test_report_changes_section_and_clean_git_diff(run_cli, workspace: Path, fak
     assert changed, diff
     unexpected = [line for line in changed if line.strip() and not line.startswith(allowed)]
     assert unexpected == [], (unexpected, diff)
-    assert any(line.startswith("| Speed | 1 | higher | 7/10 | 6/10 |") for line in changed)
+    assert any(line.startswith("| Speed | 1 | higher | 5/10 | 6/10 |") for line in changed)

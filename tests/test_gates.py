@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 
@@ -35,9 +36,17 @@ def test_a_consistent_answer_passes_every_gate() -> None:
 
 
 def test_level_and_percent_bands() -> None:
-    assert [level_band(i, 3) for i in range(3)] == [(1, 5), (3, 8), (6, 10)]
-    assert [level_band(i, 2) for i in range(2)] == [(1, 7), (4, 10)]
-    assert percent_band(0) == (1, 2) and percent_band(7) == (1, 2) and percent_band(95) == (8, 10)
+    # each level its own ratings, lowest first, none shared: a higher level is never rated lower
+    assert [level_band(i, 3) for i in range(3)] == [(1, 3), (4, 6), (7, 10)]
+    assert [level_band(i, 2) for i in range(2)] == [(1, 5), (6, 10)]
+    assert [level_band(i, 4) for i in range(4)] == [(1, 2), (3, 5), (6, 7), (8, 10)]
+    for count in range(2, 11):
+        bands = [level_band(i, count) for i in range(count)]
+        assert bands[0][0] == 1 and bands[-1][1] == 10
+        assert all(lo <= hi for lo, hi in bands) and all(b[0] == a[1] + 1 for a, b in itertools.pairwise(bands))
+    # a percentage has one rating, its tenth rounded half up
+    assert percent_band(0) == (1, 1) and percent_band(14) == (1, 1) and percent_band(15) == (2, 2)
+    assert percent_band(91) == (9, 9) and percent_band(95) == (10, 10)
 
 
 @pytest.mark.parametrize(
@@ -55,10 +64,10 @@ def test_value_rating_rejects_the_reported_contradictions(side: str, dim: str, v
 
 def test_a_higher_value_may_not_have_a_lower_rating() -> None:
     def flip(d: dict) -> None:
-        d["a"]["dimensions"]["Accuracy"].update(value=96, rating=8)  # above b's 95%, rated below b's 9
+        d["a"]["dimensions"]["Accuracy"].update(value=96, rating=8)  # above b's 95%, rated below b's 10
 
     found = problems(with_(flip))
-    assert any("is above" in p and "rated lower (8 vs 9)" in p for p in found), found
+    assert any("is above" in p and "rated lower (8 vs 10)" in p for p in found), found
 
 
 @pytest.mark.parametrize(
@@ -167,7 +176,7 @@ def test_each_gate_violation_is_re_asked_naming_field_and_rule(run_cli, fake: Fa
     assert result.exit_code == 0, result.output
     assert "image-classification (computer-vision): model called, 3 attempts" in result.stdout and fake.calls == 5
     second = fake.requests[1]["messages"][-1]["content"]
-    assert "dimensions.Complexity.rating:" in second and "must be 3-8, not 10" in second
+    assert "dimensions.Complexity.rating:" in second and "must be 4-6, not 10" in second
     assert "[rule: value-rating]" in second
     third = fake.requests[2]["messages"][-1]["content"]
     assert "cons[0]:" in third and "[rule: complete-text]" in third

@@ -27,7 +27,7 @@ def two_generations():
     """The reference pair twice (the second with a changed Speed rating) and a second pair."""
     first = make()
     data = {**REFERENCE_DATA, "a": {**REFERENCE_DATA["a"], "dimensions": dict(REFERENCE_DATA["a"]["dimensions"])}}
-    data["a"]["dimensions"]["Speed"] = {**data["a"]["dimensions"]["Speed"], "rating": 9}
+    data["a"]["dimensions"]["Speed"] = {**data["a"]["dimensions"]["Speed"], "rating": 8}
     second = dataclasses.replace(make(data), generation_id="1111111111111111", generated_at="2026-07-01T08:00:00Z")
     other = dataclasses.replace(make(), generation_id="2222222222222222", pair_key=OTHER,
                                 generated_at="2026-06-20T12:00:00Z")  # fmt: skip
@@ -54,7 +54,7 @@ def test_feed_parses_as_atom_newest_first_with_what_changed(tmp_path: Path) -> N
     assert newest.id == "urn:comparison-pipeline:generation:1111111111111111"
     assert newest.updated == "2026-07-01T08:00:00Z" and older.updated == "2026-06-20T12:00:00Z"
     assert newest.link == f"{BASE}/computer-vision/image-classification-vs-image-segmentation.html"
-    assert "Speed / Image Classification: rating 8 → 9 (+1)" in newest.summary
+    assert "Speed / Image Classification: rating 7 → 8 (+1)" in newest.summary
     assert "First generation." in older.summary
     assert feed.feed.updated == "2026-07-01T08:00:00Z"
     assert any(link.rel == "self" and link.href == f"{BASE}/feed.xml" for link in feed.feed.links)
@@ -116,7 +116,7 @@ def test_category_page_and_grouped_index(tmp_path: Path) -> None:
     assert len(rows) == 2
     cells = [[" ".join(c.text_content().split()) for c in r] for r in rows]
     assert cells[0][:2] == ["Image Classification vs Image Segmentation", "Image Segmentation"]
-    assert cells[0][2].startswith("Image Segmentation 7.40 · Image Classification ")
+    assert cells[0][2].startswith("Image Segmentation 7.27 · Image Classification ")
     assert cells[0][3] == "2026-07-01" and cells[1][3] == "2026-06-20"
     category = (folder / "computer-vision/index.md").read_text(encoding="utf-8")
     assert "[Image Classification vs Object Detection](image-classification-vs-object-detection.md)" in category

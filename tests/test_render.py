@@ -36,9 +36,9 @@ def test_reference_report_content(tmp_path: Path) -> None:
     rendered = Renderer(CAT, tmp_path).render(make(), EXISTING)
     assert "as of June 2026" in rendered.files["md"]
     md = rendered.files["md"]
-    scores = "Image Segmentation 7.40, Image Classification 6.93 (overall, out of 10)"
+    scores = "Image Segmentation 7.27, Image Classification 6.80 (overall, out of 10)"
     assert f"**Winner: Image Segmentation** — {scores}." in md
-    assert "Image Segmentation wins, 7.40 to 6.93 out of 10 for Image Classification." in md
+    assert "Image Segmentation wins, 7.27 to 6.80 out of 10 for Image Classification." in md
     assert md.startswith("[All reports](../index.md) › [Computer Vision](index.md)\n")
     assert "| Generation id | `0123456789abcdef` |" in md and "generated 2026-06-15 09:30:00 UTC" in md
     assert (
@@ -61,7 +61,7 @@ def test_rendering_twice_is_byte_identical_and_written_atomically(tmp_path: Path
     report = json.loads(second[1])
     computed = {k: v for k, v in report["computed"].items() if k not in ("dimensions", "headline")}
     assert computed == {
-        "overall": {"a": 6.93, "b": 7.4}, "winner": "b", "winner_name": "Image Segmentation", "tie_band": 0.25,
+        "overall": {"a": 6.8, "b": 7.27}, "winner": "b", "winner_name": "Image Segmentation", "tie_band": 0.25,
         "people_also_compare": [p.key for p in CAT.related_pairs(PAIR)],
     }  # fmt: skip
     assert [d["name"] for d in report["computed"]["dimensions"]] == [d.name for d in PAIR.category.dimensions]

@@ -58,6 +58,8 @@ def test_a_reverted_brief_publishes_the_generation_of_those_inputs_again(workspa
 def test_a_pinned_rating_changes_header_verdict_index_and_feed_together(workspace: Path) -> None:
     (workspace / "config/overrides").mkdir()
     (workspace / "config/overrides/review.toml").write_text(
+        '[[override]]\nsubject = "image-segmentation"\npath = "dimensions.Complexity.value"\nset = "High"\n'
+        'reason = "reviewed"\n\n'
         '[[override]]\nsubject = "image-segmentation"\npath = "dimensions.Complexity.rating"\nset = 8\n'
         'reason = "reviewed"\n'
     )
@@ -110,11 +112,11 @@ def test_reports_get_the_mode_the_umask_gives(workspace: Path, umask: int, mode:
 
 def test_render_after_a_batch_changes_no_file_and_doctor_agrees(workspace: Path, fake: FakeLLM) -> None:
     assert cli(workspace, "batch", "--category", "computer-vision").returncode == 0
-    fake.mutate = _speed(7)  # a second generation of every pair: the changes sections and feed lines fill up
+    fake.mutate = _speed(5)  # a second generation of every pair: the changes sections and feed lines fill up
     assert cli(workspace, "batch", "--category", "computer-vision", "--force").returncode == 0
     before = {p: p.read_bytes() for p in (workspace / "reports").rglob("*") if p.is_file() and ".render" not in p.name}
-    assert "Speed / Image Classification: rating 6 → 7" in (workspace / REPORT.with_suffix(".md")).read_text()
-    assert "Speed / Image Classification: rating 6 → 7 (+1)." in (workspace / "reports/feed.xml").read_text()
+    assert "Speed / Image Classification: rating 6 → 5" in (workspace / REPORT.with_suffix(".md")).read_text()
+    assert "Speed / Image Classification: rating 6 → 5 (-1)." in (workspace / "reports/feed.xml").read_text()
     doctor = cli(workspace, "doctor")
     assert doctor.returncode == 0, doctor.stdout
     assert cli(workspace, "render").returncode == 0
@@ -261,14 +263,14 @@ def test_diff_refuses_two_reports_of_different_pairs(workspace: Path, tmp_path: 
 
 def test_diff_of_generations_does_not_apply_todays_overrides(workspace: Path, fake: FakeLLM) -> None:
     assert cli(workspace, "run", "--pair", KEY).returncode == 0
-    fake.mutate = _speed(7)
+    fake.mutate = _speed(5)
     assert cli(workspace, "run", "--pair", KEY, "--force").returncode == 0
     (workspace / "config/overrides").mkdir()
     (workspace / "config/overrides/review.toml").write_text(
         '[[override]]\nsubject = "image-classification"\npath = "dimensions.Speed.rating"\nset = 6\n'
     )
     out = cli(workspace, "diff", KEY).stdout
-    assert "rating   Speed / Image Classification: 6 → 7 (+1)" in out  # the model's change, not hidden
+    assert "rating   Speed / Image Classification: 6 → 5 (-1)" in out  # the model's change, not hidden
 
 
 # -- 10. rough edges ---------------------------------------------------------------------------------

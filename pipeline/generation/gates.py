@@ -3,10 +3,10 @@
 The schema checks shape; these check substance, for every model, and each problem names its
 gate (`Problem.rule`) so the re-ask can say which rule was broken:
 
-- value-rating: a level's rating lies in the level's band (the levels split 1-10 into equal
-  bands, lowest level lowest, with half a band of slack on each side — one band in all — so for
-  three levels Low is 1-5, Moderate 3-8, High 6-10); a percent's rating is within 2 of value/10;
-  and a subject whose value is higher than the other's is not rated lower;
+- value-rating: a level's rating lies in the level's own band (the levels split 1-10 into runs
+  that do not overlap, lowest level lowest: for three levels Low is 1-3, Moderate 4-6, High
+  7-10); a percent's rating is its tenth, rounded (91% is 9); so a subject whose value is higher
+  than another's is never rated lower, on any page (checked on each page too);
 - complete-text: rationales, pros, cons, verdict reasoning and FAQ answers end with . ! or ?
   and do not stop at their field's length limit;
 - faq-questions: a question ends with ? and names a subject (name, alias or id) or a dimension;
@@ -33,14 +33,13 @@ rated lower") is a page-level rule, since each profile is rated on its own.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 
 from pipeline.grounding import point_text
-from pipeline.models import Category, Dimension, Pair, Problem
+from pipeline.models import Category, Dimension, Pair, Problem, level_band, percent_rating
 from pipeline.scoring import dimension_score, winner, winner_name
 from pipeline.textcheck import (
     WORD,
@@ -151,17 +150,10 @@ def by_gate(problems: Iterable[Problem]) -> dict[str, list[Problem]]:
     return out
 
 
-def level_band(index: int, count: int) -> tuple[int, int]:
-    """The ratings (lowest, highest) that agree with the level at `index` of `count` levels."""
-    width = 9 / count
-    low = math.ceil(1 + width * (index - 0.5) - 1e-9)
-    high = math.floor(1 + width * (index + 1.5) + 1e-9)
-    return max(1, low), min(10, high)
-
-
 def percent_band(value: float) -> tuple[int, int]:
-    """The ratings within 2 of value/10."""
-    return max(1, math.ceil(value / 10 - 2 - 1e-9)), min(10, math.floor(value / 10 + 2 + 1e-9))
+    """The one rating of a percentage (pipeline.models.percent_rating), as a band."""
+    rating = percent_rating(value)
+    return rating, rating
 
 
 @lru_cache(maxsize=8)
@@ -196,8 +188,9 @@ def value_bands(side: dict[str, Any], prefix: str, category: Category) -> list[P
         (low, high), what = band
         rating = int(entry["rating"])
         if not low <= rating <= high:
+            allowed = f"{low}" if low == high else f"{low}-{high}"
             out.append(_p(f"{prefix}dimensions.{dim.name}.rating",
-                          f"{what}, so its rating must be {low}-{high}, not {rating}", "value-rating"))  # fmt: skip
+                          f"{what}, so its rating must be {allowed}, not {rating}", "value-rating"))  # fmt: skip
     return out
 
 
@@ -229,7 +222,7 @@ def _band(value: Any, dim: Dimension) -> tuple[tuple[int, int], str] | None:
         return level_band(
             index, len(dim.levels)
         ), f"{value!r} is level {index + 1} of {len(dim.levels)} ({', '.join(dim.levels)})"
-    return percent_band(value), f"{value}% is {value / 10:g} on the 1-10 scale"
+    return percent_band(value), f"{value}% is {value / 10:g} on the 1-10 scale, rounded {percent_rating(value)}"
 
 
 def complete_text(sides: Sides, texts: dict[str, Any] | None, caps: dict[str, int]) -> list[Problem]:

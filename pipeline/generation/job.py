@@ -42,7 +42,8 @@ from pipeline.models import (
 from pipeline.providers.base import Provider
 from pipeline.settings import GenerationParams
 
-CACHE_FORMAT = "unit-cache/1"  # profiles and pair texts (earlier releases' pairs were "comparison-cache/2")
+# /2: levels and percentages got ratings of their own. Earlier releases' pairs were "comparison-cache/2".
+CACHE_FORMAT = "unit-cache/2"
 CODE_TEXTS = "code-texts/1"  # what code writes for a small model's pair: bump when selection_text changes
 
 

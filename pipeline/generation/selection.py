@@ -14,7 +14,7 @@ passages split by their wording. The model's answer is only choices:
 and the schema (anyOf branches, which llama.cpp's grammar enforces while decoding) makes each
 choice consistent by construction: a level's rating lies in its band, and a passage that states
 a level ("Complexity is low: ...") offers only the levels it states; a percent is a figure stated
-in the cited passage and its rating is within 2 of it; list and text values are phrases of the
+in the cited passage and its rating is its tenth; list and text values are phrases of the
 cited passage (a dimension that is not rated asks for no rating); pros and cons are two different
 passages. `compose` turns the choices into the subject's profile: each rationale, pro and con is
 the chosen passage quoted. A pair's texts are written by code (`compose_texts`): the verdict and
@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import SourceError
-from pipeline.generation.gates import level_band, percent_band
+from pipeline.generation.gates import percent_band
 from pipeline.generation.selection_text import faq_entries, verdict_reasoning
 from pipeline.grounding import Passage, content_words, stem
-from pipeline.models import Category, Dimension, Pair, Problem, Subject
+from pipeline.models import Category, Dimension, Pair, Problem, Subject, level_band
 from pipeline.scoring import winner, winner_name
 from pipeline.textcheck import ends_sentence
 
