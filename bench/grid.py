@@ -83,6 +83,7 @@ def measure(mode: str, grid_chars: int, count: Any) -> dict[str, Any]:
                   for r in again)  # fmt: skip
     profile = [i for i, r in enumerate(sent) if r["messages"][0]["content"].startswith(PROFILE_SYSTEMS)]
     prompt = [sum(count(m["content"]) for m in sent[i]["messages"]) for i in profile]
+    texts = [sum(count(m["content"]) for m in r["messages"]) for i, r in enumerate(sent) if i not in set(profile)]
     answer = [count(answers[i]) for i in profile]
     subjects = [len(sent[i]["response_format"]["json_schema"]["schema"]["properties"]) if mode == "grid" else 1
                 for i in profile]  # fmt: skip
@@ -95,6 +96,7 @@ def measure(mode: str, grid_chars: int, count: Any) -> dict[str, Any]:
         "largest_prompt": max(prompt),
         "largest_answer": max(answer),
         "subjects_per_call": f"{min(subjects)}-{max(subjects)}",
+        "texts_prompt_mean": round(sum(texts) / len(texts)) if texts else 0,
         "change_calls": len(again),
         "change_rerated": rerated,
         "change_texts": len(later) - len(again),
@@ -127,8 +129,8 @@ def main() -> int:
               f"{r['change_calls']} / {r['change_rerated']} / {r['change_texts']} |")  # fmt: skip
     print(f"\nGrid against per-subject: calls {grid['calls'] / one['calls']:.0%}, prompt tokens "
           f"{grid['prompt_tokens'] / one['prompt_tokens']:.0%}, answer tokens "
-          f"{grid['answer_tokens'] / one['answer_tokens']:.0%}. The pairs' texts ({one['pair_calls']} calls) "
-          "are the same in both modes.")  # fmt: skip
+          f"{grid['answer_tokens'] / one['answer_tokens']:.0%}. The pairs' texts ({one['pair_calls']} calls, "
+          f"{one['texts_prompt_mean']:,} prompt tokens on average) are the same in both modes.")  # fmt: skip
     return 0
 
 

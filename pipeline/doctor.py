@@ -78,7 +78,8 @@ def check(ws: Workspace) -> Report:
             add(Finding(where, f"does not validate against its schema: {errors[0].message[:200]}"))
             continue
         if kind == "profile":
-            problems = _profile_problems(ws, pair_key, data, json.loads(sources_raw), schemas[schema_sha])
+            made_under = int(json.loads(params_raw).get("gates") or gates.VERSION)
+            problems = _profile_problems(ws, pair_key, data, json.loads(sources_raw), schemas[schema_sha], made_under)
             if problems:
                 add(Finding(where, f"breaks a semantic rule: {problems[0]}"))
             continue
@@ -89,9 +90,10 @@ def check(ws: Workspace) -> Report:
         except CatalogueError as exc:
             add(Finding(where, f"cannot be checked against the catalogue: {exc}"))
             continue
-        if json.loads(params_raw).get("gates"):
+        made_under = int(json.loads(params_raw).get("gates") or 0)
+        if made_under:
             scopes = _scopes(pair_key, json.loads(sources_raw))
-            problems = semantic_problems(data, pair, scopes, gates.caps_of(schemas[schema_sha]))
+            problems = semantic_problems(data, pair, scopes, gates.caps_of(schemas[schema_sha]), made_under)
         else:
             problems = gates.page_consistency(data, pair)
         if problems:
@@ -100,7 +102,9 @@ def check(ws: Workspace) -> Report:
     return report
 
 
-def _profile_problems(ws: Workspace, unit: str, data: dict[str, Any], stored: list[Any], schema: str) -> list[Any]:
+def _profile_problems(
+    ws: Workspace, unit: str, data: dict[str, Any], stored: list[Any], schema: str, version: int
+) -> list[Any]:
     from pipeline.generation import gates
 
     category_id, _, subject_id = unit.partition("/")
@@ -110,7 +114,7 @@ def _profile_problems(ws: Workspace, unit: str, data: dict[str, Any], stored: li
     scope = frozenset(
         p.id for s in (SourceRecord.from_json(x) for x in stored if isinstance(x, dict)) for p in s.passages
     )
-    return gates.check_profile(data, category, scope or None, gates.caps_of(schema))
+    return gates.check_profile(data, category, scope or None, gates.caps_of(schema), version)
 
 
 def _scopes(pair_key: str, stored: list[dict[str, Any]]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:

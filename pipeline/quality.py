@@ -110,7 +110,7 @@ def assess(
     `stale_verdict`: an override changed what the model's verdict reasoning must say; the page
     marks it, so the verdict gate's complaint about it is a note, not a failure."""
     texts, scopes = passage_texts(c)
-    found = gates.by_gate(gates.check(data, pair, scopes, caps))
+    found = gates.by_gate(gates.check(data, pair, scopes, caps, int(c.params.get("gates") or gates.VERSION)))
     if stale_verdict:
         found["verdict"] = []
     judgement = c.params.get("judge")

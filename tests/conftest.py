@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 
 from pipeline.catalogue import load_catalogue
 from pipeline.cli import cli as cli_group
+from pipeline.generation.gates import VERSION as GATES
 from pipeline.models import Comparison, PassageText, SourceRecord, Usage
 from pipeline.settings import FetchPolicy
 from tests.fakeserver import FakeLLM
@@ -257,7 +258,7 @@ def make(data: dict = REFERENCE_DATA, provider: str = "openai", model: str = "gp
         generation_id="0123456789abcdef", pair_key=PAIR.key, category=PAIR.category.id, data=data,
         generated_at="2026-06-15T09:30:00Z", provider=provider, model=model, cache_key="c" * 64,
         prompt_sha256="p" * 64, schema_sha256="s" * 64, sources=sources, attempts=1, usage=Usage(1200, 800),
-        params={"dialect": "json_schema", "mode": "write", "gates": 1}, template_sha256="t" * 64,
+        params={"dialect": "json_schema", "mode": "write", "gates": GATES}, template_sha256="t" * 64,
     )  # fmt: skip
 
 

@@ -49,6 +49,16 @@ def test_level_and_percent_bands() -> None:
     assert percent_band(91) == (9, 9) and percent_band(95) == (10, 10)
 
 
+def test_a_generation_is_checked_on_the_bands_of_the_gates_it_was_made_under() -> None:
+    from pipeline.generation import gates
+
+    profile = copy.deepcopy(REFERENCE_DATA["a"])
+    profile["dimensions"]["Complexity"]["rating"] = 5  # 'Low': in 1-5 under version 2, outside 1-3 since 3
+    now = gates.check_profile(profile, PAIR.category, version=gates.VERSION)
+    assert [p.path for p in now if p.rule == "value-rating"] == ["dimensions.Complexity.rating"]
+    assert not [p for p in gates.check_profile(profile, PAIR.category, version=2) if p.rule == "value-rating"]
+
+
 @pytest.mark.parametrize(
     ("side", "dim", "value", "rating"),
     [

@@ -33,6 +33,7 @@ rated lower") is a page-level rule, since each profile is rated on its own.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
@@ -52,7 +53,9 @@ from pipeline.textcheck import (
     subject_names,
 )
 
-VERSION = 2  # stored with each generation; generations made before gates existed are listed, not failed
+# Stored with each generation; generations made before gates existed are listed, not failed. 3: each level
+# has ratings of its own and a percentage one; a generation made under 2 is checked on the bands of its day.
+VERSION = 3
 # 2: profiles and pair texts are gated apart; the page gates what spans both (the verdict, copies, order)
 GATES = {
     "value-rating": "a value agrees with its rating",
@@ -83,11 +86,13 @@ def check(
     pair: Pair,
     scopes: tuple[frozenset[str], frozenset[str]] | None = None,
     caps: dict[str, int] | None = None,
+    version: int = VERSION,
 ) -> list[Problem]:
-    """Every gate's problems for a page. `scopes`: each subject's passage ids; `caps`: text length limits."""
+    """Every gate's problems for a page. `scopes`: each subject's passage ids; `caps`: text length limits;
+    `version`: the gates' version the page was made under (its rating bands)."""
     sides = {"a.": data["a"], "b.": data["b"]}
     category = pair.category
-    out = [p for prefix, side in sides.items() for p in _side_problems(side, prefix, category)]
+    out = [p for prefix, side in sides.items() for p in _side_problems(side, prefix, category, version)]
     out += _duplicates([f["question"] for f in data["faq"]], "faq") + _degenerate(data)
     out += value_order(data, pair)
     out += complete_text(sides, data, caps or {})
@@ -104,11 +109,15 @@ def check(
 
 
 def check_profile(
-    profile: dict[str, Any], category: Category, scope: frozenset[str] | None = None, caps: dict[str, int] | None = None
+    profile: dict[str, Any],
+    category: Category,
+    scope: frozenset[str] | None = None,
+    caps: dict[str, int] | None = None,
+    version: int = VERSION,
 ) -> list[Problem]:
     """The gates one subject's profile must pass: its own cells, pros and cons."""
     sides = {"": profile}
-    out = _side_problems(profile, "", category) + _degenerate(profile)
+    out = _side_problems(profile, "", category, version) + _degenerate(profile)
     out += complete_text(sides, None, caps or {}) + no_copies(sides, None)
     if scope is not None:
         out += citation_scope(profile, "", scope, frozenset(), str(profile.get("subject", "")), "")
@@ -137,8 +146,8 @@ def page_consistency(data: dict[str, Any], pair: Pair) -> list[Problem]:
     return out + _duplicates([f["question"] for f in data["faq"]], "faq") + _degenerate(data)
 
 
-def _side_problems(side: dict[str, Any], prefix: str, category: Category) -> list[Problem]:
-    return [*consistency(side, prefix, category), *value_bands(side, prefix, category),
+def _side_problems(side: dict[str, Any], prefix: str, category: Category, version: int = VERSION) -> list[Problem]:
+    return [*consistency(side, prefix, category), *value_bands(side, prefix, category, version),
             *plausible_values(side, prefix, category)]  # fmt: skip
 
 
@@ -175,14 +184,14 @@ def caps_of(schema_json: str) -> dict[str, int]:
 # -- the gates ---------------------------------------------------------------------------------
 
 
-def value_bands(side: dict[str, Any], prefix: str, category: Category) -> list[Problem]:
-    """A level's or a percentage's rating lies in the value's band."""
+def value_bands(side: dict[str, Any], prefix: str, category: Category, version: int = VERSION) -> list[Problem]:
+    """A level's or a percentage's rating lies in the value's band (the bands of gates `version`)."""
     out: list[Problem] = []
     for dim in category.dimensions:
         entry = side["dimensions"].get(dim.name)
         if dim.kind not in ("level", "percent") or entry is None or "rating" not in entry:
             continue
-        band = _band(entry["value"], dim)
+        band = _band(entry["value"], dim) if version >= 3 else _band_v2(entry["value"], dim)
         if band is None:
             continue  # not one of the levels: the schema reports it
         (low, high), what = band
@@ -223,6 +232,20 @@ def _band(value: Any, dim: Dimension) -> tuple[tuple[int, int], str] | None:
             index, len(dim.levels)
         ), f"{value!r} is level {index + 1} of {len(dim.levels)} ({', '.join(dim.levels)})"
     return percent_band(value), f"{value}% is {value / 10:g} on the 1-10 scale, rounded {percent_rating(value)}"
+
+
+def _band_v2(value: Any, dim: Dimension) -> tuple[tuple[int, int], str] | None:
+    """The bands of gates version 2, which overlapped by half a band each side (three levels: 1-5, 3-8,
+    6-10; a percentage within 2 of its tenth): how generations made under them are checked."""
+    if dim.kind == "level":
+        if value not in dim.levels:
+            return None
+        index, width = dim.levels.index(value), 9 / len(dim.levels)
+        low = math.ceil(1 + width * (index - 0.5) - 1e-9)
+        high = math.floor(1 + width * (index + 1.5) + 1e-9)
+        return (max(1, low), min(10, high)), f"{value!r} is level {index + 1} of {len(dim.levels)}"
+    band = max(1, math.ceil(value / 10 - 2 - 1e-9)), min(10, math.floor(value / 10 + 2 + 1e-9))
+    return band, f"{value}% is {value / 10:g} on the 1-10 scale"
 
 
 def complete_text(sides: Sides, texts: dict[str, Any] | None, caps: dict[str, int]) -> list[Problem]:

@@ -64,10 +64,11 @@ def validate(
 
 
 def semantic_problems(
-    data: dict[str, Any], pair: Pair, scopes: Scopes | None = None, caps: dict[str, int] | None = None
-) -> list[Problem]:
-    """The content gates (pipeline.generation.gates) for data that is valid against the pair's schema."""
-    return gates.check(data, pair, (frozenset(scopes[0]), frozenset(scopes[1])) if scopes else None, caps)
+    data: dict[str, Any], pair: Pair, scopes: Scopes | None = None, caps: dict[str, int] | None = None,
+    version: int = gates.VERSION,
+) -> list[Problem]:  # fmt: skip
+    """The content gates (pipeline.generation.gates, of `version`) for data valid against the pair's schema."""
+    return gates.check(data, pair, (frozenset(scopes[0]), frozenset(scopes[1])) if scopes else None, caps, version)
 
 
 def validate_profile(
