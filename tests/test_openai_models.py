@@ -13,12 +13,13 @@ from types import SimpleNamespace
 import pytest
 
 from pipeline.catalogue import load_catalogue
-from pipeline.generation.schema import for_dialect, load_canonical, specialise
+from pipeline.generation.schema import load_canonical, specialise
 from pipeline.generation.validate import validate
 from pipeline.models import Category, Dimension, Pair, Subject, Usage
 from pipeline.providers import strict
 from pipeline.providers.capabilities import detect
 from pipeline.providers.openai_compat import _duration, _retry_after
+from pipeline.providers.strict import for_dialect
 from pipeline.settings import ProviderProfile
 from tests import contract
 from tests.conftest import FIXTURE, REPO

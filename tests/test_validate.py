@@ -7,8 +7,9 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from pipeline.catalogue import load_catalogue
-from pipeline.generation.schema import for_dialect, load_canonical, specialise
+from pipeline.generation.schema import load_canonical, specialise
 from pipeline.generation.validate import parse, validate
+from pipeline.providers.strict import for_dialect
 from tests.conftest import FIXTURE, REPO
 from tests.fakeserver import synthesise
 

@@ -27,11 +27,6 @@ PROFILE_FILE = "profile.schema.json"
 PAIR_FILE = "pair.schema.json"
 # Keywords OpenAI's strict structured outputs reject, and those fine-tuned models reject as well
 # (https://platform.openai.com/docs/guides/structured-outputs, "Supported properties").
-STRICT_UNSUPPORTED = {"$schema", "$id", "minLength", "maxLength", "minProperties", "maxProperties", "title"}
-FINE_TUNED_UNSUPPORTED = STRICT_UNSUPPORTED | {
-    "pattern", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
-    "minItems", "maxItems", "uniqueItems",
-}  # fmt: skip
 
 
 def canonical_json(value: Any) -> str:
@@ -70,9 +65,6 @@ def specialise(
     and cons may cite only that subject's passages: an enum per side, which grammars and strict
     structured outputs enforce while generating."""
     defs = dict(canonical["$defs"])
-    props = canonical["properties"]
-    verdict = copy.deepcopy(props["verdict"])
-    verdict["properties"]["winner"] = {"type": "string", "enum": [pair.a.name, pair.b.name, "tie"]}
     sides = {}
     for i, (side, subject) in enumerate((("a", pair.a), ("b", pair.b))):
         citations = _inline(copy.deepcopy(defs["citations"]), defs)
@@ -82,17 +74,8 @@ def specialise(
             else:  # a subject without passages can cite nothing
                 citations["maxItems"] = 0
         sides[side] = _analysis({**defs, "citations": citations}, subject.name, pair.category.dimensions)
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "required": list(canonical["required"]),
-        "properties": {
-            **sides,
-            "verdict": verdict,
-            "faq": copy.deepcopy(props["faq"]),
-            "alternatives": copy.deepcopy(props["alternatives"]),
-        },
-    }
+    texts = specialise_pair(canonical, pair)  # the verdict, FAQ and alternatives, as a pair's texts have them
+    return {**texts, "properties": {**sides, **texts["properties"]}}
 
 
 def specialise_profile(
@@ -158,14 +141,6 @@ def specialise_pair(canonical: dict[str, Any], pair: Pair) -> dict[str, Any]:
     }
 
 
-def for_dialect(schema: dict[str, Any], dialect: str, *, fine_tuned: bool = False) -> dict[str, Any]:
-    """The schema as the endpoint's dialect takes it."""
-    if dialect != "json_schema":
-        return schema
-    strict: dict[str, Any] = _strict(schema, FINE_TUNED_UNSUPPORTED if fine_tuned else STRICT_UNSUPPORTED)
-    return strict
-
-
 def _inline(node: Any, defs: dict[str, Any]) -> Any:
     """`$ref`s into `$defs` replaced by what they point at (the pair schema stands alone)."""
     if isinstance(node, list):
@@ -225,17 +200,3 @@ def _rating(defs: dict[str, Any], dim: Dimension) -> dict[str, Any]:
             "sources": copy.deepcopy(defs["citations"]),
         },
     }
-
-
-def _strict(node: Any, dropped: set[str], *, names: bool = False) -> Any:
-    if isinstance(node, list):
-        return [_strict(x, dropped) for x in node]
-    if not isinstance(node, dict):
-        return node
-    if names:  # a `properties` mapping: its keys are names (a dimension may be called "Format"), not keywords
-        return {k: _strict(v, dropped) for k, v in node.items()}
-    out = {k: _strict(v, dropped, names=k in ("properties", "$defs")) for k, v in node.items() if k not in dropped}
-    if out.get("type") == "object" and "properties" in out:
-        out["required"] = list(out["properties"])
-        out["additionalProperties"] = False
-    return out

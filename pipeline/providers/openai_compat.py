@@ -24,11 +24,11 @@ from pipeline.errors import (
     QuotaError,
     TransientProviderError,
 )
-from pipeline.generation.schema import for_dialect
 from pipeline.models import Completion, Usage
 from pipeline.providers import strict
 from pipeline.providers.base import ProgressFn
 from pipeline.providers.capabilities import detect, next_dialect
+from pipeline.providers.strict import for_dialect
 from pipeline.settings import GenerationParams, ProviderProfile, TransportPolicy
 from pipeline.text import safe_url
 from pipeline.untrusted import clean, storable

@@ -113,3 +113,34 @@ def _relax_citations(node: Any, fine_tuned: bool) -> Any:
     if isinstance(values, list) and values and all(isinstance(v, str) and _PASSAGE_ID.match(v) for v in values):
         return {"type": "string"} if fine_tuned else {"type": "string", "pattern": _PASSAGE_ID.pattern}
     return {k: _relax_citations(v, fine_tuned) for k, v in node.items()}
+
+
+# -- the strict dialect: the schema as OpenAI's strict structured outputs take it ----------------
+
+STRICT_UNSUPPORTED = {"$schema", "$id", "minLength", "maxLength", "minProperties", "maxProperties", "title"}
+FINE_TUNED_UNSUPPORTED = STRICT_UNSUPPORTED | {
+    "pattern", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
+    "minItems", "maxItems", "uniqueItems",
+}  # fmt: skip
+
+
+def for_dialect(schema: dict[str, Any], dialect: str, *, fine_tuned: bool = False) -> dict[str, Any]:
+    """The schema as the endpoint's dialect takes it."""
+    if dialect != "json_schema":
+        return schema
+    strict: dict[str, Any] = _strict(schema, FINE_TUNED_UNSUPPORTED if fine_tuned else STRICT_UNSUPPORTED)
+    return strict
+
+
+def _strict(node: Any, dropped: set[str], *, names: bool = False) -> Any:
+    if isinstance(node, list):
+        return [_strict(x, dropped) for x in node]
+    if not isinstance(node, dict):
+        return node
+    if names:  # a `properties` mapping: its keys are names (a dimension may be called "Format"), not keywords
+        return {k: _strict(v, dropped) for k, v in node.items()}
+    out = {k: _strict(v, dropped, names=k in ("properties", "$defs")) for k, v in node.items() if k not in dropped}
+    if out.get("type") == "object" and "properties" in out:
+        out["required"] = list(out["properties"])
+        out["additionalProperties"] = False
+    return out
